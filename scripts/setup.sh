@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what vmwarden needs to build, run and test on a fresh Debian 12 machine. Idempotent:
+# a second run installs nothing and returns quickly.
+set -euo pipefail
+
+need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)" >&2; exit 1; fi; }
+
+# Build: libvirt-dev (virt crate) + pkg-config. Tests: real libvirtd/qemu, sanlock, promtool,
+# node_exporter (benchmark peer), iproute2 (lab namespaces).
+PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
+      qemu-system-x86 sanlock prometheus prometheus-node-exporter iproute2 procps psmisc)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  need_root
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # Some machines ship qemu-utils from backports, which blocks qemu-system-x86 from bookworm:
+  # pin qemu-utils / qemu-block-extra to the same version as qemu-system-x86's candidate.
+  qv=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  pins=()
+  if [ -n "$qv" ] && [ "$qv" != "(none)" ]; then
+    pins=("qemu-utils=$qv" "qemu-block-extra=$qv")
+  fi
+  # Don't let package postinst scripts start daemons on a machine without systemd.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -q --no-install-recommends --allow-downgrades "${pins[@]}" "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# Rust toolchain components used by the quality gates.
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+echo "setup.sh: dependencies present"

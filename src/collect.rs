@@ -1,0 +1,183 @@
+//! Runs every enabled collector concurrently, each under the configured timeout, and folds the
+//! results into one `Snapshot`. Remembers what was already logged so a broken or absent source
+//! is reported once, not on every scrape.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::metrics::AgentCounters;
+use crate::probe::drbd::DrbdSnapshot;
+use crate::probe::libvirt::{LibvirtProbe, LibvirtSnapshot};
+use crate::probe::lvm::LvmSnapshot;
+use crate::probe::sanlock::SanlockSnapshot;
+use crate::probe::{self, Parsed, ProbeError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<T> {
+    Ok(T),
+    /// The source does not exist on this node.
+    Absent(String),
+    /// The source exists but could not be read in time or at all.
+    Failed(String),
+    Disabled,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorReport<T> {
+    pub outcome: Outcome<T>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub drbd: CollectorReport<DrbdSnapshot>,
+    pub lvm: CollectorReport<LvmSnapshot>,
+    pub sanlock: CollectorReport<SanlockSnapshot>,
+    pub libvirt: CollectorReport<LibvirtSnapshot>,
+}
+
+/// What has been said in the logs already, per collector.
+#[derive(Default)]
+struct LogMemory {
+    last_status: String,
+    seen_parse_errors: HashSet<String>,
+    parse_errors: u64,
+}
+
+/// Bound on remembered distinct parse-error messages: beyond it, new ones are counted, not logged.
+const MAX_REMEMBERED: usize = 256;
+
+pub struct Collector {
+    cfg: Config,
+    libvirt: LibvirtProbe,
+    memory: Mutex<[LogMemory; 4]>,
+}
+
+impl Collector {
+    pub fn new(cfg: Config) -> Self {
+        let libvirt = LibvirtProbe::new(cfg.libvirt.clone());
+        Collector {
+            cfg,
+            libvirt,
+            memory: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Probe everything once. Never fails: failures are part of the snapshot.
+    pub async fn collect(&self) -> Snapshot {
+        let t = self.cfg.collector_timeout();
+        let c = &self.cfg;
+        let (drbd, lvm, sanlock, libvirt) = tokio::join!(
+            run(c.drbd.enabled, t, probe::drbd::probe(&c.drbd, t)),
+            run(c.lvm.enabled, t, probe::lvm::probe(&c.lvm, t)),
+            run(c.sanlock.enabled, t, probe::sanlock::probe(&c.sanlock, t)),
+            run(c.libvirt.enabled, t, self.libvirt.probe(t)),
+        );
+        let snap = Snapshot {
+            drbd: self.note(0, drbd),
+            lvm: self.note(1, lvm),
+            sanlock: self.note(2, sanlock),
+            libvirt: self.note(3, libvirt),
+        };
+        snap
+    }
+
+    /// Log state changes and new parse errors once; keep the counts.
+    fn note<T>(&self, idx: usize, r: (Outcome<Parsed<T>>, Duration)) -> CollectorReport<T> {
+        let name = crate::metrics::COLLECTORS[idx];
+        let (outcome, duration) = r;
+        let mut mem = match self.memory.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let m = &mut mem[idx];
+        let status = match &outcome {
+            Outcome::Ok(_) => "ok".to_string(),
+            Outcome::Absent(why) => format!("absent: {why}"),
+            Outcome::Failed(why) => format!("failed: {why}"),
+            Outcome::Disabled => "disabled".to_string(),
+        };
+        if status != m.last_status {
+            match &outcome {
+                Outcome::Ok(_) if !m.last_status.is_empty() => {
+                    tracing::info!(collector = name, "collector recovered")
+                }
+                Outcome::Ok(_) | Outcome::Disabled => {}
+                Outcome::Absent(why) => tracing::info!(
+                    collector = name,
+                    "source absent on this node, collector marked absent: {why}"
+                ),
+                Outcome::Failed(why) => tracing::warn!(collector = name, "collector failed: {why}"),
+            }
+            m.last_status = status;
+        }
+        let outcome = match outcome {
+            Outcome::Ok(p) => {
+                m.parse_errors += p.errors.len() as u64;
+                for e in p.errors {
+                    if m.seen_parse_errors.len() < MAX_REMEMBERED && m.seen_parse_errors.insert(e.clone()) {
+                        tracing::warn!(
+                            collector = name,
+                            "skipped unparseable input (counted in vmwarden_parse_errors_total; logged once): {e}"
+                        );
+                    }
+                }
+                Outcome::Ok(p.value)
+            }
+            Outcome::Absent(s) => Outcome::Absent(s),
+            Outcome::Failed(s) => Outcome::Failed(s),
+            Outcome::Disabled => Outcome::Disabled,
+        };
+        CollectorReport { outcome, duration }
+    }
+
+    pub fn counters(&self) -> AgentCounters {
+        let mem = match self.memory.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        AgentCounters {
+            parse_errors: crate::metrics::COLLECTORS
+                .iter()
+                .zip(mem.iter())
+                .map(|(c, m)| (*c, m.parse_errors))
+                .collect(),
+        }
+    }
+
+    /// Collect and render in one go (what `/metrics` and `vmwarden collect` serve).
+    pub async fn render(&self) -> String {
+        let snap = self.collect().await;
+        crate::metrics::render(&snap, &self.counters())
+    }
+}
+
+/// One collector run under the timeout. The probe's own commands carry the same timeout (and are
+/// killed by it); this outer bound also covers non-command work such as libvirt calls.
+async fn run<T>(
+    enabled: bool,
+    timeout: Duration,
+    fut: impl Future<Output = Result<Parsed<T>, ProbeError>>,
+) -> (Outcome<Parsed<T>>, Duration) {
+    if !enabled {
+        return (Outcome::Disabled, Duration::ZERO);
+    }
+    let start = Instant::now();
+    let outcome = match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(p)) => Outcome::Ok(p),
+        Ok(Err(ProbeError::Absent(why))) => Outcome::Absent(why),
+        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+        Err(_) => Outcome::Failed(format!(
+            "did not finish within {:.1}s (agent.collector_timeout_seconds); its commands were killed",
+            timeout.as_secs_f64()
+        )),
+    };
+    (outcome, start.elapsed())
+}

@@ -1,0 +1,213 @@
+//! Configuration: one TOML file layered over the defaults embedded in the binary
+//! (`config/vmwarden.toml`), so the agent runs with no file at all. Unknown keys are errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default configuration, also the documented example.
+pub const DEFAULT_TOML: &str = include_str!("../config/vmwarden.toml");
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub drbd: DrbdConfig,
+    pub lvm: LvmConfig,
+    pub sanlock: SanlockConfig,
+    pub libvirt: LibvirtConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub listen: String,
+    pub collector_timeout_seconds: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrbdConfig {
+    pub enabled: bool,
+    pub proc_path: String,
+    pub drbdsetup: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LvmConfig {
+    pub enabled: bool,
+    pub lvm: String,
+    pub lvmlockctl: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SanlockConfig {
+    pub enabled: bool,
+    pub sanlock: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LibvirtConfig {
+    pub enabled: bool,
+    pub uri: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Config {
+    /// The embedded defaults.
+    pub fn default_config() -> Result<Config, ConfigError> {
+        Self::from_toml_str("", "(defaults)")
+    }
+
+    /// Defaults overlaid with `text` (the content of `origin`, for error messages).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let mut base: toml::Table = DEFAULT_TOML
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(format!("embedded defaults: {e}")))?;
+        let over: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        merge(&mut base, over, "").map_err(invalid)?;
+        let cfg: Config = toml::Value::Table(base)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        cfg.validate().map_err(invalid)?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Self::default_config(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source: e,
+                })?;
+                Self::from_toml_str(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let t = self.agent.collector_timeout_seconds;
+        if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
+            return Err(format!(
+                "agent.collector_timeout_seconds = {t}: must be a number of seconds in (0, 3600]"
+            ));
+        }
+        if self.agent.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "agent.listen = {:?}: expected ADDRESS:PORT such as \"0.0.0.0:10177\" or \"[::1]:10177\"",
+                self.agent.listen
+            ));
+        }
+        for (key, cmd) in [
+            ("drbd.drbdsetup", &self.drbd.drbdsetup),
+            ("lvm.lvm", &self.lvm.lvm),
+            ("lvm.lvmlockctl", &self.lvm.lvmlockctl),
+            ("sanlock.sanlock", &self.sanlock.sanlock),
+        ] {
+            if cmd.trim().is_empty() || cmd.contains(char::is_whitespace) {
+                return Err(format!(
+                    "{key} = {cmd:?}: a command is one program name or absolute path, without spaces or arguments"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn collector_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.agent.collector_timeout_seconds)
+    }
+}
+
+/// Overlay `over` onto `base`; a key `base` lacks is unknown and named in the error.
+fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), String> {
+    for (k, v) in over {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (base.get_mut(&k), v) {
+            (None, _) => return Err(format!("unknown key `{path}`")),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &path)?,
+            (Some(toml::Value::Table(_)), _) => {
+                return Err(format!("`{path}` must be a table ([{path}])"))
+            }
+            (Some(slot), v) => *slot = v,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::default_config().unwrap();
+        assert_eq!(c.drbd.proc_path, "/proc/drbd");
+        assert_eq!(c.lvm.lvm, "lvm");
+        assert_eq!(c.libvirt.uri, "qemu:///system");
+        assert_eq!(c.agent.collector_timeout_seconds, 5.0);
+    }
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let c = Config::from_toml_str("[drbd]\nproc_path = \"/tmp/x\"\n", "t").unwrap();
+        assert_eq!(c.drbd.proc_path, "/tmp/x");
+        assert_eq!(c.drbd.drbdsetup, "drbdsetup");
+        assert!(c.lvm.enabled);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml_str("[lvm]\nlvm_path = \"x\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lvm.lvm_path"), "{e}");
+        let e = Config::from_toml_str("[nope]\n", "t").unwrap_err().to_string();
+        assert!(e.contains("`nope`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_explained() {
+        let e = Config::from_toml_str("[agent]\ncollector_timeout_seconds = \"5\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("collector_timeout_seconds"), "{e}");
+        let e = Config::from_toml_str("[agent]\ncollector_timeout_seconds = -1.0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be"), "{e}");
+        let e = Config::from_toml_str("[lvm]\nlvm = \"lvm --foo\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without spaces"), "{e}");
+        let e = Config::from_toml_str("[agent]\nlisten = \"localhost\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ADDRESS:PORT"), "{e}");
+    }
+}

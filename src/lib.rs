@@ -1,0 +1,9 @@
+//! vmwarden: a per-node agent for KVM/libvirt clusters on shared LVM (lvmlockd + sanlock) and DRBD.
+//! See ARCHITECTURE in docs/ for how data flows: probes -> snapshot -> metrics.
+
+pub mod collect;
+pub mod config;
+pub mod exec;
+pub mod metrics;
+pub mod probe;
+pub mod server;
