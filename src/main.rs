@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 use vmwarden::collect::Collector;
 use vmwarden::config::Config;
+use vmwarden::server::{self, Server};
 
 #[derive(Parser)]
 #[command(name = "vmwarden", version, about = "Per-node agent for KVM/libvirt clusters on shared LVM and DRBD")]
@@ -24,7 +25,51 @@ enum Command {
     Collect {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// openmetrics (what Prometheus scrapes) or prometheus (classic text, for promtool).
+        #[arg(long, value_enum, default_value = "openmetrics")]
+        format: Format,
     },
+}
+
+async fn run_agent(cfg: Config) -> ExitCode {
+    let listen = cfg.agent.listen.clone();
+    let (listener, addr) = match server::bind(&listen).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!(
+                "vmwarden: cannot listen on {listen}: {e} (another process on that port? set [agent] listen in the config)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(%addr, "vmwarden {} serving /metrics, /healthz and /", env!("CARGO_PKG_VERSION"));
+    let srv = Server::new(Collector::new(cfg));
+    server::serve(srv, listener, shutdown_signal()).await;
+    tracing::info!("shutting down");
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM ({e}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Openmetrics,
+    Prometheus,
 }
 
 fn main() -> ExitCode {
@@ -56,10 +101,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let _ = cfg;
-            ExitCode::SUCCESS
+            rt.block_on(run_agent(cfg))
         }
-        Command::Collect { config } => {
+        Command::Collect { config, format } => {
             let cfg = match Config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -69,7 +113,10 @@ fn main() -> ExitCode {
             };
             let c = Collector::new(cfg);
             let text = rt.block_on(c.render());
-            print!("{text}");
+            match format {
+                Format::Openmetrics => print!("{text}"),
+                Format::Prometheus => print!("{}", vmwarden::metrics::to_prometheus_text(&text)),
+            }
             ExitCode::SUCCESS
         }
     }

@@ -1,1 +1,168 @@
-//! HTTP server (stub, being written).
+//! HTTP: `/metrics` (OpenMetrics), `/healthz`, and a small landing page at `/`. hyper 1 + tokio.
+//! Concurrent scrapes share one collection: a scrape that arrives while another collects waits for
+//! it and reuses its result rather than starting a second `lvs` against possibly hung storage.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+use crate::collect::Collector;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub struct Server {
+    collector: Collector,
+    /// The last rendered scrape and when it started.
+    last: Mutex<Option<(Instant, Arc<String>)>>,
+}
+
+impl Server {
+    pub fn new(collector: Collector) -> Arc<Self> {
+        Arc::new(Server {
+            collector,
+            last: Mutex::new(None),
+        })
+    }
+
+    /// Metrics for a request that arrived at `asked`: reuse a collection that started after it.
+    pub async fn metrics(&self, asked: Instant) -> Arc<String> {
+        let mut last = self.last.lock().await;
+        if let Some((started, text)) = last.as_ref() {
+            if *started >= asked {
+                return text.clone();
+            }
+        }
+        let started = Instant::now();
+        let text = Arc::new(self.collector.render().await);
+        *last = Some((started, text.clone()));
+        text
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let asked = Instant::now();
+        let path = req.uri().path();
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served here\n",
+            );
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        match path {
+            "/metrics" => {
+                let wants_om = req
+                    .headers()
+                    .get_all(hyper::header::ACCEPT)
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|s| s.contains("application/openmetrics-text")));
+                let body = self.metrics(asked).await;
+                let (bytes, ctype) = if wants_om {
+                    (body.as_bytes().to_vec(), OPENMETRICS)
+                } else {
+                    (
+                        crate::metrics::to_prometheus_text(&body).into_bytes(),
+                        PROMETHEUS_TEXT,
+                    )
+                };
+                let mut r = Response::new(Full::new(Bytes::from(bytes)));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+                r
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/" => {
+                let mut r = Response::new(Full::new(Bytes::from(landing_page())));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                r
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: this agent serves /metrics, /healthz and /\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn landing_page() -> String {
+    format!(
+        "<!doctype html>\n<html><head><title>vmwarden</title></head><body>\n\
+         <h1>vmwarden {}</h1>\n\
+         <p>Per-node agent for KVM/libvirt clusters on shared LVM (lvmlockd + sanlock) and DRBD.</p>\n\
+         <ul><li><a href=\"/metrics\">/metrics</a> — OpenMetrics for Prometheus</li>\n\
+         <li><a href=\"/healthz\">/healthz</a> — liveness</li></ul>\n\
+         </body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Bind `addr` and serve until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: log, pause briefly, keep serving.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(server.handle(req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, "connection ended with an error: {e}");
+            }
+        });
+    }
+}
+
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}

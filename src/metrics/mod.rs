@@ -172,3 +172,67 @@ pub fn render(snap: &Snapshot, counters: &AgentCounters) -> String {
     }
     out
 }
+
+/// The same exposition in Prometheus' classic text format (0.0.4), for clients that do not ask for
+/// OpenMetrics (curl, `promtool check metrics`, older scrapers). prometheus-client only writes
+/// OpenMetrics; the two differ, for what we emit, only in counter HELP/TYPE names and `# EOF`.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        if let Some((kind, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(kind);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_renames_counter_metadata_and_drops_eof() {
+        let om = "# HELP x_bytes Bytes.\n# TYPE x_bytes counter\nx_bytes_total{a=\"1\"} 5\n\
+                  # HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        let t = to_prometheus_text(om);
+        assert_eq!(
+            t,
+            "# HELP x_bytes_total Bytes.\n# TYPE x_bytes_total counter\nx_bytes_total{a=\"1\"} 5\n\
+             # HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
+
+    #[test]
+    fn state_sets_cover_unknown_states() {
+        let mut reg = Registry::default();
+        let g = gauge(&mut reg, "t_state", "t");
+        g.set_state(&[("x", "1")], &["a", "b"], "zz");
+        let mut out = String::new();
+        encode(&mut out, &reg).unwrap();
+        assert!(out.contains("t_state{x=\"1\",state=\"a\"} 0"), "{out}");
+        assert!(out.contains("t_state{x=\"1\",state=\"b\"} 0"), "{out}");
+        assert!(out.contains("t_state{x=\"1\",state=\"zz\"} 1"), "{out}");
+    }
+}

@@ -1,0 +1,37 @@
+# vmwarden — build, run and test. `make run` and `make test` install what they need first
+# (scripts/setup.sh, idempotent). Build outputs are cached outside the repository.
+
+CARGO_TARGET_DIR ?= $(HOME)/.cache/vmwarden/target
+export CARGO_TARGET_DIR
+CARGO ?= cargo
+CONFIG ?=
+
+.PHONY: setup build run test lint unit bench clean
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+# The agent with the embedded default config (or CONFIG=path/to/vmwarden.toml).
+run: build
+	$(CARGO_TARGET_DIR)/release/vmwarden run $(if $(CONFIG),--config $(CONFIG))
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Every test, real components included: CI requires them (VMWARDEN_REQUIRE_REAL=1), so a real
+# test that cannot reach libvirtd or start sanlock fails instead of skipping.
+test: setup
+	bash scripts/test-services.sh
+	$(MAKE) lint
+	VMWARDEN_REQUIRE_REAL=1 $(CARGO) test --locked --all-targets
+
+bench: setup
+	$(CARGO) bench --locked --bench parsers
+	bash benches/node-exporter-compare.sh
+
+clean:
+	$(CARGO) clean
