@@ -122,7 +122,9 @@ impl Collector {
             Outcome::Ok(p) => {
                 m.parse_errors += p.errors.len() as u64;
                 for e in p.errors {
-                    if m.seen_parse_errors.len() < MAX_REMEMBERED && m.seen_parse_errors.insert(e.clone()) {
+                    if m.seen_parse_errors.len() < MAX_REMEMBERED
+                        && m.seen_parse_errors.insert(e.clone())
+                    {
                         tracing::warn!(
                             collector = name,
                             "skipped unparseable input (counted in vmwarden_parse_errors_total; logged once): {e}"

@@ -187,7 +187,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lvm.lvm_path"), "{e}");
-        let e = Config::from_toml_str("[nope]\n", "t").unwrap_err().to_string();
+        let e = Config::from_toml_str("[nope]\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`nope`"), "{e}");
     }
 

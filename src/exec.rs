@@ -81,7 +81,10 @@ impl Cmd {
         self.argv
             .iter()
             .map(|a| {
-                if a.is_empty() || a.chars().any(|c| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                if a.is_empty()
+                    || a.chars()
+                        .any(|c| c.is_whitespace() || "'\"$`\\".contains(c))
+                {
                     format!("'{}'", a.replace('\'', r"'\''"))
                 } else {
                     a.clone()
@@ -226,7 +229,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The grandchild must be gone (or a zombie awaiting init): give the kernel a moment.
         let mut gone = false;
         for _ in 0..50 {
@@ -242,7 +249,10 @@ mod tests {
 
     #[test]
     fn display_quotes_what_needs_quoting() {
-        let c = Cmd::new("lvs").arg("--config").arg("report { x=1 }").arg("it's");
+        let c = Cmd::new("lvs")
+            .arg("--config")
+            .arg("report { x=1 }")
+            .arg("it's");
         assert_eq!(c.display(), r"lvs --config 'report { x=1 }' 'it'\''s'");
     }
 }

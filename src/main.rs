@@ -8,7 +8,11 @@ use vmwarden::config::Config;
 use vmwarden::server::{self, Server};
 
 #[derive(Parser)]
-#[command(name = "vmwarden", version, about = "Per-node agent for KVM/libvirt clusters on shared LVM and DRBD")]
+#[command(
+    name = "vmwarden",
+    version,
+    about = "Per-node agent for KVM/libvirt clusters on shared LVM and DRBD"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,

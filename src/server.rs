@@ -68,7 +68,10 @@ impl Server {
                     .headers()
                     .get_all(hyper::header::ACCEPT)
                     .iter()
-                    .any(|v| v.to_str().is_ok_and(|s| s.contains("application/openmetrics-text")));
+                    .any(|v| {
+                        v.to_str()
+                            .is_ok_and(|s| s.contains("application/openmetrics-text"))
+                    });
                 let body = self.metrics(asked).await;
                 let (bytes, ctype) = if wants_om {
                     (body.as_bytes().to_vec(), OPENMETRICS)

@@ -65,7 +65,10 @@ fn hung_commands_are_killed_and_the_scrape_still_answers() {
     assert!(took < Duration::from_secs(10), "scrape took {took:?}");
     for c in ["lvm", "sanlock", "drbd"] {
         assert_eq!(
-            sample(&body, &format!("vmwarden_collector_success{{collector=\"{c}\"}}")),
+            sample(
+                &body,
+                &format!("vmwarden_collector_success{{collector=\"{c}\"}}")
+            ),
             Some(0.0),
             "{c} should have failed:\n{body}"
         );
@@ -77,7 +80,10 @@ fn hung_commands_are_killed_and_the_scrape_still_answers() {
         let deadline = Instant::now() + Duration::from_secs(5);
         for pid in ps {
             while !process_gone(pid) {
-                assert!(Instant::now() < deadline, "{name} pid {pid} survived the timeout");
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} pid {pid} survived the timeout"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -105,13 +111,20 @@ fn endpoints_and_bogus_requests() {
     assert_eq!(http(port, "POST", "/metrics", None).0, 405);
 
     // Garbage on the socket: the connection is dropped, the agent keeps serving.
-    for junk in [&b"\x00\xff\x13garbage\r\n\r\n"[..], b"GET /metrics HTTP/9.9\r\n\r\n", b"GET"] {
+    for junk in [
+        &b"\x00\xff\x13garbage\r\n\r\n"[..],
+        b"GET /metrics HTTP/9.9\r\n\r\n",
+        b"GET",
+    ] {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let _ = s.write_all(junk);
     }
 
     // Content negotiation: OpenMetrics for Prometheus, classic text for everyone else.
-    let (_, om) = agent.get("/metrics", Some("application/openmetrics-text;version=1.0.0"));
+    let (_, om) = agent.get(
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0"),
+    );
     assert!(om.ends_with("# EOF\n"), "{om}");
     assert!(om.contains("# TYPE vmwarden_parse_errors counter"));
     let (_, txt) = agent.get("/metrics", None);
@@ -141,14 +154,20 @@ fn collect_exits_zero_when_collectors_fail() {
     let text = String::from_utf8(out.stdout).unwrap();
     for c in ["drbd", "lvm", "sanlock", "libvirt"] {
         assert_eq!(
-            sample(&text, &format!("vmwarden_collector_success{{collector=\"{c}\"}}")),
+            sample(
+                &text,
+                &format!("vmwarden_collector_success{{collector=\"{c}\"}}")
+            ),
             Some(0.0),
             "{text}"
         );
     }
     for c in ["drbd", "lvm", "sanlock"] {
         assert_eq!(
-            sample(&text, &format!("vmwarden_collector_absent{{collector=\"{c}\"}}")),
+            sample(
+                &text,
+                &format!("vmwarden_collector_absent{{collector=\"{c}\"}}")
+            ),
             Some(1.0),
             "{c} is not installed, so absent:\n{text}"
         );
@@ -161,7 +180,11 @@ fn bad_config_is_refused_with_the_key_named() {
     let p = dir.path().join("bad.toml");
     std::fs::write(&p, "[sanlock]\nsanlock_path = \"/usr/sbin/sanlock\"\n").unwrap();
     for sub in ["run", "collect"] {
-        let out = Command::new(bin()).args([sub, "--config"]).arg(&p).output().unwrap();
+        let out = Command::new(bin())
+            .args([sub, "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("sanlock.sanlock_path"), "{err}");

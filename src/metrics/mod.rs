@@ -75,7 +75,10 @@ pub fn gauge(reg: &mut Registry, name: &str, help: &str) -> GaugeFam {
 /// Register a counter family; `name` is the exposed sample name and must end in `_total`
 /// (prometheus-client appends it, so it is stripped for registration).
 pub fn counter(reg: &mut Registry, name: &str, help: &str) -> CounterFam {
-    debug_assert!(name.ends_with("_total"), "counter {name} must end in _total");
+    debug_assert!(
+        name.ends_with("_total"),
+        "counter {name} must end in _total"
+    );
     let base = name.strip_suffix("_total").unwrap_or(name);
     let f = Family::<Labels, Counter<f64, AtomicU64>>::default();
     reg.register(base, help, f.clone());

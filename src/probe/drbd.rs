@@ -8,6 +8,9 @@ use crate::config::DrbdConfig;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DrbdSnapshot {}
 
-pub async fn probe(_cfg: &DrbdConfig, _timeout: Duration) -> Result<Parsed<DrbdSnapshot>, ProbeError> {
+pub async fn probe(
+    _cfg: &DrbdConfig,
+    _timeout: Duration,
+) -> Result<Parsed<DrbdSnapshot>, ProbeError> {
     Err(ProbeError::Absent("not implemented yet".into()))
 }

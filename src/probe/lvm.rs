@@ -8,6 +8,9 @@ use crate::config::LvmConfig;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LvmSnapshot {}
 
-pub async fn probe(_cfg: &LvmConfig, _timeout: Duration) -> Result<Parsed<LvmSnapshot>, ProbeError> {
+pub async fn probe(
+    _cfg: &LvmConfig,
+    _timeout: Duration,
+) -> Result<Parsed<LvmSnapshot>, ProbeError> {
     Err(ProbeError::Absent("not implemented yet".into()))
 }

@@ -8,6 +8,9 @@ use crate::config::SanlockConfig;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SanlockSnapshot {}
 
-pub async fn probe(_cfg: &SanlockConfig, _timeout: Duration) -> Result<Parsed<SanlockSnapshot>, ProbeError> {
+pub async fn probe(
+    _cfg: &SanlockConfig,
+    _timeout: Duration,
+) -> Result<Parsed<SanlockSnapshot>, ProbeError> {
     Err(ProbeError::Absent("not implemented yet".into()))
 }

@@ -23,9 +23,8 @@ pub fn free_port() -> u16 {
 /// A config with every collector disabled except what `extra` turns on.
 pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let p = dir.join("vmwarden.toml");
-    let text = format!(
-        "[agent]\nlisten = \"127.0.0.1:{port}\"\ncollector_timeout_seconds = 2\n{extra}\n"
-    );
+    let text =
+        format!("[agent]\nlisten = \"127.0.0.1:{port}\"\ncollector_timeout_seconds = 2\n{extra}\n");
     std::fs::write(&p, text).unwrap();
     p
 }
