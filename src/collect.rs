@@ -80,13 +80,12 @@ impl Collector {
             run(c.sanlock.enabled, t, probe::sanlock::probe(&c.sanlock, t)),
             run(c.libvirt.enabled, t, self.libvirt.probe(t)),
         );
-        let snap = Snapshot {
+        Snapshot {
             drbd: self.note(0, drbd),
             lvm: self.note(1, lvm),
             sanlock: self.note(2, sanlock),
             libvirt: self.note(3, libvirt),
-        };
-        snap
+        }
     }
 
     /// Log state changes and new parse errors once; keep the counts.
