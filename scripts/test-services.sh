@@ -4,6 +4,7 @@
 #
 #   scripts/test-services.sh                   ensure qemu.conf, virtlogd and libvirtd are up
 #   scripts/test-services.sh restart-libvirtd  stop libvirtd and start it again (restart tests)
+#   scripts/test-services.sh stop-libvirtd     stop libvirtd (tests of "libvirtd is down")
 #
 # Without systemd (containers, CI sandboxes) the daemons are started with `-d` and tracked by their
 # pid files in /run; where systemd runs (/run/systemd/system exists) systemctl is used instead.
@@ -118,5 +119,6 @@ case "${1:-ensure}" in
     start_libvirtd
     say "libvirtd restarted"
     ;;
-  *) die "usage: $0 [ensure|restart-libvirtd]" ;;
+  stop-libvirtd) stop_libvirtd ;;
+  *) die "usage: $0 [ensure|restart-libvirtd|stop-libvirtd]" ;;
 esac

@@ -89,6 +89,13 @@ pub fn encode(reg: &mut Registry, snap: &LibvirtSnapshot) {
         "Transmitted packets dropped on a running domain's interface",
     );
 
+    let reconnects = counter(
+        reg,
+        "vmwarden_libvirt_reconnects_total",
+        "Times the agent re-established a lost libvirt connection (libvirtd restarts it saw)",
+    );
+    reconnects.set(&[], snap.reconnects as f64);
+
     let set = |f: &super::CounterFam, labels: &[(&str, &str)], v: Option<u64>| {
         if let Some(v) = v {
             f.set(labels, v as f64);

@@ -49,6 +49,9 @@ use crate::config::LibvirtConfig;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LibvirtSnapshot {
     pub domains: Vec<LibvirtDomain>,
+    /// Times this probe re-established a lost connection since it was created (libvirtd
+    /// restarts seen by the agent).
+    pub reconnects: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -120,6 +123,7 @@ struct ConnState {
     conn: Option<Connect>,
     /// A connection was lost and not yet re-established (to log the recovery once).
     lost: bool,
+    reconnects: u64,
 }
 
 pub struct LibvirtProbe {
@@ -247,8 +251,9 @@ fn fetch(uri: &str, st: &mut ConnState) -> Result<Parsed<LibvirtSnapshot>, Probe
         None => open(uri, st)?,
     };
     match collect(&conn) {
-        Ok(p) => {
+        Ok(mut p) => {
             st.conn = Some(conn);
+            p.value.reconnects = st.reconnects;
             Ok(p)
         }
         Err(CallError::Lost(msg)) if reused => {
@@ -259,8 +264,9 @@ fn fetch(uri: &str, st: &mut ConnState) -> Result<Parsed<LibvirtSnapshot>, Probe
             st.lost = true;
             let conn = open(uri, st)?;
             match collect(&conn) {
-                Ok(p) => {
+                Ok(mut p) => {
                     st.conn = Some(conn);
+                    p.value.reconnects = st.reconnects;
                     Ok(p)
                 }
                 Err(e) => Err(collect_failed(uri, e)),
@@ -292,6 +298,7 @@ fn open(uri: &str, st: &mut ConnState) -> Result<Connect, ProbeError> {
             if st.lost {
                 tracing::info!("reconnected to libvirt at {uri}");
                 st.lost = false;
+                st.reconnects += 1;
             }
             Ok(c)
         }
@@ -306,9 +313,11 @@ fn open_error(uri: &str, e: &VirtError) -> ProbeError {
             "no libvirt on this node (no /run/libvirt, no libvirtd or virtqemud installed): {msg}"
         ));
     }
+    // Socket errors (no daemon, refused) come as system or RPC errors; "no connection driver
+    // available for <uri>" is NoConnect and is about the URI, not the daemon.
     let unreachable = matches!(e.code(), Enum::Known(ErrorNumber::SystemError))
-        || matches!(e.domain(), Enum::Known(ErrorDomain::Rpc))
-            && !matches!(e.code(), Enum::Known(ErrorNumber::NoConnect));
+        || (matches!(e.domain(), Enum::Known(ErrorDomain::Rpc))
+            && !matches!(e.code(), Enum::Known(ErrorNumber::NoConnect)));
     if unreachable {
         ProbeError::Failed(format!(
             "cannot connect to libvirt at {uri}: {msg} — is libvirtd running? `systemctl status libvirtd`"
@@ -322,17 +331,25 @@ fn open_error(uri: &str, e: &VirtError) -> ProbeError {
 
 /// Clearly no libvirt on this node: a local URI, no socket directory, no daemon installed.
 fn no_libvirt_here(uri: &str) -> bool {
+    no_libvirt_in(
+        uri,
+        Path::new("/run/libvirt"),
+        &["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"],
+    )
+}
+
+fn no_libvirt_in(uri: &str, run_dir: &Path, bin_dirs: &[&str]) -> bool {
+    // `qemu:///system` is local; `qemu+ssh://host/system` names a host and says nothing about us.
     let local = uri
         .split_once("://")
         .map(|(_, rest)| rest.starts_with('/'))
         .unwrap_or(false);
     local
-        && !Path::new("/run/libvirt").exists()
-        && !["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"]
-            .iter()
-            .any(|d| {
-                Path::new(d).join("libvirtd").exists() || Path::new(d).join("virtqemud").exists()
-            })
+        && !run_dir.exists()
+        && !bin_dirs.iter().any(|d| {
+            let d = Path::new(d);
+            d.join("libvirtd").exists() || d.join("virtqemud").exists()
+        })
 }
 
 fn collect(conn: &Connect) -> Result<Parsed<LibvirtSnapshot>, CallError> {
@@ -420,7 +437,7 @@ fn domain(
                         write_requests: non_neg(b.wr_req),
                     })
                 }
-                Err(e) => stat_failed(conn, &e, &name, &d.target, notes)?,
+                Err(e) => stat_failed(conn, dom, &e, &name, &d.target, notes)?,
             }
         }
         for i in interfaces.iter_mut() {
@@ -436,7 +453,7 @@ fn domain(
                         tx_drops: non_neg(s.tx_drop),
                     })
                 }
-                Err(e) => stat_failed(conn, &e, &name, &t, notes)?,
+                Err(e) => stat_failed(conn, dom, &e, &name, &t, notes)?,
             }
         }
     }
@@ -457,14 +474,25 @@ fn domain(
 
 /// A stats call failed: the connection or the domain being gone ends this domain's probe; a
 /// domain that stopped meanwhile or a device libvirt cannot report on only costs its counters.
+/// Errors for a domain that stops under us vary ("domain is not running", "Interface not found"),
+/// so libvirt is asked again whether the domain still runs before calling it anything else.
 fn stat_failed(
     conn: &Connect,
+    dom: &Domain,
     e: &VirtError,
     domain: &str,
     device: &str,
     notes: &mut Vec<String>,
 ) -> Result<(), CallError> {
-    match classify(conn, e) {
+    let c = match classify(conn, e) {
+        CallError::Other(m) => match dom.is_active() {
+            Ok(true) => CallError::Other(m),
+            Ok(false) => CallError::NotRunning(m),
+            Err(e2) => classify(conn, &e2),
+        },
+        c => c,
+    };
+    match c {
         c @ (CallError::Lost(_) | CallError::Vanished(_)) => Err(c),
         CallError::NotRunning(_) => {
             notes.push(format!(
@@ -482,4 +510,29 @@ fn stat_failed(
 /// libvirt reports -1 for a counter the hypervisor does not provide.
 fn non_neg(v: i64) -> Option<u64> {
     u64::try_from(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_only_when_clearly_no_libvirt() {
+        let empty = tempfile::tempdir().unwrap();
+        let e = empty.path().to_str().unwrap();
+        let gone = empty.path().join("run-libvirt");
+        assert!(no_libvirt_in("qemu:///system", &gone, &[e]));
+        // A remote URI: the local node's libvirt is irrelevant.
+        assert!(!no_libvirt_in("qemu+ssh://h/system", &gone, &[e]));
+        // The socket directory exists (libvirtd ran since boot): a failure, not absence.
+        assert!(!no_libvirt_in("qemu:///system", empty.path(), &[e]));
+        // A daemon is installed but not started: a failure too.
+        let bin = tempfile::tempdir().unwrap();
+        std::fs::write(bin.path().join("virtqemud"), "").unwrap();
+        assert!(!no_libvirt_in(
+            "qemu:///system",
+            &gone,
+            &[bin.path().to_str().unwrap()]
+        ));
+    }
 }
