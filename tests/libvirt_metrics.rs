@@ -1,0 +1,263 @@
+//! libvirt metrics: a golden rendering of a hand-built snapshot (regenerate with UPDATE_GOLDEN=1)
+//! and the `## libvirt` section of docs/metrics.md checked against what the code emits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use vmwarden::probe::libvirt::{
+    BlockStats, Disk, DomainState, Interface, InterfaceStats, LibvirtDomain, LibvirtSnapshot,
+    PausedReason, RunningReason, ShutoffReason,
+};
+
+fn snapshot() -> LibvirtSnapshot {
+    let vm1 = LibvirtDomain {
+        name: "vm1".into(),
+        uuid: "29b6163c-732f-44fa-9cea-cce83d12d08f".into(),
+        state: DomainState::Running(RunningReason::Migrated),
+        persistent: true,
+        autostart: false,
+        vcpus: 2,
+        memory_bytes: 1 << 30,
+        max_memory_bytes: 2 << 30,
+        cpu_seconds: Some(12.5),
+        disks: vec![
+            Disk {
+                target: "vda".into(),
+                device: "disk".into(),
+                source_type: "block".into(),
+                source: Some("/dev/vg_cluster/vm1-root".into()),
+                stats: Some(BlockStats {
+                    read_bytes: Some(4096),
+                    written_bytes: Some(8192),
+                    read_requests: Some(1),
+                    write_requests: Some(2),
+                }),
+            },
+            Disk {
+                target: "vdb".into(),
+                device: "disk".into(),
+                source_type: "network".into(),
+                source: Some("rbd:pool/vm1-data".into()),
+                // A hypervisor that reports no request counts (-1 in libvirt).
+                stats: Some(BlockStats {
+                    read_bytes: Some(0),
+                    written_bytes: Some(0),
+                    read_requests: None,
+                    write_requests: None,
+                }),
+            },
+            Disk {
+                target: "sda".into(),
+                device: "cdrom".into(),
+                source_type: "file".into(),
+                source: None,
+                stats: None,
+            },
+        ],
+        interfaces: vec![
+            Interface {
+                target: Some("vnet0".into()),
+                mac: Some("52:54:00:2b:09:b7".into()),
+                if_type: "bridge".into(),
+                stats: Some(InterfaceStats {
+                    rx_bytes: Some(1500),
+                    rx_packets: Some(10),
+                    rx_drops: Some(0),
+                    tx_bytes: Some(3000),
+                    tx_packets: Some(20),
+                    tx_drops: Some(1),
+                }),
+            },
+            Interface {
+                target: None,
+                mac: Some("52:54:00:dd:ee:ff".into()),
+                if_type: "network".into(),
+                stats: None,
+            },
+        ],
+    };
+    let vm2 = LibvirtDomain {
+        name: "vm2".into(),
+        uuid: "3f0c6b7e-0000-4000-8000-000000000002".into(),
+        state: DomainState::Shutoff(ShutoffReason::Crashed),
+        persistent: true,
+        autostart: true,
+        vcpus: 1,
+        memory_bytes: 64 << 20,
+        max_memory_bytes: 64 << 20,
+        cpu_seconds: None,
+        disks: vec![Disk {
+            target: "vda".into(),
+            device: "disk".into(),
+            source_type: "block".into(),
+            source: Some("/dev/drbd1000".into()),
+            stats: None,
+        }],
+        interfaces: vec![],
+    };
+    let vm3 = LibvirtDomain {
+        name: "vm3".into(),
+        uuid: "3f0c6b7e-0000-4000-8000-000000000003".into(),
+        state: DomainState::Paused(PausedReason::IoError),
+        persistent: false,
+        autostart: false,
+        vcpus: 4,
+        memory_bytes: 512 << 20,
+        max_memory_bytes: 1 << 30,
+        cpu_seconds: Some(0.25),
+        disks: vec![],
+        interfaces: vec![],
+    };
+    // A state a newer libvirt might report.
+    let vm4 = LibvirtDomain {
+        name: "vm4".into(),
+        uuid: "3f0c6b7e-0000-4000-8000-000000000004".into(),
+        state: DomainState::from_raw(9, 2),
+        ..LibvirtDomain::default()
+    };
+    LibvirtSnapshot {
+        domains: vec![vm1, vm2, vm3, vm4],
+        reconnects: 2,
+    }
+}
+
+fn render(snap: &LibvirtSnapshot) -> String {
+    let mut reg = Registry::default();
+    vmwarden::metrics::libvirt::encode(&mut reg, snap);
+    let mut out = String::new();
+    encode(&mut out, &reg).unwrap();
+    normalize(&out)
+}
+
+/// Families keep their order; samples inside a family are sorted (prometheus-client keeps them
+/// in a hash map, so their order varies from run to run).
+fn normalize(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut samples: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            samples.sort();
+            out.append(&mut samples);
+            out.push(line);
+        } else {
+            samples.push(line);
+        }
+    }
+    samples.sort();
+    out.append(&mut samples);
+    out.join("\n") + "\n"
+}
+
+#[test]
+fn golden_rendering() {
+    let got = render(&snapshot());
+    let path = format!(
+        "{}/tests/fixtures/libvirt/snapshot.metrics",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        eprintln!("updated {path}");
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (create it with UPDATE_GOLDEN=1)"));
+    assert_eq!(
+        got, want,
+        "rendering changed; if intended, rerun with UPDATE_GOLDEN=1"
+    );
+}
+
+#[test]
+fn facts_in_the_rendering() {
+    let got = render(&snapshot());
+    for line in [
+        r#"vmwarden_domain_state{domain="vm1",state="running"} 1.0"#,
+        r#"vmwarden_domain_state{domain="vm1",state="shutoff"} 0.0"#,
+        r#"vmwarden_domain_state{domain="vm2",state="shutoff"} 1.0"#,
+        r#"vmwarden_domain_state_reason_info{domain="vm2",state="shutoff",reason="crashed"} 1.0"#,
+        r#"vmwarden_domain_state_reason_info{domain="vm3",state="paused",reason="ioerror"} 1.0"#,
+        r#"vmwarden_domain_state{domain="vm4",state="unknown_9"} 1.0"#,
+        r#"vmwarden_domain_disk_source_info{domain="vm2",device="vda",type="block",source="/dev/drbd1000"} 1.0"#,
+        r#"vmwarden_domain_memory_bytes{domain="vm1",kind="max"} 2147483648.0"#,
+        r#"vmwarden_domain_cpu_seconds_total{domain="vm1"} 12.5"#,
+        r#"vmwarden_domain_network_transmit_bytes_total{domain="vm1",interface="vnet0"} 3000.0"#,
+    ] {
+        assert!(got.lines().any(|l| l == line), "missing {line}\n{got}");
+    }
+    // No runtime counters for a stopped domain, no source series for an empty CD-ROM, no request
+    // counters the hypervisor did not report.
+    assert!(!got.contains(r#"cpu_seconds_total{domain="vm2"}"#));
+    assert!(!got.contains(r#"device="sda""#));
+    assert!(!got.contains(r#"read_requests_total{domain="vm1",device="vdb"}"#));
+    // StateSet: exactly one state at 1 per domain.
+    for vm in ["vm1", "vm2", "vm3", "vm4"] {
+        let ones = got
+            .lines()
+            .filter(|l| l.starts_with(&format!("vmwarden_domain_state{{domain=\"{vm}\",")))
+            .filter(|l| l.ends_with(" 1.0"))
+            .count();
+        assert_eq!(ones, 1, "{vm}");
+    }
+}
+
+/// (sample name, type, label names) of every family in an OpenMetrics text.
+fn families(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let mut types = BTreeMap::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (n, t) = (it.next().unwrap(), it.next().unwrap());
+            types.insert(n.to_string(), t.to_string());
+        }
+    }
+    let mut out: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for (base, ty) in &types {
+        let sample = if ty == "counter" {
+            format!("{base}_total")
+        } else {
+            base.clone()
+        };
+        out.insert(sample, (ty.clone(), BTreeSet::new()));
+    }
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = l.split(['{', ' ']).next().unwrap();
+        let labels = l
+            .split_once('{')
+            .map(|(_, r)| r.split_once('}').unwrap().0)
+            .unwrap_or("");
+        let set = &mut out.get_mut(name).unwrap_or_else(|| panic!("{name}")).1;
+        for kv in labels.split("\",").filter(|s| !s.is_empty()) {
+            set.insert(kv.split('=').next().unwrap().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn docs_libvirt_section_matches_code() {
+    let docs =
+        std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let section = docs
+        .split("\n## ")
+        .find(|s| s.starts_with("libvirt"))
+        .expect("docs/metrics.md has a ## libvirt section");
+    let mut documented = BTreeMap::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<_> = row.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`').to_string();
+        let labels: BTreeSet<String> = if cells[3] == "-" {
+            BTreeSet::new()
+        } else {
+            cells[3].split(',').map(|s| s.trim().to_string()).collect()
+        };
+        assert!(!cells[4].is_empty(), "{name}: meaning is empty");
+        documented.insert(name, (cells[2].to_string(), labels));
+    }
+    let emitted = families(&render(&snapshot()));
+    assert_eq!(
+        emitted, documented,
+        "docs/metrics.md ## libvirt (right) differs from the code (left)"
+    );
+}
