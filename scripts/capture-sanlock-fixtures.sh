@@ -40,16 +40,26 @@ for r in vm1:1048576 vm2:2097152 vm3:3145728; do
 done
 
 say "leases: vm1 ex on h1, vm2 shared on h1 and h2, vm3 ex on h2"
-on h1 sanlock client command -r "LS:vm1:$L:1048576" -c /bin/sleep 3600 >"$WORK/c1.log" 2>&1 &
-on h1 sanlock client command -r "LS:vm2:$L:2097152:SH" -c /bin/sleep 3600 >"$WORK/c2.log" 2>&1 &
-on h2 sanlock client command -r "LS:vm2:$L:2097152:SH" -c /bin/sleep 3600 >"$WORK/c3.log" 2>&1 &
-on h2 sanlock client command -r "LS:vm3:$L:3145728" -c /bin/sleep 3600 >"$WORK/c4.log" 2>&1 &
-for _ in $(seq 1 40); do
-  n=$(( $(on h1 sanlock client status | grep -c '^r ' || true) + $(on h2 sanlock client status | grep -c '^r ' || true) ))
-  [ "$n" = 4 ] && break
-  sleep 0.25
-done
-[ "$n" = 4 ] || { echo "leases not all acquired:"; cat "$WORK"/c*.log; exit 1; } >&2
+hold() { # hold HOST LEASE: a lease holder (sleep) on HOST; waits until HOST's status lists it held
+  local host=$1 res=$2 n=$((++HOLDS))
+  on "$host" sanlock client command -r "$res" -c /bin/sleep 3600 >"$WORK/hold$n.log" 2>&1 &
+  local pid=$! name=${res#*:}
+  name=${name%%:*}
+  for _ in $(seq 1 80); do
+    on "$host" sanlock client status | grep -Eq "^r LS:$name:.* p [0-9]+$" && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  echo "could not hold $res on $host:" >&2
+  cat "$WORK/hold$n.log" >&2
+  exit 1
+}
+HOLDS=0
+hold h1 "LS:vm1:$L:1048576"
+hold h1 "LS:vm2:$L:2097152:SH"
+wait_gets h2 '^h 1 .* LIVE$' 30
+hold h2 "LS:vm2:$L:2097152:SH"
+hold h2 "LS:vm3:$L:3145728"
 wait_gets h1 '^h 2 .* LIVE$' 30
 wait_gets h2 '^h 1 .* LIVE$' 30
 
