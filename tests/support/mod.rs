@@ -93,7 +93,12 @@ pub fn skip_or_fail(test: &str, why: &str) {
     if require_real() {
         panic!("{test}: the real component cannot run and VMWARDEN_REQUIRE_REAL=1: {why}");
     }
-    eprintln!("\n*** SKIPPED: {test} because {why} (set VMWARDEN_REQUIRE_REAL=1 to make this a failure) ***\n");
+    // Straight to the process's stderr: libtest captures eprintln! of passing tests.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED: {test} because {why} (set VMWARDEN_REQUIRE_REAL=1 to make this a failure) ***\n"
+    );
 }
 
 fn have(prog: &str) -> bool {
