@@ -43,7 +43,10 @@ fn status_d_of_host_1() {
 
     assert_eq!(s.lockspaces.len(), 1);
     let ls = &s.lockspaces[0];
-    assert_eq!((ls.name.as_str(), ls.host_id, ls.path.as_str(), ls.offset), ("LS", 1, LEASES, 0));
+    assert_eq!(
+        (ls.name.as_str(), ls.host_id, ls.path.as_str(), ls.offset),
+        ("LS", 1, LEASES, 0)
+    );
     assert_eq!(ls.state, ListState::Active);
     assert_eq!(ls.io_timeout, Some(1));
     assert_eq!(ls.host_generation, Some(1));
@@ -61,7 +64,10 @@ fn status_d_of_host_1() {
     assert_eq!(vm2.lver, None);
     assert_eq!(vm2.pid, 3643);
     assert_eq!(vm2.disks.len(), 1);
-    assert_eq!((vm2.disks[0].path.as_str(), vm2.disks[0].offset), (LEASES, 2097152));
+    assert_eq!(
+        (vm2.disks[0].path.as_str(), vm2.disks[0].offset),
+        (LEASES, 2097152)
+    );
     let vm1 = &s.resources[1];
     assert_eq!(vm1.name, "vm1");
     assert_eq!(vm1.mode, LeaseMode::Exclusive);
@@ -85,8 +91,19 @@ fn host_2_holds_vm3_exclusively_and_vm2_shared() {
     let p = parse_status(&fixture("sanlock/h2-status-D.txt"));
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     assert_eq!(p.value.lockspaces[0].host_id, 2);
-    let r: Vec<_> = p.value.resources.iter().map(|r| (r.name.as_str(), r.mode, r.pid)).collect();
-    assert_eq!(r, vec![("vm3", LeaseMode::Exclusive, 3699), ("vm2", LeaseMode::Shared, 3688)]);
+    let r: Vec<_> = p
+        .value
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.mode, r.pid))
+        .collect();
+    assert_eq!(
+        r,
+        vec![
+            ("vm3", LeaseMode::Exclusive, 3699),
+            ("vm2", LeaseMode::Shared, 3688)
+        ]
+    );
 }
 
 #[test]
@@ -99,7 +116,9 @@ fn gets_two_hosts_live_from_both_sides() {
         assert_eq!(g.value[0].host_id, me);
         let hosts = g.value[0].hosts.as_ref().unwrap();
         assert_eq!(hosts.len(), 2);
-        assert!(hosts.iter().all(|h| h.state == HostState::Live && h.generation == 1));
+        assert!(hosts
+            .iter()
+            .all(|h| h.state == HostState::Live && h.generation == 1));
         assert_eq!(hosts[0].host_id, 1);
         assert_eq!(hosts[1].host_id, 2);
     }
@@ -111,7 +130,10 @@ fn gets_peer_fail_then_dead() {
     assert!(g.errors.is_empty(), "{:?}", g.errors);
     let ls = g.value.iter().find(|l| l.name == "LS").unwrap();
     let h2 = &ls.hosts.as_ref().unwrap()[1];
-    assert_eq!((h2.host_id, h2.timestamp, &h2.state), (2, 2260, &HostState::Fail));
+    assert_eq!(
+        (h2.host_id, h2.timestamp, &h2.state),
+        (2, 2260, &HostState::Fail)
+    );
     // LS2 was still being added: "hosts error -2", no host list.
     let ls2 = g.value.iter().find(|l| l.name == "LS2").unwrap();
     assert_eq!(ls2.hosts, None);
@@ -120,8 +142,21 @@ fn gets_peer_fail_then_dead() {
     assert!(g.errors.is_empty(), "{:?}", g.errors);
     let ls = g.value.iter().find(|l| l.name == "LS").unwrap();
     let h2 = &ls.hosts.as_ref().unwrap()[1];
-    assert_eq!((h2.host_id, h2.timestamp, &h2.state), (2, 2260, &HostState::Dead));
-    assert_eq!(g.value.iter().find(|l| l.name == "LS2").unwrap().hosts.as_ref().unwrap().len(), 1);
+    assert_eq!(
+        (h2.host_id, h2.timestamp, &h2.state),
+        (2, 2260, &HostState::Dead)
+    );
+    assert_eq!(
+        g.value
+            .iter()
+            .find(|l| l.name == "LS2")
+            .unwrap()
+            .hosts
+            .as_ref()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -142,7 +177,10 @@ fn renewal_history() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let r = r.value.unwrap();
     assert_eq!(r.entries, 4);
-    assert_eq!((r.last_timestamp, r.last_read_ms, r.last_write_ms), (2257, 1, 0));
+    assert_eq!(
+        (r.last_timestamp, r.last_read_ms, r.last_write_ms),
+        (2257, 1, 0)
+    );
     assert_eq!((r.timeouts, r.errors), (0, 0));
     assert_eq!(parse_renewal("").value, None);
 }
@@ -157,16 +195,31 @@ fn lvmlockd_leases_are_named_by_lv_uuid() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(s.lockspaces[0].name, "lvm_vg1");
     assert_eq!(s.lockspaces[0].path, "/dev/mapper/vg1-lvmlock");
-    let modes: Vec<_> = s.resources.iter().map(|r| (r.name.as_str(), r.mode, r.disks[0].offset)).collect();
+    let modes: Vec<_> = s
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.mode, r.disks[0].offset))
+        .collect();
     assert_eq!(
         modes,
         vec![
-            ("bnIrtr-Bgzs-GjFM-Cezq-iMMs-Vs4T-ztSTMJ", LeaseMode::Shared, 71303168),
-            ("ViULTC-qzY8-8mX0-Kas7-ZP3o-4oNd-yofUEQ", LeaseMode::Exclusive, 70254592),
+            (
+                "bnIrtr-Bgzs-GjFM-Cezq-iMMs-Vs4T-ztSTMJ",
+                LeaseMode::Shared,
+                71303168
+            ),
+            (
+                "ViULTC-qzY8-8mX0-Kas7-ZP3o-4oNd-yofUEQ",
+                LeaseMode::Exclusive,
+                70254592
+            ),
         ]
     );
     // lvmlockd holds all LV leases of the host.
-    assert!(s.resources.iter().all(|r| s.client_name(r.pid) == "lvmlockd"));
+    assert!(s
+        .resources
+        .iter()
+        .all(|r| s.client_name(r.pid) == "lvmlockd"));
 }
 
 #[test]
@@ -178,7 +231,10 @@ fn host_status_and_acquire_outputs_are_not_status() {
         "sanlock/no-daemon.txt",
     ] {
         let p = parse_status(&fixture(f));
-        assert!(p.value.lockspaces.is_empty() && p.value.resources.is_empty(), "{f}");
+        assert!(
+            p.value.lockspaces.is_empty() && p.value.resources.is_empty(),
+            "{f}"
+        );
         assert!(!p.errors.is_empty(), "{f}");
     }
 }
@@ -224,15 +280,24 @@ what is this
     let r = parse_renewal("timestamp=1 read_ms=2 write_ms=3 next_timeouts=1 next_errors=0\ngarbage\ntimestamp=x\ntimestamp=4 read_ms=5 write_ms=6 next_timeouts=2 next_errors=1\n");
     assert_eq!(r.errors.len(), 2);
     let r = r.value.unwrap();
-    assert_eq!((r.entries, r.last_read_ms, r.timeouts, r.errors), (2, 5, 3, 1));
+    assert_eq!(
+        (r.entries, r.last_read_ms, r.timeouts, r.errors),
+        (2, 5, 3, 1)
+    );
 }
 
 #[test]
 fn paths_with_colons_are_unescaped() {
     let p = parse_status("s LS:1:/dev/disk/by-path/pci-0000\\:00\\:05.0:0\nr LS:r:/dev/disk/by-path/pci-0000\\:00\\:05.0:1048576:SH p 7\n");
     assert!(p.errors.is_empty(), "{:?}", p.errors);
-    assert_eq!(p.value.lockspaces[0].path, "/dev/disk/by-path/pci-0000:00:05.0");
-    assert_eq!(p.value.resources[0].disks[0].path, "/dev/disk/by-path/pci-0000:00:05.0");
+    assert_eq!(
+        p.value.lockspaces[0].path,
+        "/dev/disk/by-path/pci-0000:00:05.0"
+    );
+    assert_eq!(
+        p.value.resources[0].disks[0].path,
+        "/dev/disk/by-path/pci-0000:00:05.0"
+    );
 }
 
 #[test]
@@ -245,10 +310,28 @@ fn metrics_golden_host_1() {
     assert!(errors.is_empty(), "{errors:?}");
     let text = render(|reg| vmwarden::metrics::sanlock::encode(reg, &s));
     let lines = samples(&text);
-    assert!(lines.contains(&r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm1",mode="ex"} 1.0"#), "{text}");
-    assert!(lines.contains(&r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm2",mode="sh"} 1.0"#), "{text}");
-    assert!(lines.contains(&r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="LIVE"} 1.0"#), "{text}");
-    assert!(lines.contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 2.0"#), "{text}");
+    assert!(
+        lines.contains(
+            &r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm1",mode="ex"} 1.0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        lines.contains(
+            &r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm2",mode="sh"} 1.0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        lines.contains(
+            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="LIVE"} 1.0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 2.0"#),
+        "{text}"
+    );
     golden("sanlock/h1.metrics", &support::sorted_metrics(&text));
 }
 
@@ -262,11 +345,22 @@ fn metrics_peer_dead_and_lockspace_adding() {
     assert!(errors.is_empty(), "{errors:?}");
     let text = render(|reg| vmwarden::metrics::sanlock::encode(reg, &s));
     let lines = samples(&text);
-    assert!(lines.contains(&r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="FAIL"} 1.0"#), "{text}");
-    assert!(lines.contains(&r#"vmwarden_sanlock_lockspace_state{lockspace="LS2",state="adding"} 1.0"#), "{text}");
+    assert!(
+        lines.contains(
+            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="FAIL"} 1.0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&r#"vmwarden_sanlock_lockspace_state{lockspace="LS2",state="adding"} 1.0"#),
+        "{text}"
+    );
     // No hosts listed for LS2 yet, and no renewal age before its first renewal.
     assert!(!text.contains(r#"host_state{lockspace="LS2""#), "{text}");
-    assert!(!text.contains(r#"renewal_age_seconds{lockspace="LS2""#), "{text}");
+    assert!(
+        !text.contains(r#"renewal_age_seconds{lockspace="LS2""#),
+        "{text}"
+    );
 
     let (s, errors) = snapshot(
         "sanlock/h1-status-D-peer-dead.txt",
@@ -275,9 +369,20 @@ fn metrics_peer_dead_and_lockspace_adding() {
     );
     assert!(errors.is_empty(), "{errors:?}");
     let text = render(|reg| vmwarden::metrics::sanlock::encode(reg, &s));
-    assert!(samples(&text).contains(&r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="DEAD"} 1.0"#), "{text}");
-    assert!(samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 1.0"#), "{text}");
-    assert!(samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS2"} 10.0"#), "{text}");
+    assert!(
+        samples(&text).contains(
+            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="DEAD"} 1.0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 1.0"#),
+        "{text}"
+    );
+    assert!(
+        samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS2"} 10.0"#),
+        "{text}"
+    );
 }
 
 fn all_fixtures() -> Vec<String> {

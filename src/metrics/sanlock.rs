@@ -159,7 +159,11 @@ pub fn encode(reg: &mut Registry, snap: &SanlockSnapshot) {
             ("resource", r.name.as_str()),
             ("mode", r.mode.as_str()),
         ];
-        let v = if r.state == ListState::Adding { 0.0 } else { 1.0 };
+        let v = if r.state == ListState::Adding {
+            0.0
+        } else {
+            1.0
+        };
         held.set(&rl, v);
         if r.pid > 0 {
             owner.set(&rl, r.pid as f64);

@@ -280,19 +280,27 @@ fn strip_flag(s: &str) -> (&str, Option<ListState>) {
 fn parse_lockspace_spec(spec: &str) -> Result<(String, u64, String, u64), String> {
     let p = split_spec(spec);
     if p.len() < 4 {
-        return Err(format!("lockspace spec {spec:?}: expected LS:HOST_ID:PATH:OFFSET"));
+        return Err(format!(
+            "lockspace spec {spec:?}: expected LS:HOST_ID:PATH:OFFSET"
+        ));
     }
     let name = p[0].clone();
     if name.is_empty() {
         return Err(format!("lockspace spec {spec:?}: empty lockspace name"));
     }
-    let host_id = p[1]
-        .parse::<u64>()
-        .map_err(|_| format!("lockspace spec {spec:?}: host_id {:?} is not a number", p[1]))?;
+    let host_id = p[1].parse::<u64>().map_err(|_| {
+        format!(
+            "lockspace spec {spec:?}: host_id {:?} is not a number",
+            p[1]
+        )
+    })?;
     let last = p.len() - 1;
-    let offset = p[last]
-        .parse::<u64>()
-        .map_err(|_| format!("lockspace spec {spec:?}: offset {:?} is not a number", p[last]))?;
+    let offset = p[last].parse::<u64>().map_err(|_| {
+        format!(
+            "lockspace spec {spec:?}: offset {:?} is not a number",
+            p[last]
+        )
+    })?;
     Ok((name, host_id, p[2..last].join(":"), offset))
 }
 
@@ -345,7 +353,9 @@ fn parse_resource_line(rest: &str) -> Result<Resource, String> {
         });
     }
     if p[0].is_empty() || p[1].is_empty() {
-        return Err(format!("resource spec {spec:?}: empty lockspace or resource name"));
+        return Err(format!(
+            "resource spec {spec:?}: empty lockspace or resource name"
+        ));
     }
     Ok(Resource {
         lockspace: p[0].clone(),
@@ -369,16 +379,13 @@ enum Current {
     Skipped,
 }
 
-fn num<T: std::str::FromStr>(
-    key: &str,
-    v: &str,
-    ctx: &str,
-    errors: &mut Vec<String>,
-) -> Option<T> {
+fn num<T: std::str::FromStr>(key: &str, v: &str, ctx: &str, errors: &mut Vec<String>) -> Option<T> {
     match v.parse::<T>() {
         Ok(n) => Some(n),
         Err(_) => {
-            errors.push(format!("sanlock status: {ctx}: {key}={v:?} is not a number"));
+            errors.push(format!(
+                "sanlock status: {ctx}: {key}={v:?} is not a number"
+            ));
             None
         }
     }
@@ -398,7 +405,9 @@ pub fn parse_status(text: &str) -> Parsed<SanlockSnapshot> {
         if raw.starts_with(char::is_whitespace) {
             let line = raw.trim();
             let Some((k, v)) = line.split_once('=') else {
-                errors.push(format!("sanlock status line {lineno}: detail {line:?} is not key=value"));
+                errors.push(format!(
+                    "sanlock status line {lineno}: detail {line:?} is not key=value"
+                ));
                 continue;
             };
             match cur {
@@ -407,7 +416,9 @@ pub fn parse_status(text: &str) -> Parsed<SanlockSnapshot> {
                         match k {
                             "monotime" => d.monotime = num(k, v, "daemon", &mut errors),
                             "version_str" => d.version = Some(v.to_string()),
-                            "our_host_name" if d.host_name.is_empty() => d.host_name = v.to_string(),
+                            "our_host_name" if d.host_name.is_empty() => {
+                                d.host_name = v.to_string()
+                            }
                             _ => {}
                         }
                     }
@@ -418,17 +429,26 @@ pub fn parse_status(text: &str) -> Parsed<SanlockSnapshot> {
                         match k {
                             "list" => match ListState::from_list(v) {
                                 Some(st) => ls.state = st,
-                                None => errors.push(format!("sanlock status: {ctx}: unknown list={v:?}")),
+                                None => errors
+                                    .push(format!("sanlock status: {ctx}: unknown list={v:?}")),
                             },
                             "io_timeout" => ls.io_timeout = num(k, v, &ctx, &mut errors),
                             "host_generation" => ls.host_generation = num(k, v, &ctx, &mut errors),
                             "space_dead" => ls.space_dead = num(k, v, &ctx, &mut errors),
                             "killing_pids" => ls.killing_pids = num(k, v, &ctx, &mut errors),
                             "renew_fail" => ls.renew_fail = num(k, v, &ctx, &mut errors),
-                            "renewal_last_result" => ls.renewal_last_result = num(k, v, &ctx, &mut errors),
-                            "renewal_last_attempt" => ls.renewal_last_attempt = num(k, v, &ctx, &mut errors),
-                            "renewal_last_success" => ls.renewal_last_success = num(k, v, &ctx, &mut errors),
-                            "acquire_last_success" => ls.acquire_last_success = num(k, v, &ctx, &mut errors),
+                            "renewal_last_result" => {
+                                ls.renewal_last_result = num(k, v, &ctx, &mut errors)
+                            }
+                            "renewal_last_attempt" => {
+                                ls.renewal_last_attempt = num(k, v, &ctx, &mut errors)
+                            }
+                            "renewal_last_success" => {
+                                ls.renewal_last_success = num(k, v, &ctx, &mut errors)
+                            }
+                            "acquire_last_success" => {
+                                ls.acquire_last_success = num(k, v, &ctx, &mut errors)
+                            }
                             _ => {}
                         }
                     }
@@ -478,7 +498,9 @@ pub fn parse_status(text: &str) -> Parsed<SanlockSnapshot> {
                         cur = Current::Client;
                     }
                     Err(_) => {
-                        errors.push(format!("sanlock status line {lineno}: client pid {pid:?} is not a number"));
+                        errors.push(format!(
+                            "sanlock status line {lineno}: client pid {pid:?} is not a number"
+                        ));
                         cur = Current::Skipped;
                     }
                 }
@@ -514,7 +536,9 @@ pub fn parse_status(text: &str) -> Parsed<SanlockSnapshot> {
                 }
             },
             _ => {
-                errors.push(format!("sanlock status line {lineno}: unrecognized line {line:?}"));
+                errors.push(format!(
+                    "sanlock status line {lineno}: unrecognized line {line:?}"
+                ));
                 cur = Current::Skipped;
             }
         }
@@ -548,7 +572,9 @@ pub fn parse_gets(text: &str) -> Parsed<Vec<GetsLockspace>> {
             }
         } else if let Some(rest) = line.strip_prefix("h ") {
             let Some(ls) = out.last_mut() else {
-                errors.push(format!("sanlock gets line {lineno}: host line before any lockspace"));
+                errors.push(format!(
+                    "sanlock gets line {lineno}: host line before any lockspace"
+                ));
                 continue;
             };
             match parse_host(rest) {
@@ -561,7 +587,9 @@ pub fn parse_gets(text: &str) -> Parsed<Vec<GetsLockspace>> {
                 ls.hosts = None;
             }
         } else {
-            errors.push(format!("sanlock gets line {lineno}: unrecognized line {line:?}"));
+            errors.push(format!(
+                "sanlock gets line {lineno}: unrecognized line {line:?}"
+            ));
         }
     }
     Parsed { value: out, errors }
@@ -696,7 +724,10 @@ fn status_text(out: &Output) -> String {
     }
 }
 
-pub async fn probe(cfg: &SanlockConfig, timeout: Duration) -> Result<Parsed<SanlockSnapshot>, ProbeError> {
+pub async fn probe(
+    cfg: &SanlockConfig,
+    timeout: Duration,
+) -> Result<Parsed<SanlockSnapshot>, ProbeError> {
     let start = Instant::now();
     let status_cmd = Cmd::new(cfg.sanlock.as_str()).args(["client", "status", "-D"]);
     let gets_cmd = Cmd::new(cfg.sanlock.as_str()).args(["client", "gets", "-h", "1"]);

@@ -26,7 +26,10 @@ pub fn golden(rel: &str, actual: &str) {
         return;
     }
     let expected = std::fs::read_to_string(&p).unwrap_or_else(|e| {
-        panic!("golden file {}: {e} (create it with UPDATE_GOLDEN=1)", p.display())
+        panic!(
+            "golden file {}: {e} (create it with UPDATE_GOLDEN=1)",
+            p.display()
+        )
     });
     if expected != actual {
         panic!(
@@ -101,7 +104,8 @@ pub fn skip_or_fail(test: &str, why: &str) {
     );
 }
 
-fn have(prog: &str) -> bool {
+/// Whether `prog` is on PATH.
+pub fn have(prog: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {prog} >/dev/null"))
@@ -117,7 +121,9 @@ pub fn lab_unavailable() -> Option<String> {
     }
     for p in ["sanlock", "unshare", "nsenter", "cc", "bash"] {
         if !have(p) {
-            return Some(format!("`{p}` is not installed (scripts/setup.sh installs it)"));
+            return Some(format!(
+                "`{p}` is not installed (scripts/setup.sh installs it)"
+            ));
         }
     }
     None
@@ -167,6 +173,11 @@ pub struct LabHost {
 
 impl LabHost {
     pub fn start(lab: &LabDir, name: &str) -> Result<LabHost, String> {
+        Self::start_with(lab, name, &[])
+    }
+
+    /// With lab-host.sh options (`--lvmlockd`, `--mapper NAME=TARGET`).
+    pub fn start_with(lab: &LabDir, name: &str, extra: &[&str]) -> Result<LabHost, String> {
         let child = Command::new("unshare")
             .args(["-m", "--propagation", "private", "bash"])
             .arg(repo().join("tests/support/lab-host.sh"))
@@ -174,6 +185,7 @@ impl LabHost {
             .arg(name)
             .arg(&lab.shim)
             .arg(std::process::id().to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -204,10 +216,22 @@ impl LabHost {
         Err(format!("lab host {name} not ready within 30 s"))
     }
 
+    /// The pid of a daemon of this host (`sanlock` or `lvmlockd`), from lab-host.sh's pid file.
+    pub fn daemon_pid(&self, daemon: &str) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join(format!("{}.{daemon}.pid", self.name)))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// A command inside this host's mount namespace.
     pub fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg("-t").arg(self.child.id().to_string()).arg("-m").arg(prog);
+        c.arg("-t")
+            .arg(self.child.id().to_string())
+            .arg("-m")
+            .arg(prog);
         c
     }
 
@@ -235,7 +259,15 @@ impl LabHost {
     /// It is killed with the namespace when the host drops.
     pub fn hold(&self, resource: &str) -> Result<(), String> {
         self.cmd("sanlock")
-            .args(["client", "command", "-r", resource, "-c", "/bin/sleep", "3600"])
+            .args([
+                "client",
+                "command",
+                "-r",
+                resource,
+                "-c",
+                "/bin/sleep",
+                "3600",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -245,7 +277,8 @@ impl LabHost {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}.sanlock.log", self.name))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("{}.sanlock.log", self.name)))
+            .unwrap_or_default()
     }
 }
 
@@ -263,9 +296,9 @@ impl Drop for LabHost {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // lab-host.sh did not finish: kill the daemon itself so nothing outlives the test.
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("{}.sanlock.pid", self.name))) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
+        // lab-host.sh did not finish: kill the daemons themselves so nothing outlives the test.
+        for d in ["lvmlockd", "sanlock"] {
+            if let Some(pid) = self.daemon_pid(d) {
                 // SAFETY: as above.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
