@@ -3,7 +3,8 @@
 # its own mount namespace, so several hosts can run on one machine and none touches the machine's
 # own /run/sanlock, /run/lvm or /var/log.
 #
-# Run it under `unshare -m --propagation private` (it refuses to run in the initial namespace):
+# Run it under `unshare -m --propagation private` WITHOUT --fork (it refuses to run unless it can
+# see that its namespace differs from its caller's):
 #   unshare -m --propagation private bash tests/support/lab-host.sh DIR NAME SHIM WATCH_PID \
 #       [--lvmlockd] [--mapper NAME=TARGET]...
 #   DIR        work directory (lease files, logs, pid files: DIR/NAME.*)
@@ -36,13 +37,23 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-# Mounting over /run in the machine's own namespace would break the machine: refuse.
-if [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then
-  echo "lab-host.sh: not in a private mount namespace (run it under unshare -m --propagation private)" >&2
+# Mounting over /run, or killing "everything in this namespace" at exit, in the machine's own
+# mount namespace would wreck the machine. So this must fail closed: it runs only when it can
+# READ its own and its caller's namespaces and they DIFFER. (Comparing with pid 1 is not enough:
+# /proc/1/ns may be unreadable, and "" = "" would let it through.) Under
+# `unshare -m ... bash lab-host.sh` (no --fork) the parent is the caller, in the original namespace.
+MYNS=$(readlink /proc/self/ns/mnt 2>/dev/null || true)
+PARENTNS=$(readlink "/proc/$PPID/ns/mnt" 2>/dev/null || true)
+WATCHNS=$(readlink "/proc/$WATCH/ns/mnt" 2>/dev/null || true)
+case "$MYNS" in mnt:\[*\]) ;; *) MYNS= ;; esac
+if [ -z "$MYNS" ] || [ -z "$PARENTNS" ] || [ -z "$WATCHNS" ] \
+   || [ "$MYNS" = "$PARENTNS" ] || [ "$MYNS" = "$WATCHNS" ]; then
+  echo "lab-host.sh: refusing to run: not provably in a private mount namespace" \
+       "(self '$MYNS', parent '$PARENTNS', caller '$WATCHNS'); run it as" \
+       "unshare -m --propagation private bash lab-host.sh ... (without --fork)" >&2
   exit 3
 fi
 
-MYNS=$(readlink /proc/self/ns/mnt)
 cleanup() {
   trap - EXIT TERM INT HUP
   set +e
@@ -54,12 +65,20 @@ cleanup() {
     [ -n "${SPID:-}" ] && kill -0 "$SPID" 2>/dev/null || break
     sleep 0.2
   done
-  # Then everything still in this mount namespace (daemons, lease holders started by nsenter).
-  for p in /proc/[0-9]*; do
-    pid=${p#/proc/}
-    [ "$pid" = "$$" ] && continue
-    [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$MYNS" ] && kill -KILL "$pid" 2>/dev/null
-  done
+  # Then what is still in this private namespace (daemons, lease holders started by nsenter).
+  # Re-check first: only a namespace that is readable, ours, and not the caller's.
+  local now
+  now=$(readlink /proc/self/ns/mnt 2>/dev/null || true)
+  if [ -n "$now" ] && [ "$now" = "$MYNS" ] && [ "$now" != "$PARENTNS" ] && [ "$now" != "$WATCHNS" ]; then
+    for p in /proc/[0-9]*; do
+      pid=${p#/proc/}
+      [ "$pid" = "$$" ] || [ "$pid" = 1 ] && continue
+      [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$MYNS" ] && kill -KILL "$pid" 2>/dev/null
+    done
+  else
+    [ -n "${LPID:-}" ] && kill -KILL "$LPID" 2>/dev/null
+    [ -n "${SPID:-}" ] && kill -KILL "$SPID" 2>/dev/null
+  fi
   wait 2>/dev/null
   rm -f "$DIR/$NAME.ready"
 }
