@@ -125,7 +125,7 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
         }
 
         for p in &v.peers {
-            let pl = [l[0], l[1], l[2], ("peer", p.name.as_str())];
+            let pl = [l[0], l[1], l[2], ("peer", p.name.as_ref())];
             conn.set_state(&pl, ConnState::ALL, p.connection.as_str());
             repl.set_state(&pl, ReplState::ALL, p.replication.as_str());
             peer_role.set_state(&pl, Role::ALL, p.role.as_str());

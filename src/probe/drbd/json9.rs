@@ -191,7 +191,7 @@ fn resource(obj: &Map<String, Value>, i: usize, out: &mut Vec<DrbdVolume>, error
             bm_writes: d.u64("bm-writes", errors),
             lower_pending: d.u64("lower-pending", errors),
             upper_pending: d.u64("upper-pending", errors),
-            peers: Vec::new(),
+            peers: Default::default(),
         });
     }
 
@@ -239,7 +239,7 @@ fn resource(obj: &Map<String, Value>, i: usize, out: &mut Vec<DrbdVolume>, error
             let out_of_sync_kib = p.u64("out-of-sync", errors);
             let resync = resync(&p, &replication, out_of_sync_kib, errors);
             vol.peers.push(DrbdPeer {
-                name: peer_name.clone(),
+                name: peer_name.clone().into(),
                 node_id,
                 connection: connection.clone(),
                 replication,
@@ -293,7 +293,7 @@ fn resync(
     repl: &ReplState,
     out_of_sync_kib: Option<u64>,
     errors: &mut Vec<String>,
-) -> Option<Resync> {
+) -> Option<Box<Resync>> {
     let details = p.bool("has-sync-details", errors).unwrap_or(false);
     let verify_details = p.bool("has-online-verify-details", errors).unwrap_or(false);
     let percent_done = p.f64("percent-resync-done", errors);
@@ -342,5 +342,5 @@ fn resync(
             r.remaining_bytes = kib(out_of_sync_kib);
         }
     }
-    Some(r)
+    Some(Box::new(r))
 }

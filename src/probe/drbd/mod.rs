@@ -17,7 +17,10 @@ mod gen;
 mod json9;
 mod proc8;
 
+use std::borrow::Cow;
 use std::time::Duration;
+
+use smallvec::SmallVec;
 
 pub use gen::generate_proc_drbd;
 pub use json9::parse_status_json;
@@ -235,8 +238,12 @@ pub struct DrbdVolume {
     pub lower_pending: Option<u64>,
     /// Application requests accepted but not completed (8.x `ap`).
     pub upper_pending: Option<u64>,
-    pub peers: Vec<DrbdPeer>,
+    pub peers: Peers,
 }
+
+/// The peers of a volume. Inline for one peer (every 8.x minor, most DRBD 9 two-node setups):
+/// a heap allocation per minor was most of the parser's cost at 1,000 minors.
+pub type Peers = SmallVec<[DrbdPeer; 1]>;
 
 /// Which resync suspensions are in force for a peer device (8.x flags `a`, `p`, `u`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -255,8 +262,8 @@ impl ResyncSuspended {
 /// This volume as seen through one connection.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DrbdPeer {
-    /// DRBD 9 connection name; `"peer"` on 8.x.
-    pub name: String,
+    /// DRBD 9 connection name; `"peer"` on 8.x (borrowed: no allocation per minor).
+    pub name: Cow<'static, str>,
     pub node_id: Option<u32>,
     pub connection: ConnState,
     pub replication: ReplState,
@@ -283,8 +290,9 @@ pub struct DrbdPeer {
     pub ap_in_flight: Option<u64>,
     /// DRBD 9 `rs-in-flight`, as printed (resync data in flight).
     pub rs_in_flight: Option<u64>,
-    /// Present while a resync or online verify runs and DRBD reports progress.
-    pub resync: Option<Resync>,
+    /// Present while a resync or online verify runs and DRBD reports progress (boxed: rare,
+    /// and it keeps the per-peer struct small at thousands of minors).
+    pub resync: Option<Box<Resync>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
