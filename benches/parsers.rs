@@ -15,13 +15,17 @@ fn drbd_proc8(c: &mut Criterion) {
     for minors in [100usize, 1_000] {
         let text = generate_proc_drbd(minors);
         g.throughput(Throughput::Elements(minors as u64));
-        g.bench_with_input(BenchmarkId::new("parse_proc_drbd", minors), &text, |b, t| {
-            b.iter(|| {
-                let p = parse_proc_drbd(black_box(t));
-                debug_assert!(p.errors.is_empty());
-                p
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("parse_proc_drbd", minors),
+            &text,
+            |b, t| {
+                b.iter(|| {
+                    let p = parse_proc_drbd(black_box(t));
+                    debug_assert!(p.errors.is_empty());
+                    p
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -94,9 +98,11 @@ fn drbd_json9(c: &mut Criterion) {
     for resources in [100usize, 1_000] {
         let text = status_json(resources);
         g.throughput(Throughput::Elements(resources as u64));
-        g.bench_with_input(BenchmarkId::new("parse_status_json", resources), &text, |b, t| {
-            b.iter(|| parse_status_json(black_box(t)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("parse_status_json", resources),
+            &text,
+            |b, t| b.iter(|| parse_status_json(black_box(t))),
+        );
     }
     g.finish();
 }

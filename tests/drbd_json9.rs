@@ -20,11 +20,17 @@ fn two_resources_two_peers_one_syncing() {
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     let s = p.value;
     assert_eq!(s.source, DrbdSource::Json9);
-    assert_eq!(s.version, None, "the JSON has no version; probe() adds /proc/drbd's");
+    assert_eq!(
+        s.version, None,
+        "the JSON has no version; probe() adds /proc/drbd's"
+    );
     assert_eq!(s.volumes.len(), 2);
 
     let v = &s.volumes[0];
-    assert_eq!((v.resource.as_str(), v.volume, v.minor), ("vm-web1", 0, 1000));
+    assert_eq!(
+        (v.resource.as_str(), v.volume, v.minor),
+        ("vm-web1", 0, 1000)
+    );
     assert_eq!(v.role, Role::Primary);
     assert_eq!(v.disk_state, DiskState::UpToDate);
     assert_eq!(v.quorum, Some(true));
@@ -66,17 +72,26 @@ fn two_resources_two_peers_one_syncing() {
     assert_eq!(r.remaining_bytes, Some(20_971_520 * 512));
     assert_eq!(r.finish_seconds, Some(116));
     assert_eq!(r.speed_bytes_per_second, Some(88 * 1024 * 1024));
-    assert_eq!(r.average_speed_bytes_per_second, Some((85.33f64 * 1048576.0).round() as u64));
+    assert_eq!(
+        r.average_speed_bytes_per_second,
+        Some((85.33f64 * 1048576.0).round() as u64)
+    );
     assert_eq!(r.want_bytes_per_second, Some(90 * 1024 * 1024));
 
     let db = &s.volumes[1];
-    assert_eq!((db.resource.as_str(), db.minor, db.role.clone()), ("vm-db1", 1001, Role::Secondary));
+    assert_eq!(
+        (db.resource.as_str(), db.minor, db.role.clone()),
+        ("vm-db1", 1001, Role::Secondary)
+    );
     let c = &db.peers[1];
     assert_eq!(c.connection, ConnState::Connecting);
     assert_eq!(c.role, Role::Unknown);
     assert_eq!(c.replication, ReplState::Off);
     assert_eq!(c.disk_state, DiskState::DUnknown);
-    assert_eq!(c.ap_in_flight, None, "omitted by drbdsetup while not connected");
+    assert_eq!(
+        c.ap_in_flight, None,
+        "omitted by drbdsetup while not connected"
+    );
     assert!(c.resync.is_none());
 }
 
@@ -159,10 +174,15 @@ fn resync_suspension_reasons_and_verify() {
     let p = parse_status_json(text).unwrap();
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     let pe = &p.value.volumes[0].peers[0];
-    assert!(pe.resync_suspended.user && pe.resync_suspended.dependency && !pe.resync_suspended.peer);
+    assert!(
+        pe.resync_suspended.user && pe.resync_suspended.dependency && !pe.resync_suspended.peer
+    );
     let r = pe.resync.as_deref().unwrap();
     assert_eq!(r.kind, ResyncKind::Verify);
-    assert!((r.done_ratio - 0.75).abs() < 1e-9, "computed from rs-total and ov-left");
+    assert!(
+        (r.done_ratio - 0.75).abs() < 1e-9,
+        "computed from rs-total and ov-left"
+    );
     assert_eq!(r.remaining_bytes, Some(250 * 512));
     assert_eq!(r.finish_seconds, None, "987654321 means no estimate");
     assert_eq!(r.want_bytes_per_second, Some(0));

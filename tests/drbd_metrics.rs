@@ -88,7 +88,10 @@ fn golden(name: &str, actual: &str) {
 
 #[test]
 fn golden_proc84_syncsource() {
-    golden("proc84_syncsource.metrics", &render(&proc_snapshot("proc84_syncsource.txt")));
+    golden(
+        "proc84_syncsource.metrics",
+        &render(&proc_snapshot("proc84_syncsource.txt")),
+    );
 }
 
 #[test]
@@ -104,24 +107,52 @@ fn key_samples_have_the_right_values() {
     let lp = r#"resource="drbd0",volume="0",minor="0",peer="peer""#;
     has(r#"vmwarden_drbd_info{source="proc",version="8.4.1"} 1.0"#);
     has(&format!(r#"vmwarden_drbd_role{{{l},state="Primary"}} 1.0"#));
-    has(&format!(r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0.0"#));
-    has(&format!(r#"vmwarden_drbd_connection_state{{{lp},state="Connected"}} 1.0"#));
-    has(&format!(r#"vmwarden_drbd_replication_state{{{lp},state="SyncSource"}} 1.0"#));
-    has(&format!(r#"vmwarden_drbd_peer_disk_state{{{lp},state="Inconsistent"}} 1.0"#));
-    has(&format!("vmwarden_drbd_out_of_sync_bytes{{{lp}}} {}.0", 12_685_660u64 * 1024));
-    has(&format!("vmwarden_drbd_disk_read_bytes_total{{{l}}} {}.0", 3_075_736u64 * 1024));
-    has(&format!("vmwarden_drbd_network_sent_bytes_total{{{lp}}} {}.0", 3_071_368u64 * 1024));
+    has(&format!(
+        r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0.0"#
+    ));
+    has(&format!(
+        r#"vmwarden_drbd_connection_state{{{lp},state="Connected"}} 1.0"#
+    ));
+    has(&format!(
+        r#"vmwarden_drbd_replication_state{{{lp},state="SyncSource"}} 1.0"#
+    ));
+    has(&format!(
+        r#"vmwarden_drbd_peer_disk_state{{{lp},state="Inconsistent"}} 1.0"#
+    ));
+    has(&format!(
+        "vmwarden_drbd_out_of_sync_bytes{{{lp}}} {}.0",
+        12_685_660u64 * 1024
+    ));
+    has(&format!(
+        "vmwarden_drbd_disk_read_bytes_total{{{l}}} {}.0",
+        3_075_736u64 * 1024
+    ));
+    has(&format!(
+        "vmwarden_drbd_network_sent_bytes_total{{{lp}}} {}.0",
+        3_071_368u64 * 1024
+    ));
     has(&format!("vmwarden_drbd_resync_done_ratio{{{lp}}} 0.195"));
-    has(&format!("vmwarden_drbd_resync_remaining_seconds{{{lp}}} 660.0"));
+    has(&format!(
+        "vmwarden_drbd_resync_remaining_seconds{{{lp}}} 660.0"
+    ));
     // A state outside the known list still gets its series at 1.
-    let out = render(&parse_proc_drbd(" 0: cs:SkippedSyncS ro:Primary/Secondary ds:UpToDate/UpToDate C r-----\n").value);
+    let out = render(
+        &parse_proc_drbd(
+            " 0: cs:SkippedSyncS ro:Primary/Secondary ds:UpToDate/UpToDate C r-----\n",
+        )
+        .value,
+    );
     assert!(out.contains(r#"state="SkippedSyncS"} 1.0"#), "{out}");
 }
 
 /// `name -> (type, labels)` from the `## DRBD` table of docs/metrics.md.
 fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let doc = std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let section = doc.split("\n## ").find(|s| s.starts_with("DRBD")).expect("## DRBD section");
+    let doc =
+        std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("DRBD"))
+        .expect("## DRBD section");
     section
         .lines()
         .filter(|l| l.starts_with("| `"))
@@ -131,7 +162,10 @@ fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
                 "-" => BTreeSet::new(),
                 ls => ls.split(',').map(|s| s.trim().to_string()).collect(),
             };
-            (cells[0].trim_matches('`').to_string(), (cells[1].to_string(), labels))
+            (
+                cells[0].trim_matches('`').to_string(),
+                (cells[1].to_string(), labels),
+            )
         })
         .collect()
 }
@@ -142,12 +176,21 @@ fn emitted(out: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
     for l in out.lines() {
         if let Some(rest) = l.strip_prefix("# TYPE ") {
             let (name, ty) = rest.split_once(' ').unwrap();
-            let name = if ty == "counter" { format!("{name}_total") } else { name.to_string() };
+            let name = if ty == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
             m.insert(name, (ty.to_string(), BTreeSet::new()));
         } else if !l.starts_with('#') {
             let (name, rest) = l.split_once('{').unwrap();
-            let labels = rest.split("\",").map(|kv| kv.split_once('=').unwrap().0.to_string());
-            m.get_mut(name).unwrap_or_else(|| panic!("sample of unknown family: {l}")).1.extend(labels);
+            let labels = rest
+                .split("\",")
+                .map(|kv| kv.split_once('=').unwrap().0.to_string());
+            m.get_mut(name)
+                .unwrap_or_else(|| panic!("sample of unknown family: {l}"))
+                .1
+                .extend(labels);
         }
     }
     m
@@ -162,8 +205,15 @@ fn docs_rows_match_the_code() {
     }
     let docs = documented();
     for (name, (ty, labels)) in &all {
-        assert!(!labels.is_empty(), "{name}: no series in the fixtures, cannot check its labels");
-        assert_eq!(docs.get(name), Some(&(ty.clone(), labels.clone())), "{name}: docs/metrics.md row differs");
+        assert!(
+            !labels.is_empty(),
+            "{name}: no series in the fixtures, cannot check its labels"
+        );
+        assert_eq!(
+            docs.get(name),
+            Some(&(ty.clone(), labels.clone())),
+            "{name}: docs/metrics.md row differs"
+        );
     }
     for name in docs.keys() {
         assert!(all.contains_key(name), "{name} documented but not emitted");

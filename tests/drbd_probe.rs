@@ -37,24 +37,38 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
 async fn source_choice() {
     let dir = tempfile::tempdir().unwrap();
     let json = fixture("json9_two_peers_syncing.json");
-    let drbdsetup9 = script(dir.path(), "drbdsetup9", &format!(
+    let drbdsetup9 = script(
+        dir.path(),
+        "drbdsetup9",
+        &format!(
         "[ \"$1 $2\" = 'status --json' ] || {{ echo \"bad args: $*\" >&2; exit 3; }}\ncat '{json}'"
-    ));
+    ),
+    );
     let drbdsetup84 = script(
         dir.path(),
         "drbdsetup84",
         "echo \"drbdsetup: unrecognized option '--json'\" >&2\nexit 20",
     );
     let broken = script(dir.path(), "broken", "echo 'not json'");
-    let failing = script(dir.path(), "failing", "echo 'Could not connect to drbd' >&2\nexit 20");
+    let failing = script(
+        dir.path(),
+        "failing",
+        "echo 'Could not connect to drbd' >&2\nexit 20",
+    );
     let empty_84 = dir.path().join("proc_84_no_devices");
-    std::fs::write(&empty_84, "version: 8.4.11 (api:1/proto:86-101)\nsrcversion: 211FB288A383ED945B83420 \n").unwrap();
+    std::fs::write(
+        &empty_84,
+        "version: 8.4.11 (api:1/proto:86-101)\nsrcversion: 211FB288A383ED945B83420 \n",
+    )
+    .unwrap();
     let empty_84 = empty_84.display().to_string();
     let missing = dir.path().join("no-such-proc-drbd").display().to_string();
     let no_tool = "/nonexistent/vmwarden-test/drbdsetup";
 
     // 8.x with devices: the proc file alone, drbdsetup never consulted.
-    let p = probe(&cfg(&fixture("proc84_syncsource.txt"), no_tool), T).await.unwrap();
+    let p = probe(&cfg(&fixture("proc84_syncsource.txt"), no_tool), T)
+        .await
+        .unwrap();
     assert_eq!(p.value.source, DrbdSource::Proc8);
     assert_eq!(p.value.version.as_deref(), Some("8.4.1"));
     assert_eq!(p.value.volumes.len(), 2);
@@ -66,12 +80,16 @@ async fn source_choice() {
     assert!(p.value.volumes.is_empty());
 
     // Malformed proc: the good minors and the errors come back.
-    let p = probe(&cfg(&fixture("proc84_malformed.txt"), no_tool), T).await.unwrap();
+    let p = probe(&cfg(&fixture("proc84_malformed.txt"), no_tool), T)
+        .await
+        .unwrap();
     assert_eq!(p.value.volumes.len(), 4);
     assert_eq!(p.errors.len(), 6);
 
     // DRBD 9: /proc/drbd has no devices, so drbdsetup status --json; version from proc.
-    let p = probe(&cfg(&fixture("proc9_transports.txt"), &drbdsetup9), T).await.unwrap();
+    let p = probe(&cfg(&fixture("proc9_transports.txt"), &drbdsetup9), T)
+        .await
+        .unwrap();
     assert_eq!(p.value.source, DrbdSource::Json9);
     assert_eq!(p.value.version.as_deref(), Some("9.2.8"));
     assert_eq!(p.value.volumes.len(), 2);
@@ -86,7 +104,10 @@ async fn source_choice() {
     match probe(&cfg(&missing, no_tool), T).await {
         Err(ProbeError::Absent(why)) => {
             assert!(why.starts_with("no DRBD on this node"), "{why}");
-            assert!(why.contains("does not exist") && why.contains("not installed"), "{why}");
+            assert!(
+                why.contains("does not exist") && why.contains("not installed"),
+                "{why}"
+            );
         }
         other => panic!("expected Absent, got {other:?}"),
     }
@@ -98,7 +119,10 @@ async fn source_choice() {
     }
 
     // No module (no proc file) and drbdsetup fails: absent too.
-    assert!(matches!(probe(&cfg(&missing, &failing), T).await, Err(ProbeError::Absent(_))));
+    assert!(matches!(
+        probe(&cfg(&missing, &failing), T).await,
+        Err(ProbeError::Absent(_))
+    ));
 
     // DRBD 9 module but no drbd-utils: a failure the operator must fix, not an absence.
     match probe(&cfg(&fixture("proc9_transports.txt"), no_tool), T).await {

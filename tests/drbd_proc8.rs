@@ -13,7 +13,11 @@ fn load(name: &str) -> DrbdSnapshot {
     let path = format!("{}/tests/fixtures/drbd/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     let p = parse_proc_drbd(&text);
-    assert!(p.errors.is_empty(), "{name}: unexpected errors {:?}", p.errors);
+    assert!(
+        p.errors.is_empty(),
+        "{name}: unexpected errors {:?}",
+        p.errors
+    );
     assert_eq!(p.value.source, DrbdSource::Proc8);
     p.value
 }
@@ -28,19 +32,38 @@ fn resync(v: &DrbdVolume) -> &Resync {
 }
 
 #[track_caller]
-fn assert_states(v: &DrbdVolume, conn: ConnState, repl: ReplState, roles: (Role, Role), disks: (DiskState, DiskState)) {
+fn assert_states(
+    v: &DrbdVolume,
+    conn: ConnState,
+    repl: ReplState,
+    roles: (Role, Role),
+    disks: (DiskState, DiskState),
+) {
     let p = peer(v);
     assert_eq!(p.connection, conn, "connection of minor {}", v.minor);
     assert_eq!(p.replication, repl, "replication of minor {}", v.minor);
-    assert_eq!((v.role.clone(), p.role.clone()), roles, "roles of minor {}", v.minor);
-    assert_eq!((v.disk_state.clone(), p.disk_state.clone()), disks, "disks of minor {}", v.minor);
+    assert_eq!(
+        (v.role.clone(), p.role.clone()),
+        roles,
+        "roles of minor {}",
+        v.minor
+    );
+    assert_eq!(
+        (v.disk_state.clone(), p.disk_state.clone()),
+        disks,
+        "disks of minor {}",
+        v.minor
+    );
 }
 
 #[test]
 fn v84_connected_primary_primary() {
     let s = load("proc84_connected_primary_primary.txt");
     assert_eq!(s.version.as_deref(), Some("8.4.11"));
-    assert_eq!(s.build.as_deref(), Some("srcversion: 211FB288A383ED945B83420"));
+    assert_eq!(
+        s.build.as_deref(),
+        Some("srcversion: 211FB288A383ED945B83420")
+    );
     assert_eq!(s.volumes.len(), 2);
     let v = &s.volumes[0];
     assert_eq!((v.minor, v.resource.as_str(), v.volume), (0, "drbd0", 0));
@@ -62,7 +85,10 @@ fn v84_connected_primary_primary() {
     assert_eq!(v.bm_writes, Some(0));
     assert_eq!(v.lower_pending, Some(0));
     assert_eq!(v.upper_pending, Some(0));
-    assert_eq!((p.pending, p.unacked, p.epochs), (Some(0), Some(0), Some(1)));
+    assert_eq!(
+        (p.pending, p.unacked, p.epochs),
+        (Some(0), Some(0), Some(1))
+    );
     assert_eq!(p.out_of_sync_bytes, Some(0));
     assert_eq!(v.write_ordering, Some(WriteOrdering::Flush));
     assert!(!v.io_suspended);
@@ -79,7 +105,10 @@ fn v84_connected_primary_primary() {
 #[test]
 fn v84_connected_primary_secondary_with_a_hole() {
     let s = load("proc84_connected_primary_secondary.txt");
-    assert_eq!(s.volumes.iter().map(|v| v.minor).collect::<Vec<_>>(), [0, 2]);
+    assert_eq!(
+        s.volumes.iter().map(|v| v.minor).collect::<Vec<_>>(),
+        [0, 2]
+    );
     assert_states(
         &s.volumes[0],
         ConnState::Connected,
@@ -90,7 +119,10 @@ fn v84_connected_primary_secondary_with_a_hole() {
     assert_eq!(peer(&s.volumes[0]).sent_bytes, Some(5_242_684 * KIB));
     let v2 = &s.volumes[1];
     assert_eq!(v2.resource, "drbd2");
-    assert_eq!((v2.role.clone(), peer(v2).role.clone()), (Role::Secondary, Role::Primary));
+    assert_eq!(
+        (v2.role.clone(), peer(v2).role.clone()),
+        (Role::Secondary, Role::Primary)
+    );
     assert_eq!(v2.write_ordering, Some(WriteOrdering::Drain));
     assert_eq!(peer(v2).received_bytes, Some(969_536 * KIB));
 }
@@ -99,7 +131,11 @@ fn v84_connected_primary_secondary_with_a_hole() {
 fn v84_syncsource_mib_on_one_line_and_kib_on_two() {
     let s = load("proc84_syncsource.txt");
     assert_eq!(s.version.as_deref(), Some("8.4.1"));
-    assert!(s.build.as_deref().unwrap().starts_with("GIT-hash: 91b4c048c1a0"));
+    assert!(s
+        .build
+        .as_deref()
+        .unwrap()
+        .starts_with("GIT-hash: 91b4c048c1a0"));
     let v = &s.volumes[0];
     assert_states(
         v,
@@ -341,7 +377,10 @@ fn v83_wfconnection() {
 #[test]
 fn v83_unconfigured_minors() {
     let s = load("proc83_unconfigured.txt");
-    assert_eq!(s.volumes.iter().map(|v| v.minor).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        s.volumes.iter().map(|v| v.minor).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     for v in &s.volumes[1..] {
         assert_eq!(peer(v).connection, ConnState::Unconfigured);
         assert_eq!(v.disk_state, DiskState::Diskless);
@@ -375,7 +414,10 @@ fn drbd9_proc_has_version_and_no_devices() {
 
 #[test]
 fn malformed_lines_are_skipped_and_counted_good_minors_kept() {
-    let path = format!("{}/tests/fixtures/drbd/proc84_malformed.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/drbd/proc84_malformed.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let p = parse_proc_drbd(&std::fs::read_to_string(path).unwrap());
     let minors: Vec<u32> = p.value.volumes.iter().map(|v| v.minor).collect();
     assert_eq!(minors, [0, 2, 4, 5]);
@@ -391,7 +433,10 @@ fn malformed_lines_are_skipped_and_counted_good_minors_kept() {
     assert_eq!(peer(&p.value.volumes[2]).replication, ReplState::SyncSource);
     assert_eq!(peer(&p.value.volumes[3]).received_bytes, Some(9 * KIB));
     assert!(p.errors.iter().any(|e| e.contains("ns:12x")));
-    assert!(p.errors.iter().any(|e| e.contains("minor 3") && e.contains("cs:")));
+    assert!(p
+        .errors
+        .iter()
+        .any(|e| e.contains("minor 3") && e.contains("cs:")));
     assert!(p.errors.iter().any(|e| e.contains("garbage here")));
 }
 
@@ -417,7 +462,8 @@ fn empty_and_odd_inputs() {
     assert_eq!(peer(v).role, Role::Other("Frob".into()));
     assert_eq!(peer(v).disk_state.as_str(), "Weird");
     // Congestion and suspension flags.
-    let p = parse_proc_drbd(" 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C sapuns\n");
+    let p =
+        parse_proc_drbd(" 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C sapuns\n");
     let v = &p.value.volumes[0];
     assert!(v.io_suspended);
     assert_eq!(v.congestion, Some('n'));

@@ -1,8 +1,8 @@
 //! Property tests: the DRBD parsers never panic on any input (arbitrary bytes, damaged real
 //! fixtures), their output always renders, and valid device lines round-trip their numbers.
 
-use proptest::prelude::*;
 use prometheus_client::registry::Registry;
+use proptest::prelude::*;
 use vmwarden::probe::drbd::{
     parse_proc_drbd, parse_status_json, ConnState, DiskState, DrbdSnapshot, ReplState, Role,
 };
@@ -31,7 +31,11 @@ const FIXTURES: &[&str] = &[
 
 fn fixture(i: usize) -> Vec<u8> {
     let name = FIXTURES[i % FIXTURES.len()];
-    std::fs::read(format!("{}/tests/fixtures/drbd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/drbd/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 /// Parse with both parsers and render whatever came out: none of it may panic.
@@ -67,14 +71,21 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::Truncate),
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
         // Bytes that matter to the parsers, most of the time.
-        (any::<usize>(), prop::sample::select(b" \t\n:/%()[],.-0123456789Mk\"{}".to_vec()))
+        (
+            any::<usize>(),
+            prop::sample::select(b" \t\n:/%()[],.-0123456789Mk\"{}".to_vec())
+        )
             .prop_map(|(i, b)| Mutation::Insert(i, b)),
     ]
 }
 
 fn apply(mut data: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
     for m in muts {
-        let lines = || data.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect::<Vec<_>>();
+        let lines = || {
+            data.split(|b| *b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
         match *m {
             Mutation::DeleteLine(i) => {
                 let mut l = lines();
@@ -121,24 +132,39 @@ struct Device {
 
 fn device() -> impl Strategy<Value = Device> {
     let cs = prop::sample::select(vec![
-        "Connected", "StandAlone", "WFConnection", "SyncSource", "SyncTarget", "VerifyS",
-        "PausedSyncT", "Ahead", "Disconnecting", "WFReportParams",
+        "Connected",
+        "StandAlone",
+        "WFConnection",
+        "SyncSource",
+        "SyncTarget",
+        "VerifyS",
+        "PausedSyncT",
+        "Ahead",
+        "Disconnecting",
+        "WFReportParams",
     ]);
     let role = prop::sample::select(vec!["Primary", "Secondary", "Unknown"]);
     let disk = prop::sample::select(DiskState::ALL.to_vec());
-    (0u32..1_048_576, cs, (role.clone(), role), (disk.clone(), disk), any::<[u32; 12]>()).prop_map(
-        |(minor, cs, roles, disks, counters)| Device {
+    (
+        0u32..1_048_576,
+        cs,
+        (role.clone(), role),
+        (disk.clone(), disk),
+        any::<[u32; 12]>(),
+    )
+        .prop_map(|(minor, cs, roles, disks, counters)| Device {
             minor,
             cs,
             roles,
             disks,
             counters,
-        },
-    )
+        })
 }
 
 fn print(devs: &[Device]) -> String {
-    let mut s = String::from("version: 8.4.11 (api:1/proto:86-101)\nsrcversion: 211FB288A383ED945B83420 \n");
+    let mut s = String::from(
+        "version: 8.4.11 (api:1/proto:86-101)\nsrcversion: 211FB288A383ED945B83420 \n",
+    );
     for d in devs {
         let c = d.counters;
         s.push_str(&format!(

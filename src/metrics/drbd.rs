@@ -14,11 +14,31 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
         "Always 1: where DRBD status was read (proc = /proc/drbd of 8.x, drbdsetup-json = DRBD 9) and the kernel module version",
     );
     // Volume families.
-    let role = gauge(reg, "vmwarden_drbd_role", "Role of this node for the volume (1 for the current state)");
-    let disk_state = gauge(reg, "vmwarden_drbd_disk_state", "Local disk state (1 for the current state)");
-    let quorum = gauge(reg, "vmwarden_drbd_quorum", "1 if the volume has quorum (DRBD 9 only)");
-    let io_suspended = gauge(reg, "vmwarden_drbd_io_suspended", "1 if I/O to the device is suspended");
-    let size = gauge(reg, "vmwarden_drbd_size_bytes", "Size of the device in bytes (DRBD 9 only)");
+    let role = gauge(
+        reg,
+        "vmwarden_drbd_role",
+        "Role of this node for the volume (1 for the current state)",
+    );
+    let disk_state = gauge(
+        reg,
+        "vmwarden_drbd_disk_state",
+        "Local disk state (1 for the current state)",
+    );
+    let quorum = gauge(
+        reg,
+        "vmwarden_drbd_quorum",
+        "1 if the volume has quorum (DRBD 9 only)",
+    );
+    let io_suspended = gauge(
+        reg,
+        "vmwarden_drbd_io_suspended",
+        "1 if I/O to the device is suspended",
+    );
+    let size = gauge(
+        reg,
+        "vmwarden_drbd_size_bytes",
+        "Size of the device in bytes (DRBD 9 only)",
+    );
     let read = counter(
         reg,
         "vmwarden_drbd_disk_read_bytes_total",
@@ -29,20 +49,52 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
         "vmwarden_drbd_disk_written_bytes_total",
         "Data written to the local backing disk, in bytes (wraps at 4 TiB on 8.x)",
     );
-    let al = counter(reg, "vmwarden_drbd_activity_log_writes_total", "Activity log metadata updates");
-    let bm = counter(reg, "vmwarden_drbd_bitmap_writes_total", "Bitmap metadata updates");
-    let lower = gauge(reg, "vmwarden_drbd_lower_pending", "Requests open to the local backing disk");
+    let al = counter(
+        reg,
+        "vmwarden_drbd_activity_log_writes_total",
+        "Activity log metadata updates",
+    );
+    let bm = counter(
+        reg,
+        "vmwarden_drbd_bitmap_writes_total",
+        "Bitmap metadata updates",
+    );
+    let lower = gauge(
+        reg,
+        "vmwarden_drbd_lower_pending",
+        "Requests open to the local backing disk",
+    );
     let upper = gauge(
         reg,
         "vmwarden_drbd_upper_pending",
         "Application requests accepted by DRBD and not yet completed",
     );
     // Peer families.
-    let conn = gauge(reg, "vmwarden_drbd_connection_state", "Connection state to the peer (1 for the current state)");
-    let repl = gauge(reg, "vmwarden_drbd_replication_state", "Replication state with the peer (1 for the current state)");
-    let peer_role = gauge(reg, "vmwarden_drbd_peer_role", "Role of the peer (1 for the current state)");
-    let peer_disk = gauge(reg, "vmwarden_drbd_peer_disk_state", "Disk state of the peer (1 for the current state)");
-    let oos = gauge(reg, "vmwarden_drbd_out_of_sync_bytes", "Data known to be out of sync with the peer, in bytes");
+    let conn = gauge(
+        reg,
+        "vmwarden_drbd_connection_state",
+        "Connection state to the peer (1 for the current state)",
+    );
+    let repl = gauge(
+        reg,
+        "vmwarden_drbd_replication_state",
+        "Replication state with the peer (1 for the current state)",
+    );
+    let peer_role = gauge(
+        reg,
+        "vmwarden_drbd_peer_role",
+        "Role of the peer (1 for the current state)",
+    );
+    let peer_disk = gauge(
+        reg,
+        "vmwarden_drbd_peer_disk_state",
+        "Disk state of the peer (1 for the current state)",
+    );
+    let oos = gauge(
+        reg,
+        "vmwarden_drbd_out_of_sync_bytes",
+        "Data known to be out of sync with the peer, in bytes",
+    );
     let sent = counter(
         reg,
         "vmwarden_drbd_network_sent_bytes_total",
@@ -53,9 +105,21 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
         "vmwarden_drbd_network_received_bytes_total",
         "Data received from the peer, in bytes (wraps at 4 TiB on 8.x)",
     );
-    let pending = gauge(reg, "vmwarden_drbd_peer_pending", "Requests sent to the peer and not yet answered");
-    let unacked = gauge(reg, "vmwarden_drbd_peer_unacked", "Requests received from the peer and not yet answered");
-    let congested = gauge(reg, "vmwarden_drbd_peer_congested", "1 if the network to the peer is congested");
+    let pending = gauge(
+        reg,
+        "vmwarden_drbd_peer_pending",
+        "Requests sent to the peer and not yet answered",
+    );
+    let unacked = gauge(
+        reg,
+        "vmwarden_drbd_peer_unacked",
+        "Requests received from the peer and not yet answered",
+    );
+    let congested = gauge(
+        reg,
+        "vmwarden_drbd_peer_congested",
+        "1 if the network to the peer is congested",
+    );
     let rs_suspended = gauge(
         reg,
         "vmwarden_drbd_resync_suspended",
@@ -88,7 +152,10 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
     );
 
     let version = snap.version.as_deref().unwrap_or("unknown");
-    info.set(&[("source", snap.source.as_str()), ("version", version)], 1.0);
+    info.set(
+        &[("source", snap.source.as_str()), ("version", version)],
+        1.0,
+    );
 
     let bool01 = |b: bool| if b { 1.0 } else { 0.0 };
     for v in &snap.volumes {

@@ -15,7 +15,11 @@ pub fn generate_proc_drbd(minors: usize) -> String {
     for i in 0..minors {
         // Deterministic, varied counter values that stay within the kernel's u32 fields.
         let h = (i as u64).wrapping_mul(2_654_435_761) % 1_000_000_007;
-        let (ns, dw, dr) = (h % 3_000_000_000, (h * 7) % 3_000_000_000, (h * 13) % 3_000_000_000);
+        let (ns, dw, dr) = (
+            h % 3_000_000_000,
+            (h * 7) % 3_000_000_000,
+            (h * 13) % 3_000_000_000,
+        );
         let (al, bm) = (h % 10_000, h % 5_000);
         // Writing to a String cannot fail.
         let _ = match i % 10 {
@@ -30,9 +34,9 @@ pub fn generate_proc_drbd(minors: usize) -> String {
                     oos = left_mib * 1024
                 );
                 let speed = 40_000 + h % 80_000;
-                write!(
+                writeln!(
                     s,
-                    "\t[{bar}] sync'ed:{p:3}.{d}% ({left_mib}/{total_mib})Mfinish: {fin} speed: {sp} ({avg}) K/sec\n",
+                    "\t[{bar}] sync'ed:{p:3}.{d}% ({left_mib}/{total_mib})Mfinish: {fin} speed: {sp} ({avg}) K/sec",
                     bar = bar(permil),
                     p = permil / 10,
                     d = permil % 10,
@@ -51,9 +55,9 @@ pub fn generate_proc_drbd(minors: usize) -> String {
                     pe = h % 8
                 );
                 let speed = 4_000 + h % 1_000;
-                write!(
+                writeln!(
                     s,
-                    "\t[{bar}] sync'ed:{p:3}.{d}% ({left_kib}/{total_kib})K\n\tfinish: {fin} speed: {sp} ({avg}) want: {want} K/sec\n",
+                    "\t[{bar}] sync'ed:{p:3}.{d}% ({left_kib}/{total_kib})K\n\tfinish: {fin} speed: {sp} ({avg}) want: {want} K/sec",
                     bar = bar(permil),
                     p = permil / 10,
                     d = permil % 10,
@@ -103,7 +107,12 @@ fn hms(secs: u64) -> String {
 /// Thousands grouping as the kernel prints K/sec figures: `52,688`, `1,000,000`.
 fn grouped(v: u64) -> String {
     if v >= 1_000_000 {
-        format!("{},{:03},{:03}", v / 1_000_000, (v % 1_000_000) / 1000, v % 1000)
+        format!(
+            "{},{:03},{:03}",
+            v / 1_000_000,
+            (v % 1_000_000) / 1000,
+            v % 1000
+        )
     } else if v >= 1000 {
         format!("{},{:03}", v / 1000, v % 1000)
     } else {

@@ -33,7 +33,10 @@ const MIB: f64 = 1_048_576.0;
 pub fn parse_status_json(text: &str) -> Result<Parsed<DrbdSnapshot>, String> {
     let doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let Value::Array(resources) = doc else {
-        return Err(format!("expected a JSON array of resources, got {}", kind(&doc)));
+        return Err(format!(
+            "expected a JSON array of resources, got {}",
+            kind(&doc)
+        ));
     };
     let mut snap = DrbdSnapshot {
         source: DrbdSource::Json9,
@@ -43,7 +46,9 @@ pub fn parse_status_json(text: &str) -> Result<Parsed<DrbdSnapshot>, String> {
     for (i, res) in resources.iter().enumerate() {
         match res.as_object() {
             Some(obj) => resource(obj, i, &mut snap.volumes, &mut errors),
-            None => errors.push(format!("drbdsetup json: resource #{i} is not an object; skipped")),
+            None => errors.push(format!(
+                "drbdsetup json: resource #{i} is not an object; skipped"
+            )),
         }
     }
     Ok(Parsed {
@@ -117,7 +122,10 @@ impl<'a> Fields<'a> {
         let n = self.u64(key, errors)?;
         let r = u32::try_from(n).ok();
         if r.is_none() {
-            errors.push(format!("drbdsetup json {}: `{key}` = {n} is out of range", self.at));
+            errors.push(format!(
+                "drbdsetup json {}: `{key}` = {n} is out of range",
+                self.at
+            ));
         }
         r
     }
@@ -147,7 +155,12 @@ fn kib(n: Option<u64>) -> Option<u64> {
     n.map(|k| k.saturating_mul(1024))
 }
 
-fn resource(obj: &Map<String, Value>, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut Vec<String>) {
+fn resource(
+    obj: &Map<String, Value>,
+    i: usize,
+    out: &mut Vec<DrbdVolume>,
+    errors: &mut Vec<String>,
+) {
     let at = format!("resource #{i}");
     let f = Fields { obj, at: &at };
     let Some(name) = f.str("name", errors) else {
@@ -156,20 +169,32 @@ fn resource(obj: &Map<String, Value>, i: usize, out: &mut Vec<DrbdVolume>, error
     };
     let at = format!("resource {name}");
     let f = Fields { obj, at: &at };
-    let role = f.str("role", errors).map(Role::from_drbd).unwrap_or_default();
+    let role = f
+        .str("role", errors)
+        .map(Role::from_drbd)
+        .unwrap_or_default();
     let suspended = f.bool("suspended", errors).unwrap_or(false);
-    let write_ordering = f.str("write-ordering", errors).map(WriteOrdering::from_drbd);
+    let write_ordering = f
+        .str("write-ordering", errors)
+        .map(WriteOrdering::from_drbd);
 
     let first = out.len();
     for (j, dev) in f.array("devices", errors).iter().enumerate() {
         let Some(dobj) = dev.as_object() else {
-            errors.push(format!("drbdsetup json {at}: device #{j} is not an object; skipped"));
+            errors.push(format!(
+                "drbdsetup json {at}: device #{j} is not an object; skipped"
+            ));
             continue;
         };
         let dat = format!("{at} device #{j}");
-        let d = Fields { obj: dobj, at: &dat };
+        let d = Fields {
+            obj: dobj,
+            at: &dat,
+        };
         let Some(minor) = d.u32("minor", errors) else {
-            errors.push(format!("drbdsetup json {dat}: no usable `minor`; device skipped"));
+            errors.push(format!(
+                "drbdsetup json {dat}: no usable `minor`; device skipped"
+            ));
             continue;
         };
         out.push(DrbdVolume {
@@ -177,7 +202,10 @@ fn resource(obj: &Map<String, Value>, i: usize, out: &mut Vec<DrbdVolume>, error
             resource: name.to_string(),
             volume: d.u32("volume", errors).unwrap_or(0),
             role: role.clone(),
-            disk_state: d.str("disk-state", errors).map(DiskState::from_drbd).unwrap_or_default(),
+            disk_state: d
+                .str("disk-state", errors)
+                .map(DiskState::from_drbd)
+                .unwrap_or_default(),
             quorum: d.bool("quorum", errors),
             client: d.bool("client", errors),
             io_suspended: suspended,
@@ -197,11 +225,16 @@ fn resource(obj: &Map<String, Value>, i: usize, out: &mut Vec<DrbdVolume>, error
 
     for (j, conn) in f.array("connections", errors).iter().enumerate() {
         let Some(cobj) = conn.as_object() else {
-            errors.push(format!("drbdsetup json {at}: connection #{j} is not an object; skipped"));
+            errors.push(format!(
+                "drbdsetup json {at}: connection #{j} is not an object; skipped"
+            ));
             continue;
         };
         let cat = format!("{at} connection #{j}");
-        let c = Fields { obj: cobj, at: &cat };
+        let c = Fields {
+            obj: cobj,
+            at: &cat,
+        };
         let node_id = c.u32("peer-node-id", errors);
         let peer_name = match (c.str("name", errors), node_id) {
             (Some(n), _) => n.to_string(),
@@ -213,18 +246,26 @@ fn resource(obj: &Map<String, Value>, i: usize, out: &mut Vec<DrbdVolume>, error
             .str("connection-state", errors)
             .map(ConnState::from_drbd)
             .unwrap_or_default();
-        let peer_role = c.str("peer-role", errors).map(Role::from_drbd).unwrap_or_default();
+        let peer_role = c
+            .str("peer-role", errors)
+            .map(Role::from_drbd)
+            .unwrap_or_default();
         let congested = c.bool("congested", errors);
         let ap_in_flight = c.u64("ap-in-flight", errors);
         let rs_in_flight = c.u64("rs-in-flight", errors);
 
         for (k, pd) in c.array("peer_devices", errors).iter().enumerate() {
             let Some(pobj) = pd.as_object() else {
-                errors.push(format!("drbdsetup json {cat}: peer device #{k} is not an object; skipped"));
+                errors.push(format!(
+                    "drbdsetup json {cat}: peer device #{k} is not an object; skipped"
+                ));
                 continue;
             };
             let pat = format!("{at} peer {peer_name} peer device #{k}");
-            let p = Fields { obj: pobj, at: &pat };
+            let p = Fields {
+                obj: pobj,
+                at: &pat,
+            };
             let volume = p.u32("volume", errors).unwrap_or(0);
             let Some(vol) = out[first..].iter_mut().find(|v| v.volume == volume) else {
                 errors.push(format!(
@@ -317,12 +358,15 @@ fn resync(
         let ov_left = p.u64("ov-left", errors).filter(|n| *n > 0);
         let failed = p.u64("rs-failed", errors).unwrap_or(0);
         // Sectors still to do, as drbdsetup computes them.
-        let to_go = ov_left.or_else(|| out_of_sync_kib.map(|k| k.saturating_mul(2).saturating_sub(failed)));
+        let to_go =
+            ov_left.or_else(|| out_of_sync_kib.map(|k| k.saturating_mul(2).saturating_sub(failed)));
         r.total_bytes = total.map(|s| s.saturating_mul(512));
         r.remaining_bytes = to_go.map(|s| s.saturating_mul(512));
         r.done_ratio = match (percent_done, total, to_go) {
             (Some(pct), _, _) => ratio(pct),
-            (None, Some(t), Some(g)) if t > 0 => (t.saturating_sub(g) as f64 / t as f64).clamp(0.0, 1.0),
+            (None, Some(t), Some(g)) if t > 0 => {
+                (t.saturating_sub(g) as f64 / t as f64).clamp(0.0, 1.0)
+            }
             _ => 0.0,
         };
         r.finish_seconds = p

@@ -331,15 +331,25 @@ fn major_version(v: &str) -> Option<u32> {
 /// Observe DRBD on this node. See the module docs and `docs/metrics.md` for the source choice:
 /// `/proc/drbd` with device lines or a version 8.x → 8.x parser; otherwise (DRBD 9, or no proc
 /// file) → `drbdsetup status --json`; neither → [`ProbeError::Absent`].
-pub async fn probe(cfg: &DrbdConfig, timeout: Duration) -> Result<Parsed<DrbdSnapshot>, ProbeError> {
+pub async fn probe(
+    cfg: &DrbdConfig,
+    timeout: Duration,
+) -> Result<Parsed<DrbdSnapshot>, ProbeError> {
     // procfs reads do not block in practice; doing it inside this future keeps it under the
     // collector's timeout anyway.
     let proc_read = tokio::fs::read(&cfg.proc_path).await;
     let (proc_parsed, proc_problem) = match proc_read {
-        Ok(bytes) => (Some(parse_proc_drbd(&String::from_utf8_lossy(&bytes))), None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            (None, Some(format!("{} does not exist (DRBD module not loaded)", cfg.proc_path)))
-        }
+        Ok(bytes) => (
+            Some(parse_proc_drbd(&String::from_utf8_lossy(&bytes))),
+            None,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            None,
+            Some(format!(
+                "{} does not exist (DRBD module not loaded)",
+                cfg.proc_path
+            )),
+        ),
         Err(e) => (None, Some(format!("cannot read {}: {e}", cfg.proc_path))),
     };
 
@@ -378,7 +388,11 @@ pub async fn probe(cfg: &DrbdConfig, timeout: Duration) -> Result<Parsed<DrbdSna
     };
 
     if !out.success() {
-        let said = first_line(if out.stderr.trim().is_empty() { &out.stdout } else { &out.stderr });
+        let said = first_line(if out.stderr.trim().is_empty() {
+            &out.stdout
+        } else {
+            &out.stderr
+        });
         // drbd-utils dispatching to the 8.4 tools reject --json: this is an 8.x-only node.
         if said.contains("unrecognized option") || said.contains("unknown option") {
             return match proc_parsed {
@@ -405,7 +419,10 @@ pub async fn probe(cfg: &DrbdConfig, timeout: Duration) -> Result<Parsed<DrbdSna
     }
 
     let mut parsed = parse_status_json(&out.stdout).map_err(|e| {
-        ProbeError::Failed(format!("`{}` printed something that is not its JSON: {e}", cmd.display()))
+        ProbeError::Failed(format!(
+            "`{}` printed something that is not its JSON: {e}",
+            cmd.display()
+        ))
     })?;
     parsed.value.version = proc_version;
     parsed.value.build = proc_build;
@@ -416,7 +433,11 @@ pub async fn probe(cfg: &DrbdConfig, timeout: Duration) -> Result<Parsed<DrbdSna
 }
 
 fn first_line(s: &str) -> String {
-    let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no output)");
+    let line = s
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("(no output)");
     truncate(line, 200).to_string()
 }
 
@@ -444,7 +465,10 @@ mod tests {
         for s in ReplState::ALL {
             assert_eq!(ReplState::from_drbd(s).as_str(), *s);
         }
-        assert_eq!(DiskState::from_drbd("Frobbing"), DiskState::Other("Frobbing".into()));
+        assert_eq!(
+            DiskState::from_drbd("Frobbing"),
+            DiskState::Other("Frobbing".into())
+        );
         assert_eq!(Role::from_drbd("Frobbing").as_str(), "Frobbing");
     }
 

@@ -113,7 +113,9 @@ impl<'a> Iterator for Scanner<'a> {
             self.i += 1;
         }
         // Tokens end at ASCII delimiters, so the slice is on char boundaries.
-        (self.i > start).then(|| self.s.get(start..self.i)).flatten()
+        (self.i > start)
+            .then(|| self.s.get(start..self.i))
+            .flatten()
     }
 }
 
@@ -339,7 +341,9 @@ fn parse_device_line<'a>(
         }
     }
 
-    let cs = cs.ok_or_else(|| format!("/proc/drbd minor {minor}: device line without `cs:`; block skipped"))?;
+    let cs = cs.ok_or_else(|| {
+        format!("/proc/drbd minor {minor}: device line without `cs:`; block skipped")
+    })?;
     if cs == "Unconfigured" {
         // Printed for a minor that is StandAlone, Diskless and Secondary.
         vol.role = Role::Secondary;
@@ -490,8 +494,6 @@ fn parse_counters(sc: &mut Scanner<'_>, vol: &mut DrbdVolume, errors: &mut Vec<S
         }
     }
 }
-
-
 
 /// `[==>....] sync'ed: 25.0% (3074/4096)M` (or `verified:`, or `K`), possibly followed on the
 /// same line by the `finish:` part.
@@ -649,7 +651,9 @@ fn parse_hms(s: &str) -> Option<u64> {
     if it.next().is_some() {
         return None;
     }
-    h.checked_mul(3600)?.checked_add(m.checked_mul(60)?)?.checked_add(sec)
+    h.checked_mul(3600)?
+        .checked_add(m.checked_mul(60)?)?
+        .checked_add(sec)
 }
 
 #[cfg(test)]
@@ -672,9 +676,18 @@ mod tests {
 
     #[test]
     fn cs_split() {
-        assert_eq!(split_cs("Connected"), (ConnState::Connected, ReplState::Established));
-        assert_eq!(split_cs("SyncTarget"), (ConnState::Connected, ReplState::SyncTarget));
-        assert_eq!(split_cs("WFConnection"), (ConnState::WFConnection, ReplState::Off));
+        assert_eq!(
+            split_cs("Connected"),
+            (ConnState::Connected, ReplState::Established)
+        );
+        assert_eq!(
+            split_cs("SyncTarget"),
+            (ConnState::Connected, ReplState::SyncTarget)
+        );
+        assert_eq!(
+            split_cs("WFConnection"),
+            (ConnState::WFConnection, ReplState::Off)
+        );
         assert_eq!(
             split_cs("SkippedSyncS"),
             (ConnState::Other("SkippedSyncS".into()), ReplState::Off)
