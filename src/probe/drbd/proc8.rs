@@ -152,12 +152,9 @@ pub fn parse_proc_drbd(text: &str) -> Parsed<DrbdSnapshot> {
                 Some(b':') => {
                     let minor = text.get(start..end).and_then(parse_u64);
                     sc.i = end + 1;
-                    let parsed = parse_device_line(minor, &mut sc, &snap.volumes, &mut errors);
+                    let parsed = parse_device_line(minor, &mut sc, &mut snap.volumes, &mut errors);
                     block = match parsed {
-                        Ok(vol) => {
-                            snap.volumes.push(vol);
-                            Block::Device
-                        }
+                        Ok(()) => Block::Device,
                         Err(msg) => {
                             errors.push(format!("{msg}: `{}`", truncate(sc.line_from(start), 80)));
                             Block::Skip
@@ -280,19 +277,20 @@ fn device_name(minor: u32) -> String {
     s
 }
 
-/// The rest of `N: cs:… ro:A/B ds:C/D P flags` (or `N: cs:Unconfigured`) after `N:`.
+/// The rest of `N: cs:… ro:A/B ds:C/D P flags` (or `N: cs:Unconfigured`) after `N:`; the
+/// volume is built in place at the end of `volumes` (no copies of the large struct).
 /// `Err` is a message for a block that must be skipped.
 fn parse_device_line<'a>(
     minor: Option<u64>,
     tokens: impl Iterator<Item = &'a str>,
-    done: &[DrbdVolume],
+    volumes: &mut Vec<DrbdVolume>,
     errors: &mut Vec<String>,
-) -> Result<DrbdVolume, String> {
+) -> Result<(), String> {
     let minor = minor
         .and_then(|m| u32::try_from(m).ok())
         .ok_or_else(|| "/proc/drbd: minor number out of range; block skipped".to_string())?;
     // The kernel prints minors in ascending order: anything else is a damaged file.
-    if let Some(prev) = done.last() {
+    if let Some(prev) = volumes.last() {
         if minor <= prev.minor {
             return Err(format!(
                 "/proc/drbd minor {minor}: listed again or out of order after minor {}; block skipped",
@@ -301,61 +299,76 @@ fn parse_device_line<'a>(
         }
     }
 
-    let mut vol = DrbdVolume {
-        minor,
-        resource: device_name(minor),
-        ..Default::default()
-    };
-    let mut peer = DrbdPeer {
-        name: std::borrow::Cow::Borrowed(PEER_8X),
-        ..Default::default()
-    };
-    let mut cs = None;
+    let (mut cs, mut ro, mut ds, mut protocol, mut flags) = (None, None, None, None, None);
     for tok in tokens {
         if let Some(v) = tok.strip_prefix("cs:") {
             cs = Some(v);
         } else if let Some(v) = tok.strip_prefix("ro:").or_else(|| tok.strip_prefix("st:")) {
             match split_pair(v) {
-                Some((l, r)) => {
-                    vol.role = Role::from_drbd(l);
-                    peer.role = Role::from_drbd(r);
-                }
+                Some(pair) => ro = Some(pair),
                 None => bad_field(minor, tok, errors),
             }
         } else if let Some(v) = tok.strip_prefix("ds:") {
             match split_pair(v) {
-                Some((l, r)) => {
-                    vol.disk_state = DiskState::from_drbd(l);
-                    peer.disk_state = DiskState::from_drbd(r);
-                }
+                Some(pair) => ds = Some(pair),
                 None => bad_field(minor, tok, errors),
             }
         } else if tok.starts_with("ld:") {
             // 0.7's local-consistency flag, superseded by `ds:`.
         } else if let [p @ b'A'..=b'C'] = tok.as_bytes() {
-            peer.protocol = Some(char::from(*p));
+            protocol = Some(char::from(*p));
         } else if is_io_flags(tok) {
-            apply_io_flags(tok.as_bytes(), &mut vol, &mut peer);
+            flags = Some(tok.as_bytes());
         } else {
             bad_field(minor, tok, errors);
         }
     }
-
     let cs = cs.ok_or_else(|| {
         format!("/proc/drbd minor {minor}: device line without `cs:`; block skipped")
     })?;
+
+    volumes.push(DrbdVolume {
+        minor,
+        resource: device_name(minor),
+        ..Default::default()
+    });
+    let Some(vol) = volumes.last_mut() else {
+        return Ok(());
+    };
+    vol.peers.push(DrbdPeer {
+        name: std::borrow::Cow::Borrowed(PEER_8X),
+        protocol,
+        ..Default::default()
+    });
+    let DrbdVolume {
+        peers,
+        role,
+        disk_state,
+        ..
+    } = &mut *vol;
+    let Some(peer) = peers.first_mut() else {
+        return Ok(());
+    };
+    if let Some((l, r)) = ro {
+        *role = Role::from_drbd(l);
+        peer.role = Role::from_drbd(r);
+    }
+    if let Some((l, r)) = ds {
+        *disk_state = DiskState::from_drbd(l);
+        peer.disk_state = DiskState::from_drbd(r);
+    }
     if cs == "Unconfigured" {
         // Printed for a minor that is StandAlone, Diskless and Secondary.
-        vol.role = Role::Secondary;
-        vol.disk_state = DiskState::Diskless;
+        *role = Role::Secondary;
+        *disk_state = DiskState::Diskless;
         peer.connection = ConnState::Unconfigured;
     } else {
-        let (conn, repl) = split_cs(cs);
-        peer.connection = conn;
-        peer.replication = repl;
+        (peer.connection, peer.replication) = split_cs(cs);
     }
-    vol.peers.push(peer);
-    Ok(vol)
+    if let Some(b) = flags {
+        apply_io_flags(b, vol);
+    }
+    Ok(())
 }
 
 /// `Primary/Secondary` → (`Primary`, `Secondary`), without the generic pattern machinery.
@@ -394,18 +407,22 @@ fn is_io_flags(tok: &str) -> bool {
 
 /// Flags: [0] `s` I/O suspended, [1] `a` resync paused by an after-dependency, [2] `p` paused
 /// by the peer, [3] `u` paused by the user, [4] congestion reason, [5] `s` AL updates suspended.
-fn apply_io_flags(b: &[u8], vol: &mut DrbdVolume, peer: &mut DrbdPeer) {
-    vol.io_suspended = b[0] == b's';
-    peer.resync_suspended.dependency = b.get(1) == Some(&b'a');
-    peer.resync_suspended.peer = b.get(2) == Some(&b'p');
-    peer.resync_suspended.user = b.get(3) == Some(&b'u');
+fn apply_io_flags(b: &[u8], vol: &mut DrbdVolume) {
+    vol.io_suspended = b.first() == Some(&b's');
     if let Some(&c) = b.get(4) {
         vol.congestion = (c != b'-').then_some(char::from(c));
-        // `n`: network congested, `a`: network and backing device.
-        peer.congested = Some(c == b'n' || c == b'a');
     }
     if let Some(&c) = b.get(5) {
         vol.al_suspended = Some(c == b's');
+    }
+    if let Some(peer) = vol.peers.first_mut() {
+        peer.resync_suspended.dependency = b.get(1) == Some(&b'a');
+        peer.resync_suspended.peer = b.get(2) == Some(&b'p');
+        peer.resync_suspended.user = b.get(3) == Some(&b'u');
+        // `n`: network congested, `a`: network and backing device.
+        if let Some(&c) = b.get(4) {
+            peer.congested = Some(c == b'n' || c == b'a');
+        }
     }
 }
 
