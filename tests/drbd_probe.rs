@@ -124,6 +124,13 @@ async fn source_choice() {
         Err(ProbeError::Absent(_))
     ));
 
+    // A proc file that exists but cannot be read (here: a directory) is a failure, not absence.
+    let unreadable = dir.path().display().to_string();
+    match probe(&cfg(&unreadable, no_tool), T).await {
+        Err(ProbeError::Failed(why)) => assert!(why.contains("cannot read"), "{why}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+
     // DRBD 9 module but no drbd-utils: a failure the operator must fix, not an absence.
     match probe(&cfg(&fixture("proc9_transports.txt"), no_tool), T).await {
         Err(ProbeError::Failed(why)) => assert!(why.contains("drbd-utils"), "{why}"),

@@ -34,17 +34,12 @@ const MIB: f64 = 1_048_576.0;
 
 /// A lenient field: missing, of the expected type, or of another type (its JSON kind, for the
 /// message). Deserializing it never fails, so one odd field cannot lose the document.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum L<T> {
+    #[default]
     Missing,
     Ok(T),
     Wrong(&'static str),
-}
-
-impl<T> Default for L<T> {
-    fn default() -> Self {
-        L::Missing
-    }
 }
 
 /// What a lenient field accepts. Every `from_*` returns `None` for "not this type"; maps and

@@ -338,6 +338,9 @@ pub async fn probe(
     // procfs reads do not block in practice; doing it inside this future keeps it under the
     // collector's timeout anyway.
     let proc_read = tokio::fs::read(&cfg.proc_path).await;
+    // A proc file that exists but cannot be read still means DRBD is here: a failure to report,
+    // never an absence.
+    let drbd_present = !matches!(&proc_read, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
     let (proc_parsed, proc_problem) = match proc_read {
         Ok(bytes) => (
             Some(parse_proc_drbd(&String::from_utf8_lossy(&bytes))),
@@ -373,7 +376,7 @@ pub async fn probe(
     let out = match cmd.run(timeout).await {
         Ok(out) => out,
         Err(ExecError::NotFound { program }) => {
-            return Err(if proc_parsed.is_some() {
+            return Err(if drbd_present {
                 ProbeError::Failed(format!(
                     "{proc_desc}, but `{program}` is not installed: install drbd-utils (9.x) so \
                      `drbdsetup status --json` can be read"
@@ -397,13 +400,17 @@ pub async fn probe(
         if said.contains("unrecognized option") || said.contains("unknown option") {
             return match proc_parsed {
                 Some(p) => Ok(p),
+                None if drbd_present => Err(ProbeError::Failed(format!(
+                    "{proc_desc}; `{}` is the DRBD 8.4 tool (no --json), so nothing else can be read",
+                    cfg.drbdsetup
+                ))),
                 None => Err(ProbeError::Absent(format!(
                     "no DRBD on this node: {proc_desc}; `{}` is the DRBD 8.4 tool (no --json)",
                     cfg.drbdsetup
                 ))),
             };
         }
-        if proc_parsed.is_none() {
+        if !drbd_present {
             // No module loaded: drbdsetup cannot talk to the kernel either.
             return Err(ProbeError::Absent(format!(
                 "no DRBD on this node: {proc_desc}; `{}` failed: {said}",
