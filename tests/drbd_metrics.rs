@@ -1,0 +1,236 @@
+//! DRBD metrics: golden renderings of fixtures (regenerate with `UPDATE_GOLDEN=1 cargo test`),
+//! and the `## DRBD` rows of docs/metrics.md checked against what the code emits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use vmwarden::metrics::drbd::encode as encode_drbd;
+use vmwarden::probe::drbd::{parse_proc_drbd, parse_status_json, DrbdSnapshot};
+
+fn dir() -> String {
+    format!("{}/tests/fixtures/drbd", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn render(snap: &DrbdSnapshot) -> String {
+    let mut reg = Registry::default();
+    encode_drbd(&mut reg, snap);
+    let mut out = String::new();
+    encode(&mut out, &reg).unwrap();
+    out
+}
+
+fn proc_snapshot(name: &str) -> DrbdSnapshot {
+    let p = parse_proc_drbd(&std::fs::read_to_string(format!("{}/{name}", dir())).unwrap());
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    p.value
+}
+
+fn json_snapshot() -> DrbdSnapshot {
+    let text = std::fs::read_to_string(format!("{}/json9_two_peers_syncing.json", dir())).unwrap();
+    let mut s = parse_status_json(&text).unwrap().value;
+    s.version = Some("9.2.8".into());
+    s
+}
+
+/// Series order inside a family follows a hash map: sort each family's samples so the golden
+/// file is stable and readable.
+fn canonical(text: &str) -> String {
+    let mut out = String::new();
+    let mut samples: Vec<&str> = Vec::new();
+    let flush = |samples: &mut Vec<&str>, out: &mut String| {
+        samples.sort_unstable();
+        for s in samples.drain(..) {
+            out.push_str(s);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut samples, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    flush(&mut samples, &mut out);
+    out
+}
+
+fn golden(name: &str, actual: &str) {
+    let actual = canonical(actual);
+    let actual = actual.as_str();
+    let path = format!("{}/{name}", dir());
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (run with UPDATE_GOLDEN=1 to create it)"));
+    if expected != actual {
+        let diff: Vec<String> = expected
+            .lines()
+            .zip(actual.lines())
+            .enumerate()
+            .filter(|(_, (e, a))| e != a)
+            .take(5)
+            .map(|(i, (e, a))| format!("line {}:\n  expected {e}\n  actual   {a}", i + 1))
+            .collect();
+        panic!(
+            "{name} differs from the rendering ({} vs {} lines); UPDATE_GOLDEN=1 regenerates it.\n{}",
+            expected.lines().count(),
+            actual.lines().count(),
+            diff.join("\n")
+        );
+    }
+}
+
+#[test]
+fn golden_proc84_syncsource() {
+    golden(
+        "proc84_syncsource.metrics",
+        &render(&proc_snapshot("proc84_syncsource.txt")),
+    );
+}
+
+#[test]
+fn golden_json9() {
+    golden("json9_two_peers_syncing.metrics", &render(&json_snapshot()));
+}
+
+#[test]
+fn key_samples_have_the_right_values() {
+    let out = render(&proc_snapshot("proc84_syncsource.txt"));
+    let has = |line: &str| assert!(out.lines().any(|l| l == line), "missing `{line}` in\n{out}");
+    let l = r#"resource="drbd0",volume="0",minor="0""#;
+    let lp = r#"resource="drbd0",volume="0",minor="0",peer="peer""#;
+    has(r#"vmwarden_drbd_info{source="proc",version="8.4.1"} 1.0"#);
+    has(&format!(r#"vmwarden_drbd_role{{{l},state="Primary"}} 1.0"#));
+    has(&format!(
+        r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0.0"#
+    ));
+    has(&format!(
+        r#"vmwarden_drbd_connection_state{{{lp},state="Connected"}} 1.0"#
+    ));
+    has(&format!(
+        r#"vmwarden_drbd_replication_state{{{lp},state="SyncSource"}} 1.0"#
+    ));
+    has(&format!(
+        r#"vmwarden_drbd_peer_disk_state{{{lp},state="Inconsistent"}} 1.0"#
+    ));
+    has(&format!(
+        "vmwarden_drbd_out_of_sync_bytes{{{lp}}} {}.0",
+        12_685_660u64 * 1024
+    ));
+    has(&format!(
+        "vmwarden_drbd_disk_read_bytes_total{{{l}}} {}.0",
+        3_075_736u64 * 1024
+    ));
+    has(&format!(
+        "vmwarden_drbd_network_sent_bytes_total{{{lp}}} {}.0",
+        3_071_368u64 * 1024
+    ));
+    has(&format!("vmwarden_drbd_resync_done_ratio{{{lp}}} 0.195"));
+    has(&format!(
+        "vmwarden_drbd_resync_remaining_seconds{{{lp}}} 660.0"
+    ));
+    // A state outside the known list still gets its series at 1.
+    let out = render(
+        &parse_proc_drbd(
+            " 0: cs:SkippedSyncS ro:Primary/Secondary ds:UpToDate/UpToDate C r-----\n",
+        )
+        .value,
+    );
+    assert!(out.contains(r#"state="SkippedSyncS"} 1.0"#), "{out}");
+}
+
+/// `name -> (type, labels)` from the `## DRBD` table of docs/metrics.md.
+fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let doc =
+        std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("DRBD"))
+        .expect("## DRBD section");
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let labels = match cells[2] {
+                "-" => BTreeSet::new(),
+                ls => ls.split(',').map(|s| s.trim().to_string()).collect(),
+            };
+            (
+                cells[0].trim_matches('`').to_string(),
+                (cells[1].to_string(), labels),
+            )
+        })
+        .collect()
+}
+
+/// `name -> (type, labels)` from a rendering (counters under their `_total` sample name).
+fn emitted(out: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let mut m: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for l in out.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap();
+            let name = if ty == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            m.insert(name, (ty.to_string(), BTreeSet::new()));
+        } else if !l.starts_with('#') {
+            let (name, rest) = l.split_once('{').unwrap();
+            let labels = rest
+                .split("\",")
+                .map(|kv| kv.split_once('=').unwrap().0.to_string());
+            m.get_mut(name)
+                .unwrap_or_else(|| panic!("sample of unknown family: {l}"))
+                .1
+                .extend(labels);
+        }
+    }
+    m
+}
+
+#[test]
+fn docs_rows_match_the_code() {
+    // Between them the two fixtures exercise every family.
+    let mut all = emitted(&render(&json_snapshot()));
+    for (k, (_, labels)) in emitted(&render(&proc_snapshot("proc84_syncsource.txt"))) {
+        all.get_mut(&k).unwrap().1.extend(labels);
+    }
+    let docs = documented();
+    for (name, (ty, labels)) in &all {
+        assert!(
+            !labels.is_empty(),
+            "{name}: no series in the fixtures, cannot check its labels"
+        );
+        assert_eq!(
+            docs.get(name),
+            Some(&(ty.clone(), labels.clone())),
+            "{name}: docs/metrics.md row differs"
+        );
+    }
+    for name in docs.keys() {
+        assert!(all.contains_key(name), "{name} documented but not emitted");
+    }
+    for required in [
+        "vmwarden_drbd_connection_state",
+        "vmwarden_drbd_role",
+        "vmwarden_drbd_peer_role",
+        "vmwarden_drbd_disk_state",
+        "vmwarden_drbd_peer_disk_state",
+        "vmwarden_drbd_out_of_sync_bytes",
+        "vmwarden_drbd_resync_done_ratio",
+        "vmwarden_drbd_network_sent_bytes_total",
+        "vmwarden_drbd_network_received_bytes_total",
+        "vmwarden_drbd_disk_read_bytes_total",
+        "vmwarden_drbd_disk_written_bytes_total",
+    ] {
+        assert!(all.contains_key(required), "{required} missing");
+    }
+}
