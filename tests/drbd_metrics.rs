@@ -1,7 +1,5 @@
 //! DRBD metrics: golden renderings of fixtures (regenerate with `UPDATE_GOLDEN=1 cargo test`),
-//! and the `## DRBD` rows of docs/metrics.md checked against what the code emits.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! (docs/metrics.md is checked against the code in tests/metrics_contract.rs).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
@@ -143,94 +141,4 @@ fn key_samples_have_the_right_values() {
         .value,
     );
     assert!(out.contains(r#"state="SkippedSyncS"} 1.0"#), "{out}");
-}
-
-/// `name -> (type, labels)` from the `## DRBD` table of docs/metrics.md.
-fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let doc =
-        std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let section = doc
-        .split("\n## ")
-        .find(|s| s.starts_with("DRBD"))
-        .expect("## DRBD section");
-    section
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            let labels = match cells[2] {
-                "-" => BTreeSet::new(),
-                ls => ls.split(',').map(|s| s.trim().to_string()).collect(),
-            };
-            (
-                cells[0].trim_matches('`').to_string(),
-                (cells[1].to_string(), labels),
-            )
-        })
-        .collect()
-}
-
-/// `name -> (type, labels)` from a rendering (counters under their `_total` sample name).
-fn emitted(out: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let mut m: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
-    for l in out.lines() {
-        if let Some(rest) = l.strip_prefix("# TYPE ") {
-            let (name, ty) = rest.split_once(' ').unwrap();
-            let name = if ty == "counter" {
-                format!("{name}_total")
-            } else {
-                name.to_string()
-            };
-            m.insert(name, (ty.to_string(), BTreeSet::new()));
-        } else if !l.starts_with('#') {
-            let (name, rest) = l.split_once('{').unwrap();
-            let labels = rest
-                .split("\",")
-                .map(|kv| kv.split_once('=').unwrap().0.to_string());
-            m.get_mut(name)
-                .unwrap_or_else(|| panic!("sample of unknown family: {l}"))
-                .1
-                .extend(labels);
-        }
-    }
-    m
-}
-
-#[test]
-fn docs_rows_match_the_code() {
-    // Between them the two fixtures exercise every family.
-    let mut all = emitted(&render(&json_snapshot()));
-    for (k, (_, labels)) in emitted(&render(&proc_snapshot("proc84_syncsource.txt"))) {
-        all.get_mut(&k).unwrap().1.extend(labels);
-    }
-    let docs = documented();
-    for (name, (ty, labels)) in &all {
-        assert!(
-            !labels.is_empty(),
-            "{name}: no series in the fixtures, cannot check its labels"
-        );
-        assert_eq!(
-            docs.get(name),
-            Some(&(ty.clone(), labels.clone())),
-            "{name}: docs/metrics.md row differs"
-        );
-    }
-    for name in docs.keys() {
-        assert!(all.contains_key(name), "{name} documented but not emitted");
-    }
-    for required in [
-        "vmwarden_drbd_connection_state",
-        "vmwarden_drbd_role",
-        "vmwarden_drbd_peer_role",
-        "vmwarden_drbd_disk_state",
-        "vmwarden_drbd_peer_disk_state",
-        "vmwarden_drbd_out_of_sync_bytes",
-        "vmwarden_drbd_resync_done_ratio",
-        "vmwarden_drbd_network_sent_bytes_total",
-        "vmwarden_drbd_network_received_bytes_total",
-        "vmwarden_drbd_disk_read_bytes_total",
-        "vmwarden_drbd_disk_written_bytes_total",
-    ] {
-        assert!(all.contains_key(required), "{required} missing");
-    }
 }

@@ -1,7 +1,5 @@
 //! libvirt metrics: a golden rendering of a hand-built snapshot (regenerate with UPDATE_GOLDEN=1)
-//! and the `## libvirt` section of docs/metrics.md checked against what the code emits.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! (docs/metrics.md is checked against the code in tests/metrics_contract.rs).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
@@ -200,64 +198,4 @@ fn facts_in_the_rendering() {
             .count();
         assert_eq!(ones, 1, "{vm}");
     }
-}
-
-/// (sample name, type, label names) of every family in an OpenMetrics text.
-fn families(text: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let mut types = BTreeMap::new();
-    for l in text.lines() {
-        if let Some(rest) = l.strip_prefix("# TYPE ") {
-            let mut it = rest.split_whitespace();
-            let (n, t) = (it.next().unwrap(), it.next().unwrap());
-            types.insert(n.to_string(), t.to_string());
-        }
-    }
-    let mut out: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
-    for (base, ty) in &types {
-        let sample = if ty == "counter" {
-            format!("{base}_total")
-        } else {
-            base.clone()
-        };
-        out.insert(sample, (ty.clone(), BTreeSet::new()));
-    }
-    for l in text.lines().filter(|l| !l.starts_with('#')) {
-        let name = l.split(['{', ' ']).next().unwrap();
-        let labels = l
-            .split_once('{')
-            .map(|(_, r)| r.split_once('}').unwrap().0)
-            .unwrap_or("");
-        let set = &mut out.get_mut(name).unwrap_or_else(|| panic!("{name}")).1;
-        for kv in labels.split("\",").filter(|s| !s.is_empty()) {
-            set.insert(kv.split('=').next().unwrap().to_string());
-        }
-    }
-    out
-}
-
-#[test]
-fn docs_libvirt_section_matches_code() {
-    let docs =
-        std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let section = docs
-        .split("\n## ")
-        .find(|s| s.starts_with("libvirt"))
-        .expect("docs/metrics.md has a ## libvirt section");
-    let mut documented = BTreeMap::new();
-    for row in section.lines().filter(|l| l.starts_with("| `")) {
-        let cells: Vec<_> = row.split('|').map(str::trim).collect();
-        let name = cells[1].trim_matches('`').to_string();
-        let labels: BTreeSet<String> = if cells[3] == "-" {
-            BTreeSet::new()
-        } else {
-            cells[3].split(',').map(|s| s.trim().to_string()).collect()
-        };
-        assert!(!cells[4].is_empty(), "{name}: meaning is empty");
-        documented.insert(name, (cells[2].to_string(), labels));
-    }
-    let emitted = families(&render(&snapshot()));
-    assert_eq!(
-        emitted, documented,
-        "docs/metrics.md ## libvirt (right) differs from the code (left)"
-    );
 }

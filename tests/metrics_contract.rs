@@ -1,0 +1,246 @@
+//! docs/metrics.md is the contract: every family the code emits is documented with the same type
+//! and label names, and every documented family is emitted. The code's output is taken from the
+//! agent's own rendering plus the golden renderings of each collector (which their golden tests
+//! keep identical to the code), so a new family fails here until it is documented.
+//! Also lints the full exposition with promtool.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use vmwarden::collect::{CollectorReport, Outcome, Snapshot};
+use vmwarden::metrics::{render, to_prometheus_text, AgentCounters};
+
+type Families = BTreeMap<String, (String, BTreeSet<String>)>;
+
+const GOLDENS: &[&str] = &[
+    "drbd/proc84_syncsource.metrics",
+    "drbd/json9_two_peers_syncing.metrics",
+    "lvm/activated-h1.metrics",
+    "sanlock/h1.metrics",
+    "libvirt/snapshot.metrics",
+];
+
+fn report<T>(outcome: Outcome<T>) -> CollectorReport<T> {
+    CollectorReport {
+        outcome,
+        duration: Duration::from_millis(3),
+    }
+}
+
+/// The agent's own families, from a real render of a snapshot with every kind of outcome.
+fn agent_rendering() -> String {
+    let snap = Snapshot {
+        drbd: report(Outcome::Absent("no DRBD".into())),
+        lvm: report(Outcome::Failed("timeout".into())),
+        sanlock: report(Outcome::Disabled),
+        libvirt: report(Outcome::Ok(Default::default())),
+    };
+    let counters = AgentCounters {
+        parse_errors: vec![("drbd", 2), ("lvm", 0)],
+    };
+    render(&snap, &counters)
+}
+
+/// name -> (type, label names) from OpenMetrics text. Counter samples carry `_total`.
+fn emitted(text: &str, into: &mut Families) {
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap();
+            types.insert(name.to_string(), ty.to_string());
+        }
+    }
+    for (name, ty) in &types {
+        let exposed = if ty == "counter" {
+            format!("{name}_total")
+        } else {
+            name.clone()
+        };
+        let e = into
+            .entry(exposed)
+            .or_insert_with(|| (ty.clone(), BTreeSet::new()));
+        assert_eq!(&e.0, ty, "{name} emitted with two types");
+    }
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, labels) = match line.split_once('{') {
+            Some((n, rest)) => (n, rest.rsplit_once('}').unwrap().0),
+            None => (line.split_once(' ').unwrap().0, ""),
+        };
+        let fam = into
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("sample {name} has no # TYPE line"));
+        for pair in split_labels(labels) {
+            fam.1.insert(pair);
+        }
+    }
+}
+
+/// Label names of `a="x",b="y, \"z\""` (values may hold commas and escaped quotes).
+fn split_labels(s: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = s;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        names.push(name.trim_start_matches(',').to_string());
+        let mut escaped = false;
+        let mut end = after.len();
+        for (i, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = i;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = &after[(end + 1).min(after.len())..];
+    }
+    names
+}
+
+/// name -> (type, label names) from the tables of docs/metrics.md.
+fn documented() -> Families {
+    let doc = std::fs::read_to_string(support::repo().join("docs/metrics.md")).unwrap();
+    let mut out = Families::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `vmwarden_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`').to_string();
+        let labels: BTreeSet<String> = if cells[3] == "-" || cells[3].is_empty() {
+            BTreeSet::new()
+        } else {
+            cells[3].split(',').map(|l| l.trim().to_string()).collect()
+        };
+        let prev = out.insert(name.clone(), (cells[2].to_string(), labels));
+        assert!(prev.is_none(), "{name} is documented twice");
+    }
+    out
+}
+
+fn code_families() -> Families {
+    let mut fams = Families::new();
+    emitted(&agent_rendering(), &mut fams);
+    for g in GOLDENS {
+        emitted(&support::fixture(g), &mut fams);
+    }
+    fams
+}
+
+#[test]
+fn every_emitted_family_is_documented_alike() {
+    let docs = documented();
+    let code = code_families();
+    let mut problems = Vec::new();
+    for (name, (ty, labels)) in &code {
+        match docs.get(name) {
+            None => problems.push(format!(
+                "{name} ({ty}, labels {labels:?}) is emitted but not in docs/metrics.md"
+            )),
+            Some((dty, dlabels)) => {
+                if dty != ty {
+                    problems.push(format!("{name}: code says {ty}, docs say {dty}"));
+                }
+                if dlabels != labels {
+                    problems.push(format!(
+                        "{name}: code labels {labels:?}, docs labels {dlabels:?}"
+                    ));
+                }
+            }
+        }
+    }
+    for name in docs.keys() {
+        if !code.contains_key(name) {
+            problems.push(format!("{name} is documented but the code never emits it"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/metrics.md and the code differ:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_families_the_issue_names_exist() {
+    let code = code_families();
+    for name in [
+        "vmwarden_collector_success",
+        "vmwarden_collector_duration_seconds",
+        "vmwarden_build_info",
+        "vmwarden_drbd_connection_state",
+        "vmwarden_drbd_role",
+        "vmwarden_drbd_peer_role",
+        "vmwarden_drbd_disk_state",
+        "vmwarden_drbd_peer_disk_state",
+        "vmwarden_drbd_out_of_sync_bytes",
+        "vmwarden_drbd_resync_done_ratio",
+        "vmwarden_drbd_network_sent_bytes_total",
+        "vmwarden_drbd_network_received_bytes_total",
+        "vmwarden_drbd_disk_read_bytes_total",
+        "vmwarden_drbd_disk_written_bytes_total",
+        "vmwarden_lvm_vg_info",
+        "vmwarden_lvm_lv_active",
+        "vmwarden_lvm_lv_size_bytes",
+        "vmwarden_sanlock_lockspace_info",
+        "vmwarden_sanlock_renewal_age_seconds",
+        "vmwarden_sanlock_host_state",
+        "vmwarden_sanlock_resource_held",
+        "vmwarden_domain_state",
+        "vmwarden_domain_state_reason_info",
+        "vmwarden_domain_cpu_seconds_total",
+        "vmwarden_domain_memory_bytes",
+        "vmwarden_domain_block_read_bytes_total",
+        "vmwarden_domain_block_written_bytes_total",
+        "vmwarden_domain_network_receive_bytes_total",
+        "vmwarden_domain_network_transmit_bytes_total",
+        "vmwarden_parse_errors_total",
+    ] {
+        assert!(code.contains_key(name), "{name} is not emitted");
+    }
+    assert!(code["vmwarden_lvm_lv_active"].1.contains("state"));
+    assert!(code["vmwarden_sanlock_resource_held"].1.contains("mode"));
+}
+
+/// `promtool check metrics` (Prometheus' own linter) on every rendering, in classic text format.
+#[test]
+fn promtool_accepts_the_exposition() {
+    if !support::have("promtool") {
+        assert!(
+            !support::require_real(),
+            "promtool is not installed (scripts/setup.sh installs it)"
+        );
+        eprintln!("*** SKIPPED promtool_accepts_the_exposition: promtool not installed");
+        return;
+    }
+    let mut texts = vec![("agent".to_string(), agent_rendering())];
+    for g in GOLDENS {
+        texts.push((g.to_string(), support::fixture(g)));
+    }
+    for (what, om) in texts {
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(to_prometheus_text(&om).as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics rejects {what}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
