@@ -19,6 +19,39 @@ impl Output {
     pub fn success(&self) -> bool {
         self.status == Some(0)
     }
+
+    /// The lines of a failed command worth showing in an error: stderr (or stdout when stderr is
+    /// empty), `WARNING` noise dropped unless nothing else was said, at most 3 lines / 300 chars.
+    pub fn summary(&self) -> String {
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let important: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with("WARNING"))
+            .collect();
+        let pick = if important.is_empty() {
+            &lines
+        } else {
+            &important
+        };
+        let mut s = pick.iter().take(3).copied().collect::<Vec<_>>().join(" / ");
+        if s.chars().count() > 300 {
+            s = s.chars().take(300).collect::<String>() + "…";
+        }
+        if s.is_empty() {
+            s = "no output".to_string();
+        }
+        s
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

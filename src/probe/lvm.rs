@@ -660,39 +660,6 @@ pub fn parse_lockctl_info(text: &str) -> Parsed<LockdInfo> {
     }
 }
 
-/// The lines of a failed command worth showing: errors first, lvm's WARNING noise only if
-/// nothing else was said.
-fn summarize(out: &Output) -> String {
-    let text = if out.stderr.trim().is_empty() {
-        &out.stdout
-    } else {
-        &out.stderr
-    };
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let important: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| !l.starts_with("WARNING"))
-        .collect();
-    let pick = if important.is_empty() {
-        &lines
-    } else {
-        &important
-    };
-    let mut s = pick.iter().take(3).copied().collect::<Vec<_>>().join(" / ");
-    if s.chars().count() > 300 {
-        s = s.chars().take(300).collect::<String>() + "…";
-    }
-    if s.is_empty() {
-        s = "no output".to_string();
-    }
-    s
-}
-
 fn exit_text(out: &Output) -> String {
     match out.status {
         Some(c) => format!("exit status {c}"),
@@ -711,7 +678,7 @@ pub async fn probe(cfg: &LvmConfig, timeout: Duration) -> Result<Parsed<LvmSnaps
             "`{} fullreport` failed ({}): {} — try `lvs` by hand to see the full error",
             cfg.lvm,
             exit_text(&report),
-            summarize(&report)
+            report.summary()
         )));
     }
     let rep = parse_fullreport(&report.stdout).map_err(|e| {
@@ -735,7 +702,7 @@ pub async fn probe(cfg: &LvmConfig, timeout: Duration) -> Result<Parsed<LvmSnaps
             "lvmlockd did not answer `{}` ({}: {}): is lvmlockd running? `systemctl status lvmlockd`",
             lockd_cmd.display(),
             exit_text(&out),
-            summarize(&out)
+            out.summary()
         )),
     };
     Ok(Parsed {

@@ -697,26 +697,6 @@ pub fn local_monotonic_seconds() -> Option<u64> {
     }
 }
 
-/// First lines of a command's stderr (or stdout), for an error message.
-pub(crate) fn summarize(out: &Output) -> String {
-    let text = if out.stderr.trim().is_empty() {
-        &out.stdout
-    } else {
-        &out.stderr
-    };
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(3)
-        .collect();
-    let mut s = lines.join(" / ");
-    if s.chars().count() > 300 {
-        s = s.chars().take(300).collect::<String>() + "…";
-    }
-    s
-}
-
 fn status_text(out: &Output) -> String {
     match out.status {
         Some(c) => format!("exit status {c}"),
@@ -734,7 +714,7 @@ pub async fn probe(
     let (status, gets) = tokio::join!(status_cmd.run(timeout), gets_cmd.run(timeout));
     let status = status.map_err(ProbeError::from_exec)?;
     if !status.success() || status.stdout.trim().is_empty() {
-        let detail = summarize(&status);
+        let detail = status.summary();
         let detail = if detail.is_empty() {
             "no output".to_string()
         } else {
@@ -757,7 +737,7 @@ pub async fn probe(
             "`{}` failed ({}: {}); host states unknown this scrape",
             gets_cmd.display(),
             status_text(&out),
-            summarize(&out)
+            out.summary()
         )),
         Err(e) => parsed
             .errors
