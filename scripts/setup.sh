@@ -6,9 +6,11 @@ set -euo pipefail
 need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)" >&2; exit 1; fi; }
 
 # Build: libvirt-dev (virt crate) + pkg-config. Tests: real libvirtd/qemu, sanlock, promtool,
-# node_exporter (benchmark peer), iproute2 (lab namespaces).
+# node_exporter (benchmark peer), iproute2 (lab namespaces), lvm2 + lvm2-lockd (real lvm/lvmlockd in
+# the storage lab), gcc (builds the sanlock setrlimit shim), util-linux (unshare, nsenter).
 PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
-      qemu-system-x86 sanlock prometheus prometheus-node-exporter iproute2 procps psmisc)
+      qemu-system-x86 sanlock prometheus prometheus-node-exporter iproute2 procps psmisc
+      lvm2 lvm2-lockd gcc util-linux)
 
 missing=()
 for p in "${PKGS[@]}"; do
