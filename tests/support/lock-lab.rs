@@ -98,13 +98,17 @@ impl Lab {
 
     /// A Config whose lock commands run inside `host`, plus `extra` TOML.
     pub fn config(&self, host: &str, extra: &str) -> Config {
-        let text = format!(
+        Config::from_toml_str(&self.config_text(host, extra), "lab").expect("lab config")
+    }
+
+    /// The TOML of [`Lab::config`] (to hand to another process).
+    pub fn config_text(&self, host: &str, extra: &str) -> String {
+        format!(
             "[lvm]\nlvm = \"{}\"\nlvmlockctl = \"{}\"\n[sanlock]\nsanlock = \"{}\"\n{extra}\n",
             self.bin(host, "lvm"),
             self.bin(host, "lvmlockctl"),
             self.bin(host, "sanlock"),
-        );
-        Config::from_toml_str(&text, "lab").expect("lab config")
+        )
     }
 }
 
