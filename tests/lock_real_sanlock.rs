@@ -12,7 +12,7 @@ use vmwarden::lock::{Held, LockError, SanlockLease, VolumeLock};
 
 fn extra(lab: &lab::Lab) -> String {
     format!(
-        "[lock]\nbackend = \"sanlock\"\nconvert_retry_attempts = 3\nconvert_retry_total_seconds = 2\n\
+        "[lock]\nbackend = \"sanlock\"\ncommand_timeout_seconds = 5\nconvert_retry_attempts = 3\nconvert_retry_total_seconds = 2\n\
          [lock.sanlock]\nlockspace = \"LS\"\nlease_path = \"{}\"\n\
          leases = [{{ vm = \"vm1\", offset = 1048576 }}, {{ vm = \"vm2\", offset = 2097152 }}]\n",
         lab.var("LEASES")
@@ -145,6 +145,39 @@ async fn sanlock_lease_dance_restart_and_vm_death() {
     let h2vm2 = VolumeLock::for_vm(&c2, "vm2", "unused", "unused").unwrap();
     h2vm2.acquire_exclusive().await.unwrap();
     h2vm2.release().await.unwrap();
+
+    // Host 2 crashes holding vm1: until sanlock declares it dead, host 1's start is refused at
+    // once with HostNotDeadYet (sanlock itself would block until then).
+    h2.acquire_exclusive().await.unwrap();
+    let pid = std::fs::read_to_string(format!("{}/h2.sanlock.pid", lab.var("WORK"))).unwrap();
+    let st = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    loop {
+        match h1.acquire_exclusive().await {
+            Err(LockError::HostNotDeadYet { host_id: 2, .. }) => break,
+            // Not FAIL yet: sanlock refuses, or blocks (checking the owner) until our timeout.
+            Err(LockError::HeldByOtherHost {
+                host_id: Some(2), ..
+            })
+            | Err(LockError::Exec(_)) => {}
+            other => panic!("while host 2 fails: {other:?}"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "host 2 never seen as failing"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let t1 = Instant::now();
+    let e = h1.acquire_exclusive().await.unwrap_err();
+    assert!(t1.elapsed() < Duration::from_secs(5), "{:?}", t1.elapsed());
+    assert!(e.to_string().contains("declares it dead"), "{e}");
+    eprintln!("host 2 seen failing {:?} after its crash: {e}", t.elapsed());
+    assert_eq!(h1.mode().await.unwrap(), Held::None);
 
     // Config/name errors.
     assert!(matches!(

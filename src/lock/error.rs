@@ -14,7 +14,7 @@ pub enum LockError {
         /// sanlock host id of the holder, when lvm/sanlock told us.
         host_id: Option<u64>,
     },
-    #[error("{target} is still locked by host {host_id}, which stopped renewing its sanlock lease (crashed or cut off); its lock stays until sanlock declares it dead (≈140 s after the failure with default timeouts, io_timeout × 8 + grace) — wait and retry, and check the host: `sanlock client gets -h 1`")]
+    #[error("{target} is still locked by host {host_id}, which stopped renewing its sanlock lease (crashed or cut off); its lock stays until sanlock declares it dead (≈140 s after its last renewal with default timeouts: 8 × io_timeout + 60 s) — wait and retry, and check the host: `sanlock client gets -h 1`")]
     HostNotDeadYet { target: String, host_id: u64 },
     #[error("the lock space of VG {vg} is not started on this host, so no lock in it can be taken — start it: `vgchange --lock-start {vg}` (and check lvmlockd and sanlock are running)")]
     LockspaceInactive { vg: String },

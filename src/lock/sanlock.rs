@@ -185,7 +185,8 @@ pub(crate) async fn who_holds(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SanlockRefusal {
     /// -243 held by a live host, -244 owned (liveness not settled), -245 other, -11 convert
-    /// refused (another host holds it shared), -246 shared retry.
+    /// refused (another host holds it shared), -246 shared retry, -16 busy (an earlier acquire
+    /// of ours, given up by timeout, is still waiting in the daemon for the owner).
     HeldByOther,
     /// -28: lockspace not joined here.
     NoLockspace,
@@ -202,7 +203,7 @@ pub enum SanlockRefusal {
 
 pub fn classify_rv(rv: i32) -> SanlockRefusal {
     match rv {
-        -243 | -244 | -245 | -246 | -11 => SanlockRefusal::HeldByOther,
+        -243 | -244 | -245 | -246 | -11 | -16 => SanlockRefusal::HeldByOther,
         -28 => SanlockRefusal::NoLockspace,
         -202 => SanlockRefusal::IoTimeout,
         -223 => SanlockRefusal::Uninitialised,
@@ -344,6 +345,16 @@ impl SanlockLease {
             }
             None => {}
         }
+        // sanlock's acquire of a lease whose owner stopped renewing blocks until that host is
+        // DEAD (≈140 s by default; measured 60 s with io_timeout 1): say so now instead.
+        if let Some(h) = self.holder().await {
+            if h.failing {
+                return Err(LockError::HostNotDeadYet {
+                    target: self.target(),
+                    host_id: h.host_id,
+                });
+            }
+        }
         let pid = self.spawn_holder().await?;
         let r = self.verb("acquire", shared, pid).await;
         if r.is_err() {
@@ -418,7 +429,19 @@ impl SanlockLease {
             "-p",
             &pid.to_string(),
         ]);
-        let out = cmd.run(self.tuning.command_timeout).await?;
+        let out = match cmd.run(self.tuning.command_timeout).await {
+            Ok(out) => out,
+            // A holder that failed while we waited: the refusal that explains the wait.
+            Err(e) => {
+                return Err(match self.holder().await {
+                    Some(h) if h.failing => LockError::HostNotDeadYet {
+                        target: self.target(),
+                        host_id: h.host_id,
+                    },
+                    _ => e.into(),
+                })
+            }
+        };
         let rv = parse_done(&out.stdout);
         if out.success() && rv == Some(0) {
             return Ok(());
@@ -428,14 +451,7 @@ impl SanlockLease {
         };
         Err(match classify_rv(rv) {
             SanlockRefusal::HeldByOther => {
-                match who_holds(
-                    &self.sanlock,
-                    self.tuning.command_timeout,
-                    &self.lockspace,
-                    self.offset,
-                )
-                .await
-                {
+                match self.holder().await {
                     Some(h) if h.failing => LockError::HostNotDeadYet {
                         target: self.target(),
                         host_id: h.host_id,
@@ -472,6 +488,17 @@ impl SanlockLease {
                 stderr: format!("sanlock returned {rv} {}", out.stderr.trim()),
             },
         })
+    }
+
+    /// Another host holding this lease, if sanlock can tell.
+    async fn holder(&self) -> Option<Holder> {
+        who_holds(
+            &self.sanlock,
+            self.tuning.command_timeout,
+            &self.lockspace,
+            self.offset,
+        )
+        .await
     }
 
     fn incompatible(&self, held: Held, wanted: &'static str, hint: &'static str) -> LockError {
