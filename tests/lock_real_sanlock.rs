@@ -119,6 +119,30 @@ async fn sanlock_lease_dance_restart_and_vm_death() {
     h1.acquire_exclusive().await.unwrap(); // free again
     h1.release().await.unwrap();
 
+    // Start flow: acquire (no VM yet), start the VM, attach the lease to it; killing the VM
+    // frees the lease.
+    let vm = FakeVm(
+        Command::new("sleep")
+            .arg("300")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lease = SanlockLease::new(&c1, "vm1").unwrap();
+    lease.acquire_exclusive().await.unwrap();
+    lease.attach_vm(vm.0.id()).await.unwrap();
+    assert_eq!(lease.mode().await.unwrap(), Held::Exclusive);
+    assert_held_by(h2.acquire_shared().await, 1);
+    drop(vm);
+    let t = Instant::now();
+    while lease.mode().await.unwrap() != Held::None {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "attached lease outlived its VM"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The lease cannot outlive the VM: tie vm2's lease to a stand-in qemu pid, kill it.
     let vm = FakeVm(
         Command::new("sleep")

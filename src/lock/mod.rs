@@ -188,6 +188,17 @@ impl VolumeLock {
         }
     }
 
+    /// Tie the held lock to the VM's qemu process once it runs, so the lock cannot outlive the
+    /// VM. sanlock: the lease moves to a holder watching `vm_pid` without ever being free
+    /// ([`SanlockLease::attach_vm`]). lvmlockd: nothing to do — the lock follows the LV's
+    /// activation, which the stop/cleanup paths end with `release`.
+    pub async fn attach_vm(&self, vm_pid: u32) -> Result<(), LockError> {
+        match self {
+            VolumeLock::Lvmlockd(_) => Ok(()),
+            VolumeLock::Sanlock(l) => l.attach_vm(vm_pid).await,
+        }
+    }
+
     /// What this host holds now, asked from the lock manager (never from cached state).
     pub async fn mode(&self) -> Result<Held, LockError> {
         match self {

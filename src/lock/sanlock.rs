@@ -310,6 +310,44 @@ impl SanlockLease {
         Ok(())
     }
 
+    /// Tie the lease held here to the VM process `vm_pid` (start: acquire first, start qemu,
+    /// then attach). A new holder watching `vm_pid` joins the lease shared, the old holder leaves,
+    /// and an exclusive lease is converted back to exclusive, so the lease is never free in
+    /// between. If the final conversion is refused, the old mode is restored when possible.
+    pub async fn attach_vm(&self, vm_pid: u32) -> Result<(), LockError> {
+        let Some((mode, old)) = self.local().await? else {
+            return Err(self.incompatible(Held::None, "attached", "acquire it first"));
+        };
+        let new_lease = self.clone().watching(vm_pid);
+        if mode == Held::Exclusive {
+            self.verb("convert", true, old).await?;
+        }
+        let new = match new_lease.spawn_holder().await {
+            Ok(p) => p,
+            Err(e) => return Err(self.restore(mode, old, e).await),
+        };
+        if let Err(e) = self.verb("acquire", true, new).await {
+            self.stop_holder(new).await;
+            return Err(self.restore(mode, old, e).await);
+        }
+        let _ = self.verb("release", false, old).await;
+        self.stop_holder(old).await;
+        if mode == Held::Exclusive {
+            with_retry(&self.tuning, || self.verb("convert", false, new)).await?;
+        }
+        Ok(())
+    }
+
+    /// Undo the ex -> sh step of `attach_vm` after a failure; returns the original error.
+    async fn restore(&self, mode: Held, old: u32, e: LockError) -> LockError {
+        if mode == Held::Exclusive {
+            if let Err(e2) = self.verb("convert", false, old).await {
+                tracing::warn!(error = %e2, "could not restore the exclusive lease after a failed attach");
+            }
+        }
+        e
+    }
+
     pub async fn mode(&self) -> Result<Held, LockError> {
         Ok(self.local().await?.map_or(Held::None, |(m, _)| m))
     }
