@@ -17,6 +17,7 @@ pub struct Config {
     pub lvm: LvmConfig,
     pub sanlock: SanlockConfig,
     pub libvirt: LibvirtConfig,
+    pub lock: LockConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -54,6 +55,35 @@ pub struct SanlockConfig {
 pub struct LibvirtConfig {
     pub enabled: bool,
     pub uri: String,
+}
+
+/// `[lock]`: the cluster lock on VM disks (src/lock/, docs/locking.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    pub backend: String,
+    pub command_timeout_seconds: f64,
+    pub lvchange_extra_args: Vec<String>,
+    pub convert_retry_attempts: u32,
+    pub convert_retry_total_seconds: f64,
+    pub sanlock: LockSanlockConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockSanlockConfig {
+    pub lockspace: String,
+    pub lease_path: String,
+    pub leases: Vec<LeaseSlot>,
+    pub holder: String,
+}
+
+/// One VM's lease offset in `lease_path`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSlot {
+    pub vm: String,
+    pub offset: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +159,50 @@ impl Config {
             if cmd.trim().is_empty() || cmd.contains(char::is_whitespace) {
                 return Err(format!(
                     "{key} = {cmd:?}: a command is one program name or absolute path, without spaces or arguments"
+                ));
+            }
+        }
+        self.validate_lock()
+    }
+
+    fn validate_lock(&self) -> Result<(), String> {
+        let l = &self.lock;
+        if !["lvmlockd", "sanlock"].contains(&l.backend.as_str()) {
+            return Err(format!(
+                "lock.backend = {:?}: expected \"lvmlockd\" or \"sanlock\"",
+                l.backend
+            ));
+        }
+        let t = l.command_timeout_seconds;
+        if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
+            return Err(format!(
+                "lock.command_timeout_seconds = {t}: must be a number of seconds in (0, 3600]"
+            ));
+        }
+        let t = l.convert_retry_total_seconds;
+        if !(t.is_finite() && (0.0..=600.0).contains(&t)) {
+            return Err(format!(
+                "lock.convert_retry_total_seconds = {t}: must be a number of seconds in [0, 600]"
+            ));
+        }
+        if !l.sanlock.holder.starts_with('/') {
+            return Err(format!(
+                "lock.sanlock.holder = {:?}: must be an absolute path (sanlock execs it without PATH lookup)",
+                l.sanlock.holder
+            ));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for s in &l.sanlock.leases {
+            if s.offset == 0 || s.offset % 1_048_576 != 0 {
+                return Err(format!(
+                    "lock.sanlock.leases: vm {:?} offset {}: must be a non-zero multiple of 1048576 (offset 0 holds the lockspace)",
+                    s.vm, s.offset
+                ));
+            }
+            if let Some(other) = seen.insert(s.offset, &s.vm) {
+                return Err(format!(
+                    "lock.sanlock.leases: vms {other:?} and {:?} share offset {}: each VM needs its own slot",
+                    s.vm, s.offset
                 ));
             }
         }
@@ -211,5 +285,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ADDRESS:PORT"), "{e}");
+    }
+
+    #[test]
+    fn lock_section() {
+        let c = Config::default_config().unwrap();
+        assert_eq!(c.lock.backend, "lvmlockd");
+        assert!(c.lock.lvchange_extra_args.is_empty());
+        let c = Config::from_toml_str(
+            "[lock]\nlvchange_extra_args = [\"--driverloaded\", \"n\"]\n[lock.sanlock]\nleases = [{ vm = \"vm1\", offset = 1048576 }]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.lock.lvchange_extra_args, ["--driverloaded", "n"]);
+        assert_eq!(c.lock.sanlock.leases[0].offset, 1_048_576);
+        for (bad, want) in [
+            ("[lock]\nbackend = \"dlm\"\n", "lock.backend"),
+            ("[lock.sanlock]\nleases = [{ vm = \"a\", offset = 5 }]\n", "multiple"),
+            (
+                "[lock.sanlock]\nleases = [{ vm = \"a\", offset = 1048576 }, { vm = \"b\", offset = 1048576 }]\n",
+                "share offset",
+            ),
+            ("[lock.sanlock]\nholder = \"tail\"\n", "absolute"),
+            ("[lock.sanlock]\nleases = [{ vm = \"a\", offset = 1048576, x = 1 }]\n", "x"),
+        ] {
+            let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 }

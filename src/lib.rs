@@ -4,6 +4,7 @@
 pub mod collect;
 pub mod config;
 pub mod exec;
+pub mod lock;
 pub mod metrics;
 pub mod probe;
 pub mod server;

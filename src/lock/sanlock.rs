@@ -1,0 +1,550 @@
+//! sanlock lease backend (clusters without lvmlockd): one sanlock resource per VM,
+//! `LOCKSPACE:VM:LEASE_PATH:OFFSET`, held by a *holder process*.
+//!
+//! sanlock ties every lease to a registered process and frees it when that process exits. The
+//! holder is `sanlock client command -c HOLDER ...`: sanlock registers the process, which then
+//! execs `HOLDER` (by default `tail --pid=QEMU_PID -f /dev/null`, or `tail -f /dev/null` when
+//! no VM pid is known yet). The agent then acquires/converts/releases on the holder's behalf with
+//! `sanlock client acquire|convert|release -r RES -p HOLDER_PID`, so every refusal comes back
+//! synchronously with sanlock's return code. Consequences (docs/locking.md):
+//! - the holder is not the agent's child in any way that matters (own process group): an agent
+//!   restart does not touch it, and the agent finds it again in `sanlock client status`;
+//! - it exits when the watched VM process exits, and sanlock frees the lease with it: the lease
+//!   cannot outlive the VM.
+
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::exec::Cmd;
+
+use super::lvmlockd::failed;
+use super::{validate_name, with_retry, Held, LockError, NameKind, Tuning};
+
+/// One VM's sanlock lease.
+#[derive(Debug, Clone)]
+pub struct SanlockLease {
+    vm: String,
+    lockspace: String,
+    path: String,
+    offset: u64,
+    sanlock: String,
+    holder: String,
+    watch_pid: Option<u32>,
+    tuning: Tuning,
+}
+
+/// The other host holding a lease, from the lease's on-disk leader (`sanlock direct dump`) and
+/// that host's liveness (`sanlock client gets -h 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    pub host_id: u64,
+    /// sanlock sees its delta lease no longer renewed (FAIL): the lock stays until it is DEAD.
+    pub failing: bool,
+}
+
+/// Who holds a lease, from `sanlock direct dump PATH:OFFSET:1M` (tests/fixtures/lock/sanlock-direct-dump-*).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseOwners {
+    /// Leader owner while the lease is held exclusively (timestamp non-zero).
+    pub exclusive: Option<u64>,
+    /// Hosts holding it shared (`own gen SH` lines).
+    pub shared: Vec<u64>,
+}
+
+/// The return value of a `sanlock client` verb: `acquire done -243` → `-243`.
+pub fn parse_done(stdout: &str) -> Option<i32> {
+    stdout.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        match f.as_slice() {
+            [_, "done", rv] => rv.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+pub fn parse_direct_dump(text: &str) -> Option<LeaseOwners> {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("offset"));
+    lines.next()?;
+    let first: Vec<&str> = lines.next()?.split_whitespace().collect();
+    // offset lockspace resource timestamp own gen lver
+    if first.len() < 7 {
+        return None;
+    }
+    let timestamp: u64 = first[3].parse().ok()?;
+    let own: u64 = first[4].parse().ok()?;
+    let mut owners = LeaseOwners {
+        exclusive: (timestamp != 0 && own != 0).then_some(own),
+        shared: Vec::new(),
+    };
+    for l in lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [host, _gen, "SH"] = f.as_slice() {
+            if let Ok(h) = host.parse() {
+                owners.shared.push(h);
+            }
+        }
+    }
+    Some(owners)
+}
+
+/// `s LS:HOST_ID:PATH:OFFSET` in `sanlock client status` → (our host id, lockspace path).
+pub fn parse_status_lockspace(text: &str, lockspace: &str) -> Option<(u64, String)> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix("s ")?.split_whitespace().next()?;
+        let rest = rest.strip_prefix(lockspace)?.strip_prefix(':')?;
+        let (id, rest) = rest.split_once(':')?;
+        let (path, _offset) = rest.rsplit_once(':')?;
+        Some((id.parse().ok()?, path.to_string()))
+    })
+}
+
+/// `r LS:NAME:PATH:OFFSET:SH p PID` (shared) or `...:OFFSET:LVER p PID` (exclusive) in
+/// `sanlock client status` → (mode, holder pid).
+pub fn parse_status_resource(text: &str, lockspace: &str, name: &str) -> Option<(Held, u32)> {
+    let prefix = format!("{lockspace}:{name}:");
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let ["r", res, "p", pid] = f.as_slice() else {
+            return None;
+        };
+        let res = res.strip_prefix(&prefix)?;
+        let mode = if res.ends_with(":SH") {
+            Held::Shared
+        } else {
+            Held::Exclusive
+        };
+        Some((mode, pid.parse().ok()?))
+    })
+}
+
+/// Whether `pid` is a registered sanlock client (`p PID` in `sanlock client status`).
+pub fn status_has_client(text: &str, pid: u32) -> bool {
+    let pid = pid.to_string();
+    text.lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>().get(..2) == Some(&["p", pid.as_str()]))
+}
+
+/// `h 2 gen 1 timestamp 2536 FAIL` under `s LS:...` in `sanlock client gets -h 1` → `FAIL`.
+pub fn parse_gets_state(text: &str, lockspace: &str, host: u64) -> Option<String> {
+    let mut inside = false;
+    for l in text.lines() {
+        if let Some(s) = l.strip_prefix("s ") {
+            inside = s.starts_with(&format!("{lockspace}:"));
+            continue;
+        }
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let ["h", id, "gen", _, "timestamp", _, state, ..] = f.as_slice() {
+            if inside && id.parse::<u64>().ok() == Some(host) {
+                return Some(state.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Another host holding the lease at `offset` in `lockspace` (a lockspace this host has joined),
+/// or `None` if sanlock cannot tell. Best effort: only used to word a refusal.
+pub(crate) async fn who_holds(
+    sanlock: &str,
+    timeout: Duration,
+    lockspace: &str,
+    offset: u64,
+) -> Option<Holder> {
+    let status = Cmd::new(sanlock)
+        .args(["client", "status"])
+        .run(timeout)
+        .await
+        .ok()?;
+    let (me, path) = parse_status_lockspace(&status.stdout, lockspace)?;
+    let dump = Cmd::new(sanlock)
+        .args(["direct", "dump", &format!("{path}:{offset}:1048576")])
+        .run(timeout)
+        .await
+        .ok()?;
+    let owners = parse_direct_dump(&dump.stdout)?;
+    let host_id = owners
+        .exclusive
+        .filter(|h| *h != me)
+        .or_else(|| owners.shared.iter().copied().find(|h| *h != me))?;
+    let gets = Cmd::new(sanlock)
+        .args(["client", "gets", "-h", "1"])
+        .run(timeout)
+        .await
+        .ok();
+    let failing = gets
+        .and_then(|g| parse_gets_state(&g.stdout, lockspace, host_id))
+        .is_some_and(|s| s == "FAIL");
+    Some(Holder { host_id, failing })
+}
+
+/// What a sanlock return value means (tests/fixtures/lock/sanlock-*: real ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanlockRefusal {
+    /// -243 held by a live host, -244 owned (liveness not settled), -245 other, -11 convert
+    /// refused (another host holds it shared), -246 shared retry, -16 busy (an earlier acquire
+    /// of ours, given up by timeout, is still waiting in the daemon for the owner).
+    HeldByOther,
+    /// -28: lockspace not joined here.
+    NoLockspace,
+    /// -202: I/O timeout on the lease storage.
+    IoTimeout,
+    /// -223: no lease written at this offset (`sanlock client init -r` missing).
+    Uninitialised,
+    /// -17: already held by this process.
+    AlreadyHeld,
+    /// -2 (convert) / -1 (release): not held by this process.
+    NotHeld,
+    Other(i32),
+}
+
+pub fn classify_rv(rv: i32) -> SanlockRefusal {
+    match rv {
+        -243 | -244 | -245 | -246 | -11 | -16 => SanlockRefusal::HeldByOther,
+        -28 => SanlockRefusal::NoLockspace,
+        -202 => SanlockRefusal::IoTimeout,
+        -223 => SanlockRefusal::Uninitialised,
+        -17 => SanlockRefusal::AlreadyHeld,
+        -2 | -1 => SanlockRefusal::NotHeld,
+        other => SanlockRefusal::Other(other),
+    }
+}
+
+impl SanlockLease {
+    /// The lease of `vm`, at its configured offset (`[lock.sanlock] leases`).
+    pub fn new(cfg: &Config, vm: &str) -> Result<SanlockLease, LockError> {
+        validate_name(NameKind::Vm, vm)?;
+        let s = &cfg.lock.sanlock;
+        validate_name(NameKind::Lockspace, &s.lockspace)?;
+        if s.lease_path.contains(':') || s.lease_path.starts_with('-') || s.lease_path.is_empty() {
+            return Err(LockError::Config(format!(
+                "lock.sanlock.lease_path = {:?}: must be a path without ':'",
+                s.lease_path
+            )));
+        }
+        let offset = s
+            .leases
+            .iter()
+            .find(|l| l.vm == vm)
+            .map(|l| l.offset)
+            .ok_or_else(|| {
+                LockError::Config(format!(
+                    "VM {vm} has no lease slot: add {{ vm = \"{vm}\", offset = N }} to [lock.sanlock] leases \
+                     and initialise it once with `sanlock client init -r {}:{vm}:{}:N`",
+                    s.lockspace, s.lease_path
+                ))
+            })?;
+        Ok(SanlockLease {
+            vm: vm.to_string(),
+            lockspace: s.lockspace.clone(),
+            path: s.lease_path.clone(),
+            offset,
+            sanlock: cfg.sanlock.sanlock.clone(),
+            holder: s.holder.clone(),
+            watch_pid: None,
+            tuning: Tuning::from_config(cfg),
+        })
+    }
+
+    /// Holders started by this lease exit when `pid` (the VM's qemu) exits, freeing the lease.
+    pub fn watching(mut self, pid: u32) -> SanlockLease {
+        self.watch_pid = Some(pid);
+        self
+    }
+
+    pub fn target(&self) -> String {
+        format!("{}'s lease {}:{}", self.vm, self.lockspace, self.vm)
+    }
+
+    /// `LS:VM:PATH:OFFSET[:SH]`
+    pub fn resource(&self, shared: bool) -> String {
+        let r = format!(
+            "{}:{}:{}:{}",
+            self.lockspace, self.vm, self.path, self.offset
+        );
+        if shared {
+            r + ":SH"
+        } else {
+            r
+        }
+    }
+
+    pub async fn acquire_exclusive(&self) -> Result<(), LockError> {
+        self.acquire(false).await
+    }
+
+    pub async fn acquire_shared(&self) -> Result<(), LockError> {
+        self.acquire(true).await
+    }
+
+    pub async fn convert_to_shared(&self) -> Result<(), LockError> {
+        match self.local().await? {
+            Some((Held::Shared, _)) => Ok(()),
+            Some((_, pid)) => self.verb("convert", true, pid).await,
+            None => Err(self.incompatible(Held::None, "shared", "acquire it first")),
+        }
+    }
+
+    pub async fn convert_to_exclusive(&self) -> Result<(), LockError> {
+        match self.local().await? {
+            Some((Held::Exclusive, _)) => Ok(()),
+            Some((_, pid)) => with_retry(&self.tuning, || self.verb("convert", false, pid)).await,
+            None => Err(self.incompatible(Held::None, "exclusive", "acquire it first")),
+        }
+    }
+
+    pub async fn release(&self) -> Result<(), LockError> {
+        let Some((_, pid)) = self.local().await? else {
+            return Ok(());
+        };
+        match self.verb("release", false, pid).await {
+            Ok(()) | Err(LockError::IncompatibleMode { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        // The holder has nothing left to hold. It was found in sanlock's client list holding our
+        // resource, so this pid is ours to end.
+        self.stop_holder(pid).await;
+        Ok(())
+    }
+
+    /// Tie the lease held here to the VM process `vm_pid` (start: acquire first, start qemu,
+    /// then attach). A new holder watching `vm_pid` joins the lease shared, the old holder leaves,
+    /// and an exclusive lease is converted back to exclusive, so the lease is never free in
+    /// between. If the final conversion is refused, the old mode is restored when possible.
+    pub async fn attach_vm(&self, vm_pid: u32) -> Result<(), LockError> {
+        let Some((mode, old)) = self.local().await? else {
+            return Err(self.incompatible(Held::None, "attached", "acquire it first"));
+        };
+        let new_lease = self.clone().watching(vm_pid);
+        if mode == Held::Exclusive {
+            self.verb("convert", true, old).await?;
+        }
+        let new = match new_lease.spawn_holder().await {
+            Ok(p) => p,
+            Err(e) => return Err(self.restore(mode, old, e).await),
+        };
+        if let Err(e) = self.verb("acquire", true, new).await {
+            self.stop_holder(new).await;
+            return Err(self.restore(mode, old, e).await);
+        }
+        let _ = self.verb("release", false, old).await;
+        self.stop_holder(old).await;
+        if mode == Held::Exclusive {
+            with_retry(&self.tuning, || self.verb("convert", false, new)).await?;
+        }
+        Ok(())
+    }
+
+    /// Undo the ex -> sh step of `attach_vm` after a failure; returns the original error.
+    async fn restore(&self, mode: Held, old: u32, e: LockError) -> LockError {
+        if mode == Held::Exclusive {
+            if let Err(e2) = self.verb("convert", false, old).await {
+                tracing::warn!(error = %e2, "could not restore the exclusive lease after a failed attach");
+            }
+        }
+        e
+    }
+
+    pub async fn mode(&self) -> Result<Held, LockError> {
+        Ok(self.local().await?.map_or(Held::None, |(m, _)| m))
+    }
+
+    /// This host's hold on the lease: (mode, holder pid), from `sanlock client status`.
+    async fn local(&self) -> Result<Option<(Held, u32)>, LockError> {
+        let cmd = Cmd::new(&self.sanlock).args(["client", "status"]);
+        let out = cmd.run(self.tuning.command_timeout).await?;
+        if !out.success() {
+            return Err(failed(&cmd, &format!("{}{}", out.stdout, out.stderr)));
+        }
+        Ok(parse_status_resource(
+            &out.stdout,
+            &self.lockspace,
+            &self.vm,
+        ))
+    }
+
+    async fn acquire(&self, shared: bool) -> Result<(), LockError> {
+        let wanted = if shared {
+            Held::Shared
+        } else {
+            Held::Exclusive
+        };
+        match self.local().await? {
+            Some((m, _)) if m == wanted => return Ok(()),
+            Some((m, _)) => {
+                return Err(self.incompatible(
+                    m,
+                    wanted.as_str(),
+                    "use convert_to_shared/convert_to_exclusive to change the mode of a held lease",
+                ))
+            }
+            None => {}
+        }
+        // sanlock's acquire of a lease whose owner stopped renewing blocks until that host is
+        // DEAD (≈140 s by default; measured 60 s with io_timeout 1): say so now instead.
+        if let Some(h) = self.holder().await {
+            if h.failing {
+                return Err(LockError::HostNotDeadYet {
+                    target: self.target(),
+                    host_id: h.host_id,
+                });
+            }
+        }
+        let pid = self.spawn_holder().await?;
+        let r = self.verb("acquire", shared, pid).await;
+        if r.is_err() {
+            self.stop_holder(pid).await;
+        }
+        r
+    }
+
+    /// Start `sanlock client command -c HOLDER ...` in its own process group (an agent restart or
+    /// a Ctrl-C to the agent does not reach it) and wait until sanlock lists it as a client.
+    async fn spawn_holder(&self) -> Result<u32, LockError> {
+        let mut args: Vec<String> = vec!["client".into(), "command".into(), "-c".into()];
+        args.push(self.holder.clone());
+        if let Some(p) = self.watch_pid {
+            args.push(format!("--pid={p}"));
+        }
+        args.extend(["-f".to_string(), "/dev/null".to_string()]);
+        // Not exec.rs: this process must outlive the call (and the agent); argv only, no shell.
+        let mut child = std::process::Command::new(&self.sanlock)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("LC_ALL", "C")
+            .process_group(0)
+            .spawn()
+            .map_err(|e| LockError::CommandFailed {
+                command: format!("{} {}", self.sanlock, args.join(" ")),
+                stderr: e.to_string(),
+            })?;
+        let pid = child.id();
+        // Reap it whenever it exits while we live; after an agent restart init does.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let deadline =
+            std::time::Instant::now() + self.tuning.command_timeout.min(Duration::from_secs(10));
+        loop {
+            let out = Cmd::new(&self.sanlock)
+                .args(["client", "status"])
+                .run(self.tuning.command_timeout)
+                .await?;
+            if status_has_client(&out.stdout, pid) {
+                return Ok(pid);
+            }
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if !alive || std::time::Instant::now() > deadline {
+                self.stop_holder(pid).await;
+                return Err(LockError::CommandFailed {
+                    command: format!("{} {}", self.sanlock, args.join(" ")),
+                    stderr: "the lease holder did not register with sanlock (is the sanlock daemon running? `sanlock client status`)".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop_holder(&self, pid: u32) {
+        let _ = Cmd::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .run(self.tuning.command_timeout)
+            .await;
+    }
+
+    /// `sanlock client VERB -r RES[:SH] -p PID`, its return value mapped to a `LockError`.
+    async fn verb(&self, verb: &str, shared: bool, pid: u32) -> Result<(), LockError> {
+        let cmd = Cmd::new(&self.sanlock).args([
+            "client",
+            verb,
+            "-r",
+            &self.resource(shared),
+            "-p",
+            &pid.to_string(),
+        ]);
+        let out = match cmd.run(self.tuning.command_timeout).await {
+            Ok(out) => out,
+            // A holder that failed while we waited: the refusal that explains the wait.
+            Err(e) => {
+                return Err(match self.holder().await {
+                    Some(h) if h.failing => LockError::HostNotDeadYet {
+                        target: self.target(),
+                        host_id: h.host_id,
+                    },
+                    _ => e.into(),
+                })
+            }
+        };
+        let rv = parse_done(&out.stdout);
+        if out.success() && rv == Some(0) {
+            return Ok(());
+        }
+        let Some(rv) = rv else {
+            return Err(failed(&cmd, &format!("{}{}", out.stdout, out.stderr)));
+        };
+        Err(match classify_rv(rv) {
+            SanlockRefusal::HeldByOther => {
+                match self.holder().await {
+                    Some(h) if h.failing => LockError::HostNotDeadYet {
+                        target: self.target(),
+                        host_id: h.host_id,
+                    },
+                    h => LockError::HeldByOtherHost {
+                        target: self.target(),
+                        vm: self.vm.clone(),
+                        host_id: h.map(|h| h.host_id),
+                    },
+                }
+            }
+            SanlockRefusal::NoLockspace => LockError::LeaseLockspaceMissing {
+                lockspace: self.lockspace.clone(),
+            },
+            SanlockRefusal::IoTimeout => LockError::IoTimeout {
+                target: self.target(),
+            },
+            SanlockRefusal::AlreadyHeld | SanlockRefusal::NotHeld => self.incompatible(
+                Held::None,
+                if shared { "shared" } else { "exclusive" },
+                "sanlock's view changed under us (holder exited?) — check `sanlock client status`",
+            ),
+            SanlockRefusal::Uninitialised => LockError::CommandFailed {
+                command: cmd.display(),
+                stderr: format!(
+                    "sanlock {rv}: no lease is initialised at offset {} of {} — run once: `sanlock client init -r {}`",
+                    self.offset,
+                    self.path,
+                    self.resource(false)
+                ),
+            },
+            SanlockRefusal::Other(rv) => LockError::CommandFailed {
+                command: cmd.display(),
+                stderr: format!("sanlock returned {rv} {}", out.stderr.trim()),
+            },
+        })
+    }
+
+    /// Another host holding this lease, if sanlock can tell.
+    async fn holder(&self) -> Option<Holder> {
+        who_holds(
+            &self.sanlock,
+            self.tuning.command_timeout,
+            &self.lockspace,
+            self.offset,
+        )
+        .await
+    }
+
+    fn incompatible(&self, held: Held, wanted: &'static str, hint: &'static str) -> LockError {
+        LockError::IncompatibleMode {
+            target: self.target(),
+            held: held.as_str(),
+            wanted,
+            hint,
+        }
+    }
+}
