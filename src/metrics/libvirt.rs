@@ -96,7 +96,7 @@ pub fn encode(reg: &mut Registry, snap: &LibvirtSnapshot) {
     );
     reconnects.set(&[], snap.reconnects as f64);
 
-    let set = |f: &super::CounterFam, labels: &[(&str, &str)], v: Option<u64>| {
+    let set = |f: &super::CounterFam, labels: &[(&'static str, &str)], v: Option<u64>| {
         if let Some(v) = v {
             f.set(labels, v as f64);
         }

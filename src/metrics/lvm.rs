@@ -2,9 +2,6 @@
 //! lvmlockd said so (see `LvmSnapshot::lv_state`); `vmwarden_lvm_lv_lock_info` tells where the
 //! knowledge came from (`mode="unknown"` when lvmlockd could not be asked).
 
-use std::sync::atomic::AtomicU64;
-
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::gauge;
@@ -39,12 +36,10 @@ pub fn encode(reg: &mut Registry, snap: &LvmSnapshot) {
         "vmwarden_lvm_vg_lockspace_started",
         "Shared VGs: 1 if lvmlockd has the VG's lockspace (LVs can be locked here), 0 if not (vgchange --lock-start)",
     );
-    // A plain gauge: one series without labels (a family would print `{}`).
-    let lockd_up = Gauge::<f64, AtomicU64>::default();
-    reg.register(
+    let lockd_up = gauge(
+        reg,
         "vmwarden_lvm_lockd_up",
         "1 if lvmlockd answered lvmlockctl --info, else 0 (it is needed only where a VG is shared)",
-        lockd_up.clone(),
     );
     let lv_info = gauge(
         reg,
@@ -99,11 +94,14 @@ pub fn encode(reg: &mut Registry, snap: &LvmSnapshot) {
         }
     }
 
-    lockd_up.set(if matches!(snap.lockd, LockdStatus::Up(_)) {
-        1.0
-    } else {
-        0.0
-    });
+    lockd_up.set(
+        &[],
+        if matches!(snap.lockd, LockdStatus::Up(_)) {
+            1.0
+        } else {
+            0.0
+        },
+    );
 
     for lv in &snap.lvs {
         let l = [("vg", lv.vg.as_str()), ("lv", lv.name.as_str())];

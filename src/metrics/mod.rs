@@ -6,83 +6,189 @@ pub mod libvirt;
 pub mod lvm;
 pub mod sanlock;
 
-use std::sync::atomic::AtomicU64;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::collect::{CollectorReport, Outcome, Snapshot};
 
-pub type Labels = Vec<(String, String)>;
+/// The samples of one family for one scrape, stored flat: every label value lives in one string,
+/// so a family of thousands of series costs a handful of allocations. Encoding is left to
+/// prometheus-client (through its `Collector` interface), which writes the exposition format.
+#[derive(Debug, Default)]
+struct Samples {
+    /// Label values, back to back.
+    text: String,
+    /// (label name, value range in `text`).
+    pairs: Vec<(&'static str, Range<u32>)>,
+    /// (range of `pairs` shared by several series, an extra pair such as `state`, value).
+    series: Vec<(Range<u32>, Option<u32>, f64)>,
+}
 
-fn to_labels(labels: &[(&str, &str)]) -> Labels {
-    labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+impl Samples {
+    fn push_pair(&mut self, k: &'static str, v: &str) -> u32 {
+        let start = self.text.len() as u32;
+        self.text.push_str(v);
+        self.pairs.push((k, start..self.text.len() as u32));
+        (self.pairs.len() - 1) as u32
+    }
+
+    fn push_labels(&mut self, labels: &[(&'static str, &str)]) -> Range<u32> {
+        let first = self.pairs.len() as u32;
+        for (k, v) in labels {
+            self.push_pair(k, v);
+        }
+        first..self.pairs.len() as u32
+    }
+}
+
+#[derive(Debug)]
+struct FamilyData {
+    name: &'static str,
+    help: String,
+    kind: MetricType,
+    samples: Mutex<Samples>,
+}
+
+impl FamilyData {
+    fn lock(&self) -> MutexGuard<'_, Samples> {
+        // A poisoned lock only means a panic elsewhere mid-push; the data is still usable.
+        self.samples.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Hands one family to the registry (a local type, so it may implement prometheus-client's trait).
+#[derive(Debug)]
+struct FamilyCollector(Arc<FamilyData>);
+
+impl Collector for FamilyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.lock();
+        if s.series.is_empty() {
+            // A family with no series (no resync running, no DRBD 9) is left out entirely.
+            return Ok(());
+        }
+        // prometheus-client appends `_total` to counters itself.
+        let f = &self.0;
+        let name = match f.kind {
+            MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(f.name),
+            _ => f.name,
+        };
+        let mut fam = encoder.encode_descriptor(name, &f.help, None, f.kind)?;
+        fn encode_value(kind: MetricType, v: f64, m: MetricEncoder) -> Result<(), std::fmt::Error> {
+            match kind {
+                MetricType::Counter => ConstCounter::new(v).encode(m),
+                _ => ConstGauge::new(v).encode(m),
+            }
+        }
+        // One series without labels: written bare (`name 1`), not as `name{} 1`.
+        if let [(base, None, v)] = s.series.as_slice() {
+            if base.is_empty() {
+                return encode_value(f.kind, *v, fam);
+            }
+        }
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(8);
+        let value_of = |r: &Range<u32>| s.text.get(r.start as usize..r.end as usize).unwrap_or("");
+        for (base, extra, v) in &s.series {
+            labels.clear();
+            for (k, r) in s
+                .pairs
+                .get(base.start as usize..base.end as usize)
+                .unwrap_or(&[])
+            {
+                labels.push((k, value_of(r)));
+            }
+            if let Some((k, r)) = extra.and_then(|i| s.pairs.get(i as usize)) {
+                labels.push((k, value_of(r)));
+            }
+            let ls = labels.as_slice();
+            encode_value(f.kind, *v, fam.encode_family(&ls)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// A gauge family: `set` one series per label set.
 #[derive(Clone)]
-pub struct GaugeFam(Family<Labels, Gauge<f64, AtomicU64>>);
+pub struct GaugeFam(Arc<FamilyData>);
 
 impl GaugeFam {
-    pub fn set(&self, labels: &[(&str, &str)], v: f64) {
-        self.0.get_or_create(&to_labels(labels)).set(v);
+    pub fn set(&self, labels: &[(&'static str, &str)], v: f64) {
+        let mut s = self.0.lock();
+        let base = s.push_labels(labels);
+        s.series.push((base, None, v));
     }
 
     /// StateSet style: one series per state in `all`, 1 for `current` and 0 for the rest. A
     /// `current` outside `all` (a state this build does not know) still gets its series at 1.
-    pub fn set_state(&self, labels: &[(&str, &str)], all: &[&str], current: &str) {
-        let mut l = to_labels(labels);
-        l.push(("state".to_string(), String::new()));
-        let last = l.len() - 1;
-        for s in all {
-            l[last].1 = s.to_string();
-            self.0
-                .get_or_create(&l)
-                .set(if *s == current { 1.0 } else { 0.0 });
+    pub fn set_state(&self, labels: &[(&'static str, &str)], all: &[&str], current: &str) {
+        let mut s = self.0.lock();
+        let base = s.push_labels(labels);
+        for st in all {
+            let i = s.push_pair("state", st);
+            s.series.push((
+                base.clone(),
+                Some(i),
+                if *st == current { 1.0 } else { 0.0 },
+            ));
         }
         if !all.contains(&current) {
-            l[last].1 = current.to_string();
-            self.0.get_or_create(&l).set(1.0);
+            let i = s.push_pair("state", current);
+            s.series.push((base, Some(i), 1.0));
         }
     }
 }
 
 /// A counter family whose values come from outside (kernel counters): set, not incremented.
 #[derive(Clone)]
-pub struct CounterFam(Family<Labels, Counter<f64, AtomicU64>>);
+pub struct CounterFam(Arc<FamilyData>);
 
 impl CounterFam {
-    pub fn set(&self, labels: &[(&str, &str)], v: f64) {
+    pub fn set(&self, labels: &[(&'static str, &str)], v: f64) {
         if v.is_finite() && v >= 0.0 {
-            self.0.get_or_create(&to_labels(labels)).inc_by(v);
+            let mut s = self.0.lock();
+            let base = s.push_labels(labels);
+            s.series.push((base, None, v));
         }
     }
 }
 
-/// Register a gauge family under its full exposed name.
-pub fn gauge(reg: &mut Registry, name: &str, help: &str) -> GaugeFam {
-    let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    reg.register(name, help, f.clone());
-    GaugeFam(f)
+fn family(
+    reg: &mut Registry,
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+) -> Arc<FamilyData> {
+    let f = Arc::new(FamilyData {
+        name,
+        // Same help text as Registry::register gives (it ends sentences with a period).
+        help: format!("{help}."),
+        kind,
+        samples: Mutex::new(Samples::default()),
+    });
+    reg.register_collector(Box::new(FamilyCollector(f.clone())));
+    f
 }
 
-/// Register a counter family; `name` is the exposed sample name and must end in `_total`
-/// (prometheus-client appends it, so it is stripped for registration).
-pub fn counter(reg: &mut Registry, name: &str, help: &str) -> CounterFam {
+/// Register a gauge family under its full exposed name.
+pub fn gauge(reg: &mut Registry, name: &'static str, help: &'static str) -> GaugeFam {
+    GaugeFam(family(reg, name, help, MetricType::Gauge))
+}
+
+/// Register a counter family; `name` is the exposed sample name and must end in `_total`.
+pub fn counter(reg: &mut Registry, name: &'static str, help: &'static str) -> CounterFam {
     debug_assert!(
         name.ends_with("_total"),
         "counter {name} must end in _total"
     );
-    let base = name.strip_suffix("_total").unwrap_or(name);
-    let f = Family::<Labels, Counter<f64, AtomicU64>>::default();
-    reg.register(base, help, f.clone());
-    CounterFam(f)
+    CounterFam(family(reg, name, help, MetricType::Counter))
 }
 
 pub const COLLECTORS: [&str; 4] = ["drbd", "lvm", "sanlock", "libvirt"];
