@@ -55,6 +55,7 @@ fn two_resources_two_peers_one_syncing() {
     assert_eq!(b.out_of_sync_bytes, Some(0));
     assert_eq!(b.congested, Some(false));
     assert_eq!(b.protocol, None);
+    assert_eq!(b.client, Some(false));
     assert!(b.resync.is_none());
 
     let c = &v.peers[1];

@@ -259,6 +259,7 @@ struct JPeerDevice {
     volume: L<u64>,
     replication_state: L<ReplState>,
     peer_disk_state: L<DiskState>,
+    peer_client: L<bool>,
     resync_suspended: L<ResyncSuspended>,
     received: L<u64>,
     sent: L<u64>,
@@ -488,6 +489,7 @@ fn resource(res: &JResource, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut V
                 role: peer_role.clone(),
                 disk_state: r.state("peer-disk-state", &p.peer_disk_state),
                 protocol: None,
+                client: r.bool("peer-client", &p.peer_client),
                 congested,
                 resync_suspended: r
                     .get("resync-suspended", &p.resync_suspended)

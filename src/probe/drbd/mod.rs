@@ -271,6 +271,8 @@ pub struct DrbdPeer {
     pub disk_state: DiskState,
     /// Replication protocol letter (8.x only; blank while StandAlone).
     pub protocol: Option<char>,
+    /// The peer is intentionally diskless (DRBD 9 `peer-client`).
+    pub client: Option<bool>,
     /// The network to this peer is congested (9 `congested`; 8.x congestion flag `n` or `a`).
     pub congested: Option<bool>,
     pub resync_suspended: ResyncSuspended,

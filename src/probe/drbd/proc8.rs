@@ -48,19 +48,38 @@ struct Scanner<'a> {
     i: usize,
 }
 
+/// Token delimiters are all bytes up to 0x20 (space, tab, CR, LF and other controls); blanks
+/// are the same minus the newline, which ends a line.
 fn is_blank(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\r')
+    c <= b' ' && c != b'\n'
 }
 
-/// Bytes that end a token: blanks and the newline (one table load per byte in the hot loop).
-static ENDS_TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b' ' as usize] = true;
-    t[b'\t' as usize] = true;
-    t[b'\r' as usize] = true;
-    t[b'\n' as usize] = true;
-    t
-};
+fn ends_token(c: u8) -> bool {
+    c <= b' '
+}
+
+/// Index of the first delimiter at or after `i` (or `b.len()`), eight bytes per step: tokens
+/// are 10-20 bytes, and this loop was the device line's main cost.
+fn token_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let x = u64::from_le_bytes(word);
+        // Classic "has a byte less than n" test (n = 0x21); the lowest flagged byte is exact.
+        let hit = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !ends_token(b[i]) {
+        i += 1;
+    }
+    i
+}
 
 impl<'a> Scanner<'a> {
     fn skip_blanks(&mut self) {
@@ -109,9 +128,7 @@ impl<'a> Iterator for Scanner<'a> {
         self.skip_blanks();
         let b = self.s.as_bytes();
         let start = self.i;
-        while self.i < b.len() && !ENDS_TOKEN[usize::from(b[self.i])] {
-            self.i += 1;
-        }
+        self.i = token_end(b, self.i);
         // Tokens end at ASCII delimiters, so the slice is on char boundaries.
         (self.i > start)
             .then(|| self.s.get(start..self.i))
@@ -452,47 +469,63 @@ fn parse_counters(sc: &mut Scanner<'_>, vol: &mut DrbdVolume, errors: &mut Vec<S
         if start >= b.len() || b[start] == b'\n' {
             break;
         }
-        let mut i = start;
-        while i < b.len() && b[i] != b':' && !ENDS_TOKEN[usize::from(b[i])] {
-            i += 1;
-        }
-        if b.get(i) != Some(&b':') {
-            sc.i = i;
-            bad_field(minor, s.get(start..i).unwrap_or(""), errors);
-            continue;
-        }
-        let key = &b[start..i];
-        i += 1;
-        let vstart = i;
-        // Up to 19 digits cannot overflow a u64; longer values take the checked path below.
-        let mut n: u64 = 0;
-        while i < b.len() && b[i].is_ascii_digit() && i - vstart < 19 {
-            n = n * 10 + u64::from(b[i] - b'0');
-            i += 1;
-        }
-        let plain = i > vstart && (i >= b.len() || ENDS_TOKEN[usize::from(b[i])]);
-        if !plain {
-            while i < b.len() && !ENDS_TOKEN[usize::from(b[i])] {
+        // Keys are 2 or 3 bytes (`ns`, `oos`): look for the colon there before scanning.
+        let colon = if b.get(start + 2) == Some(&b':') {
+            start + 2
+        } else if b.get(start + 3) == Some(&b':') {
+            start + 3
+        } else {
+            let mut i = start;
+            while i < b.len() && b[i] != b':' && !ends_token(b[i]) {
                 i += 1;
             }
+            if b.get(i) != Some(&b':') {
+                sc.i = i;
+                bad_field(minor, s.get(start..i).unwrap_or(""), errors);
+                continue;
+            }
+            i
+        };
+        let key = &b[start..colon];
+        let vstart = colon + 1;
+        let mut i = vstart;
+        // Wrapping arithmetic: more than 19 digits may overflow and is re-parsed, checked, below.
+        let mut n: u64 = 0;
+        while let Some(&c) = b.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+            i += 1;
+        }
+        let plain = i > vstart && i - vstart <= 19 && b.get(i).map_or(true, |c| ends_token(*c));
+        if !plain {
+            i = token_end(b, i);
         }
         sc.i = i;
         let value = s.get(vstart..i).unwrap_or("");
-        // (slot, value in KiB to be exported in bytes?)
-        let (slot, kib) = match key {
-            b"ns" => (&mut peer.sent_bytes, true),
-            b"nr" => (&mut peer.received_bytes, true),
-            b"dw" => (&mut *written_bytes, true),
-            b"dr" => (&mut *read_bytes, true),
-            b"oos" => (&mut peer.out_of_sync_bytes, true),
-            b"al" => (&mut *al_writes, false),
-            b"bm" => (&mut *bm_writes, false),
-            b"lo" => (&mut *lower_pending, false),
-            b"pe" => (&mut peer.pending, false),
-            b"ua" => (&mut peer.unacked, false),
-            b"ap" => (&mut *upper_pending, false),
-            b"ep" => (&mut peer.epochs, false),
-            b"wo" => {
+        // (slot, value in KiB to be exported in bytes?); two-byte keys compared as one integer.
+        let key2 = match key {
+            [a, c] => u16::from_le_bytes([*a, *c]),
+            _ => 0,
+        };
+        const fn k(key: &[u8; 2]) -> u16 {
+            u16::from_le_bytes(*key)
+        }
+        let (slot, kib) = match key2 {
+            x if x == k(b"ns") => (&mut peer.sent_bytes, true),
+            x if x == k(b"nr") => (&mut peer.received_bytes, true),
+            x if x == k(b"dw") => (&mut *written_bytes, true),
+            x if x == k(b"dr") => (&mut *read_bytes, true),
+            x if x == k(b"al") => (&mut *al_writes, false),
+            x if x == k(b"bm") => (&mut *bm_writes, false),
+            x if x == k(b"lo") => (&mut *lower_pending, false),
+            x if x == k(b"pe") => (&mut peer.pending, false),
+            x if x == k(b"ua") => (&mut peer.unacked, false),
+            x if x == k(b"ap") => (&mut *upper_pending, false),
+            x if x == k(b"ep") => (&mut peer.epochs, false),
+            x if x == k(b"wo") => {
                 *write_ordering = Some(match value {
                     "b" => WriteOrdering::Barrier,
                     "f" => WriteOrdering::Flush,
@@ -502,6 +535,7 @@ fn parse_counters(sc: &mut Scanner<'_>, vol: &mut DrbdVolume, errors: &mut Vec<S
                 });
                 continue;
             }
+            _ if key == b"oos" => (&mut peer.out_of_sync_bytes, true),
             // Fields of other versions: nothing to export.
             _ => continue,
         };
@@ -571,8 +605,12 @@ fn parse_progress(line: &str, vol: &mut DrbdVolume, errors: &mut Vec<String>) {
         }
         rest = &after[1..];
     }
-    // 8.3.9+ / 8.4 in the `M` case: `…)Mfinish: …` on the same line.
-    if let Some(at) = rest.find("finish:") {
+    // 8.3.9+ / 8.4 in the `M` case: `…)Mfinish: …` on the same line (checked cheaply first;
+    // 8.3.8's `delay_probe: N` has no finish part).
+    let rest = rest.trim_start();
+    if rest.starts_with("finish:") {
+        parse_finish(rest, &mut r, minor, errors);
+    } else if let Some(at) = rest.find("finish:") {
         parse_finish(&rest[at..], &mut r, minor, errors);
     }
     peer.resync = Some(Box::new(r));
