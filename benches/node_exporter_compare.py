@@ -9,6 +9,9 @@ GEN_BIN is the `gen_proc_drbd` example binary (prints a realistic DRBD 8.4 /proc
 import argparse, http.client, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 CLK = os.sysconf("SC_CLK_TCK")
+# What Prometheus 2.42 sends when it scrapes: both exporters answer in the format it prefers.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+                     "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 
 def free_port():
@@ -46,7 +49,7 @@ def scrape_loop(port, n, expect):
     lat = []
     for _ in range(n):
         t = time.perf_counter()
-        conn.request("GET", "/metrics")
+        conn.request("GET", "/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
         body = conn.getresponse().read()
         lat.append(time.perf_counter() - t)
         if expect not in body:

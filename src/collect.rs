@@ -54,6 +54,8 @@ pub struct Collector {
     cfg: Config,
     libvirt: LibvirtProbe,
     memory: Mutex<[LogMemory; 4]>,
+    /// Size of the last rendering: the next one allocates that much at once instead of growing.
+    last_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Collector {
@@ -63,6 +65,7 @@ impl Collector {
             cfg,
             libvirt,
             memory: Mutex::new(Default::default()),
+            last_len: Default::default(),
         }
     }
 
@@ -156,7 +159,11 @@ impl Collector {
     /// Collect and render in one go (what `/metrics` and `vmwarden collect` serve).
     pub async fn render(&self) -> String {
         let snap = self.collect().await;
-        crate::metrics::render(&snap, &self.counters())
+        let hint = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
+        let text = crate::metrics::render(&snap, &self.counters(), hint + hint / 8);
+        self.last_len
+            .store(text.len(), std::sync::atomic::Ordering::Relaxed);
+        text
     }
 }
 

@@ -40,7 +40,7 @@ fn agent_rendering() -> String {
     let counters = AgentCounters {
         parse_errors: vec![("drbd", 2), ("lvm", 0)],
     };
-    render(&snap, &counters)
+    render(&snap, &counters, 0)
 }
 
 /// name -> (type, label names) from OpenMetrics text. Counter samples carry `_total`.

@@ -201,7 +201,7 @@ pub struct AgentCounters {
 }
 
 /// Render a snapshot as OpenMetrics text.
-pub fn render(snap: &Snapshot, counters: &AgentCounters) -> String {
+pub fn render(snap: &Snapshot, counters: &AgentCounters, capacity: usize) -> String {
     let mut reg = Registry::default();
 
     let build = gauge(
@@ -274,7 +274,7 @@ pub fn render(snap: &Snapshot, counters: &AgentCounters) -> String {
         libvirt::encode(&mut reg, s);
     }
 
-    let mut out = String::with_capacity(64 * 1024);
+    let mut out = String::with_capacity(capacity.max(16 * 1024));
     // Writing into a String cannot fail; an error here would be a bug in the encoder.
     if let Err(e) = encode(&mut out, &reg) {
         tracing::error!("encoding metrics failed: {e}");
