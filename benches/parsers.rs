@@ -170,7 +170,37 @@ fn drbd_json9_cpu(c: &mut Criterion<ThreadCpuTime>) {
     json9_group(c, "cpu_drbd_json9");
 }
 
-criterion_group!(benches, drbd_proc8, drbd_json9);
+/// The other parsers, on the real captured fixtures (one node's worth of output each).
+fn other_parsers(c: &mut Criterion) {
+    let fx = |p: &str| {
+        std::fs::read_to_string(format!("{}/tests/fixtures/{p}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_default()
+    };
+    let report = fx("lvm/h1-fullreport.json");
+    let lockctl = fx("lvm/h1-lvmlockctl-info.txt");
+    let status = fx("sanlock/h1-status-D.txt");
+    let gets = fx("sanlock/h1-gets-h1.txt");
+    let xml = fx("libvirt/domain-running.xml");
+    let mut g = c.benchmark_group("fixtures");
+    g.bench_function("lvm_fullreport", |b| {
+        b.iter(|| vmwarden::probe::lvm::parse_fullreport(black_box(&report)))
+    });
+    g.bench_function("lvmlockctl_info", |b| {
+        b.iter(|| vmwarden::probe::lvm::parse_lockctl_info(black_box(&lockctl)))
+    });
+    g.bench_function("sanlock_status_d", |b| {
+        b.iter(|| vmwarden::probe::sanlock::parse_status(black_box(&status)))
+    });
+    g.bench_function("sanlock_gets", |b| {
+        b.iter(|| vmwarden::probe::sanlock::parse_gets(black_box(&gets)))
+    });
+    g.bench_function("libvirt_domain_xml", |b| {
+        b.iter(|| vmwarden::probe::libvirt::parse_domain_xml(black_box(&xml)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, drbd_proc8, drbd_json9, other_parsers);
 criterion_group! {
     name = cpu;
     config = Criterion::default().with_measurement(ThreadCpuTime);
