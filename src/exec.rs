@@ -1,6 +1,7 @@
 //! The one place that runs external commands: argv only (never a shell), a timeout on every call,
 //! and the whole process group killed when the timeout expires or the caller gives up.
 
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -125,6 +126,39 @@ impl Cmd {
             })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// Start a long-lived process that must outlive this call and the agent (a lease holder):
+    /// own process group (a signal to the agent's group does not reach it), no stdio, `LC_ALL=C`.
+    /// Returns its pid; a thread reaps it if it exits while the agent lives.
+    pub fn spawn_detached(&self) -> Result<u32, ExecError> {
+        let program = self.argv.first().ok_or(ExecError::Empty)?;
+        let mut child = std::process::Command::new(program)
+            .args(&self.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("LC_ALL", "C")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    ExecError::NotFound {
+                        program: program.clone(),
+                    }
+                } else {
+                    ExecError::Io {
+                        command: self.display(),
+                        source: e,
+                    }
+                }
+            })?;
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(pid)
     }
 
     /// Run to completion or until `timeout`; on timeout the child's process group is killed

@@ -12,8 +12,6 @@
 //! - it exits when the watched VM process exits, and sanlock frees the lease with it: the lease
 //!   cannot outlive the VM.
 
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -410,24 +408,14 @@ impl SanlockLease {
             args.push(format!("--pid={p}"));
         }
         args.extend(["-f".to_string(), "/dev/null".to_string()]);
-        // Not exec.rs: this process must outlive the call (and the agent); argv only, no shell.
-        let mut child = std::process::Command::new(&self.sanlock)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .env("LC_ALL", "C")
-            .process_group(0)
-            .spawn()
+        // Outlives this call and the agent: exec.rs starts it detached, argv only.
+        let pid = Cmd::new(&self.sanlock)
+            .args(args.iter().cloned())
+            .spawn_detached()
             .map_err(|e| LockError::CommandFailed {
                 command: format!("{} {}", self.sanlock, args.join(" ")),
                 stderr: e.to_string(),
             })?;
-        let pid = child.id();
-        // Reap it whenever it exits while we live; after an agent restart init does.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
         let deadline =
             std::time::Instant::now() + self.tuning.command_timeout.min(Duration::from_secs(10));
         loop {
