@@ -128,6 +128,18 @@ impl Cmd {
             .join(" ")
     }
 
+    fn spawn_failed(&self, e: std::io::Error) -> ExecError {
+        match (e.kind(), self.argv.first()) {
+            (std::io::ErrorKind::NotFound, Some(program)) => ExecError::NotFound {
+                program: program.clone(),
+            },
+            _ => ExecError::Io {
+                command: self.display(),
+                source: e,
+            },
+        }
+    }
+
     /// Start a long-lived process that must outlive this call and the agent (a lease holder):
     /// own process group (a signal to the agent's group does not reach it), no stdio, `LC_ALL=C`.
     /// Returns its pid; a thread reaps it if it exits while the agent lives.
@@ -142,18 +154,7 @@ impl Cmd {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .process_group(0)
             .spawn()
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    ExecError::NotFound {
-                        program: program.clone(),
-                    }
-                } else {
-                    ExecError::Io {
-                        command: self.display(),
-                        source: e,
-                    }
-                }
-            })?;
+            .map_err(|e| self.spawn_failed(e))?;
         let pid = child.id();
         std::thread::spawn(move || {
             let _ = child.wait();
@@ -176,18 +177,7 @@ impl Cmd {
             // Own process group, so a timeout kills grandchildren too (a wrapper script's `sleep`).
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ExecError::NotFound {
-                    program: program.clone(),
-                }
-            } else {
-                ExecError::Io {
-                    command: self.display(),
-                    source: e,
-                }
-            }
-        })?;
+        let mut child = cmd.spawn().map_err(|e| self.spawn_failed(e))?;
         let pid = child.id();
         let mut out = child.stdout.take();
         let mut err = child.stderr.take();

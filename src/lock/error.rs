@@ -60,3 +60,25 @@ impl LockError {
         matches!(self, LockError::HeldByOtherHost { .. })
     }
 }
+
+impl LockError {
+    /// Another host holds the lock: if sanlock already sees that host failing, the refusal says the
+    /// lock will only be free once the host is declared dead; otherwise it names the holder.
+    pub(crate) fn held_elsewhere(
+        target: String,
+        vm: &str,
+        holder: Option<super::sanlock::Holder>,
+    ) -> LockError {
+        match holder {
+            Some(h) if h.failing => LockError::HostNotDeadYet {
+                target,
+                host_id: h.host_id,
+            },
+            h => LockError::HeldByOtherHost {
+                target,
+                vm: vm.to_string(),
+                host_id: h.map(|h| h.host_id),
+            },
+        }
+    }
+}

@@ -219,17 +219,7 @@ impl LvmlockdLock {
                     }
                     None => None,
                 };
-                match holder {
-                    Some(h) if h.failing => LockError::HostNotDeadYet {
-                        target: self.target(),
-                        host_id: h.host_id,
-                    },
-                    h => LockError::HeldByOtherHost {
-                        target: self.target(),
-                        vm: self.vm.clone(),
-                        host_id: h.map(|h| h.host_id),
-                    },
-                }
+                LockError::held_elsewhere(self.target(), &self.vm, holder)
             }
             LvmRefusal::LockspaceInactive => LockError::LockspaceInactive {
                 vg: self.vg.clone(),

@@ -477,17 +477,7 @@ impl SanlockLease {
         };
         Err(match classify_rv(rv) {
             SanlockRefusal::HeldByOther => {
-                match self.holder().await {
-                    Some(h) if h.failing => LockError::HostNotDeadYet {
-                        target: self.target(),
-                        host_id: h.host_id,
-                    },
-                    h => LockError::HeldByOtherHost {
-                        target: self.target(),
-                        vm: self.vm.clone(),
-                        host_id: h.map(|h| h.host_id),
-                    },
-                }
+                LockError::held_elsewhere(self.target(), &self.vm, self.holder().await)
             }
             SanlockRefusal::NoLockspace => LockError::LeaseLockspaceMissing {
                 lockspace: self.lockspace.clone(),
