@@ -139,7 +139,7 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
                                     "{dom} is {st} with its disk {tgt} on {name} held in shared mode by this host, \
                                      and no migration of {dom} is in progress. A shared lock lets another host \
                                      activate the LV too and start a second copy of {dom}, which corrupts its disk. \
-                                     Check that {dom} runs nowhere else (`vmwarden ctl status {dom} --cluster`), \
+                                     Check that {dom} runs nowhere else (`virsh domstate {dom}` on every other host), \
                                      then take the lock exclusive: `lvchange -aey {name}`.",
                                     dom = d.name,
                                     st = d.state.name(),
@@ -157,7 +157,7 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
                                 "{dom} is {st} but this host holds no lock on {name} (its disk {tgt}). Nothing \
                                  stops another host from activating {name} and starting {dom} there, which \
                                  corrupts its disk. Check that {dom} runs nowhere else \
-                                 (`vmwarden ctl status {dom} --cluster`), then take the lock: \
+                                 (`virsh domstate {dom}` on every other host), then take the lock: \
                                  `lvchange -aey {name}` (if it fails, another host holds it: stop {dom} here).",
                                 dom = d.name,
                                 st = d.state.name(),
@@ -196,8 +196,8 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
                 subject: name.clone(),
                 message: format!(
                     "this host holds the lock on {name} in {mode} mode but {whose}. A leaked lock blocks \
-                     failover: no other host can start the VM on {name}. Check that the VM is not running \
-                     anywhere (`vmwarden ctl status --cluster`), then release it: `lvchange -an {name}`.",
+                     failover: no other host can start the VM on {name}. Check that no host runs a VM on \
+                     {name} (`virsh domblklist` on each host), then release it: `lvchange -an {name}`.",
                     mode = if mode == LockMode::Ex { "exclusive" } else { "shared" },
                 ),
             });
