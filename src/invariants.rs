@@ -168,6 +168,20 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
                 }
             }
         }
+        // Per LV: used by a domain that has its disks open; else the first domain defined on it.
+        let mut used = vec![false; map.lvs.len()];
+        let mut defined: Vec<Option<&DomainMap>> = vec![None; map.lvs.len()];
+        for d in &map.domains {
+            for i in d.disks.iter().filter_map(|k| k.lv) {
+                if d.uses_disks() {
+                    if let Some(u) = used.get_mut(i) {
+                        *u = true;
+                    }
+                } else if let Some(slot @ None) = defined.get_mut(i) {
+                    *slot = Some(d);
+                }
+            }
+        }
         for (i, lv) in map.lvs.iter().enumerate() {
             let LvLock::Known(mode @ (LockMode::Ex | LockMode::Sh)) = lv.lock else {
                 continue;
@@ -175,16 +189,10 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
             if !lv.shared_vg {
                 continue;
             }
-            let users = |d: &&DomainMap| d.disks.iter().any(|k| k.lv == Some(i));
-            if map
-                .domains
-                .iter()
-                .filter(|d| d.uses_disks())
-                .any(|d| users(&d))
-            {
+            if used.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let defined = map.domains.iter().find(users);
+            let defined = defined.get(i).copied().flatten();
             let name = lv.full_name();
             let whose = match defined {
                 Some(d) => format!("its domain {} is {} here", d.name, d.state.name()),

@@ -8,8 +8,10 @@
 //! `/dev/drbd/by-res/RES` (volume 0); an LV whose physical volumes are DRBD devices (a shared VG on
 //! dual-primary DRBD) brings those DRBD volumes with it.
 
+use std::collections::HashMap;
+
 use crate::collect::{Outcome, Snapshot};
-use crate::probe::drbd::{DiskState, DrbdSnapshot};
+use crate::probe::drbd::{DiskState, DrbdSnapshot, DrbdVolume};
 use crate::probe::libvirt::{DomainState, LibvirtSnapshot};
 use crate::probe::lvm::{LvLock, LvmSnapshot};
 
@@ -140,13 +142,11 @@ impl NodeMap {
         lvm_obs: Observed,
         drbd_obs: Observed,
     ) -> NodeMap {
-        let drbd_ref = |minor: u32| -> Option<DrbdRef> {
-            drbd?
-                .volumes
-                .iter()
-                .find(|v| v.minor == minor)
-                .map(to_drbd_ref)
-        };
+        let by_minor: HashMap<u32, &DrbdVolume> = drbd
+            .map(|d| d.volumes.iter().map(|v| (v.minor, v)).collect())
+            .unwrap_or_default();
+        let drbd_ref = |minor: u32| by_minor.get(&minor).map(|v| to_drbd_ref(v));
+        let lv_index = lvm.map(LvIndex::new);
         let mut lvs = Vec::new();
         let mut lockd_unknown = None;
         if let Some(l) = lvm {
@@ -188,9 +188,13 @@ impl NodeMap {
                     .iter()
                     .map(|disk| {
                         let src = disk.source.as_deref();
-                        let lv_idx = src.and_then(|s| resolve_lv(s, lvm));
+                        let lv_idx = src.and_then(|s| lv_index.as_ref()?.resolve(s));
                         let mut refs: Vec<DrbdRef> = Vec::new();
-                        if let Some(r) = src.and_then(|s| resolve_drbd(s, drbd)) {
+                        let direct = match src.and_then(drbd_minor) {
+                            Some(m) => drbd_ref(m),
+                            None => src.and_then(|s| resolve_drbd(s, drbd)),
+                        };
+                        if let Some(r) = direct {
                             refs.push(r);
                         }
                         if let Some(i) = lv_idx {
@@ -232,7 +236,7 @@ impl NodeMap {
     }
 }
 
-fn to_drbd_ref(v: &crate::probe::drbd::DrbdVolume) -> DrbdRef {
+fn to_drbd_ref(v: &DrbdVolume) -> DrbdRef {
     DrbdRef {
         minor: v.minor,
         resource: v.resource.clone(),
@@ -244,23 +248,46 @@ fn to_drbd_ref(v: &crate::probe::drbd::DrbdVolume) -> DrbdRef {
 
 /// The LV (index into `lvm.lvs`, which is also the index into [`NodeMap::lvs`]) a path names.
 pub fn resolve_lv(path: &str, lvm: Option<&LvmSnapshot>) -> Option<usize> {
-    let lvm = lvm?;
-    if let Some(i) = lvm.lvs.iter().position(|l| {
-        (!l.path.is_empty() && l.path == path) || (!l.dm_path.is_empty() && l.dm_path == path)
-    }) {
-        return Some(i);
-    }
-    let (vg, lv) = if let Some(dm) = path.strip_prefix("/dev/mapper/") {
-        split_dm_name(dm)?
-    } else {
-        let rest = path.strip_prefix("/dev/")?;
-        let (vg, lv) = rest.split_once('/')?;
-        if lv.contains('/') {
-            return None;
+    LvIndex::new(lvm?).resolve(path)
+}
+
+/// LV lookup by path and by name, built once per map (nodes carry thousands of LVs).
+struct LvIndex<'a> {
+    by_path: HashMap<&'a str, usize>,
+    by_name: HashMap<(&'a str, &'a str), usize>,
+}
+
+impl<'a> LvIndex<'a> {
+    fn new(lvm: &'a LvmSnapshot) -> Self {
+        let mut by_path = HashMap::with_capacity(lvm.lvs.len() * 2);
+        let mut by_name = HashMap::with_capacity(lvm.lvs.len());
+        for (i, l) in lvm.lvs.iter().enumerate() {
+            for p in [l.path.as_str(), l.dm_path.as_str()] {
+                if !p.is_empty() {
+                    by_path.entry(p).or_insert(i);
+                }
+            }
+            by_name.entry((l.vg.as_str(), l.name.as_str())).or_insert(i);
         }
-        (vg.to_string(), lv.to_string())
-    };
-    lvm.lvs.iter().position(|l| l.vg == vg && l.name == lv)
+        LvIndex { by_path, by_name }
+    }
+
+    fn resolve(&self, path: &str) -> Option<usize> {
+        if let Some(i) = self.by_path.get(path) {
+            return Some(*i);
+        }
+        let (vg, lv) = if let Some(dm) = path.strip_prefix("/dev/mapper/") {
+            split_dm_name(dm)?
+        } else {
+            let rest = path.strip_prefix("/dev/")?;
+            let (vg, lv) = rest.split_once('/')?;
+            if lv.contains('/') {
+                return None;
+            }
+            (vg.to_string(), lv.to_string())
+        };
+        self.by_name.get(&(vg.as_str(), lv.as_str())).copied()
+    }
 }
 
 /// Device-mapper name of an LV → (VG, LV): a single `-` separates them, `--` is a `-` in a name.
