@@ -4,7 +4,9 @@
 pub mod collect;
 pub mod config;
 pub mod exec;
+pub mod invariants;
 pub mod lock;
 pub mod metrics;
+pub mod node;
 pub mod probe;
 pub mod server;

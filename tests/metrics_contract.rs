@@ -20,6 +20,7 @@ const GOLDENS: &[&str] = &[
     "lvm/activated-h1.metrics",
     "sanlock/h1.metrics",
     "libvirt/snapshot.metrics",
+    "invariants/h1.metrics",
 ];
 
 fn report<T>(outcome: Outcome<T>) -> CollectorReport<T> {

@@ -2,6 +2,7 @@
 //! series of a vanished VM, LV or minor vanish with it. `docs/metrics.md` is the contract (tested).
 
 pub mod drbd;
+pub mod invariants;
 pub mod libvirt;
 pub mod lvm;
 pub mod sanlock;
@@ -273,6 +274,12 @@ pub fn render(snap: &Snapshot, counters: &AgentCounters, capacity: usize) -> Str
     if let Outcome::Ok(s) = &snap.libvirt.outcome {
         libvirt::encode(&mut reg, s);
     }
+    // No migration journal yet: no domain is known to be migrating.
+    let map = crate::node::NodeMap::build(snap);
+    invariants::encode(
+        &mut reg,
+        &crate::invariants::check(&map, &Default::default()),
+    );
 
     let mut out = String::with_capacity(capacity.max(16 * 1024));
     // Writing into a String cannot fail; an error here would be a bug in the encoder.

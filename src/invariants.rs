@@ -1,0 +1,284 @@
+//! The node's invariants, judged on a [`NodeMap`]. Pure: no I/O, no clock.
+//!
+//! Only what was observed is judged: an invariant whose inputs a collector could not provide
+//! (failed or disabled; lvmlockd not answering for a shared VG) reports no violation and is listed
+//! in [`Report::not_checked`] instead. A source that does not exist on the node (no DRBD, no lvm)
+//! counts as observed and empty.
+//!
+//! A domain "uses" its disks while a qemu process exists for it (libvirt's active states: running,
+//! paused, blocked, shutting down, crashed-and-kept, pmsuspended).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::node::{DomainMap, NodeMap};
+use crate::probe::drbd::DiskState;
+use crate::probe::lvm::{LockMode, LvLock};
+
+pub const RUNNING_WITHOUT_EXCLUSIVE_LOCK: &str = "running_without_exclusive_lock";
+pub const LOCK_WITHOUT_RUNNING_DOMAIN: &str = "lock_without_running_domain";
+pub const LOCK_SHARED_OUTSIDE_MIGRATION: &str = "lock_shared_outside_migration";
+pub const DRBD_NOT_UPTODATE: &str = "drbd_not_uptodate";
+
+/// Every invariant, in report order.
+pub const ALL: [&str; 4] = [
+    RUNNING_WITHOUT_EXCLUSIVE_LOCK,
+    LOCK_WITHOUT_RUNNING_DOMAIN,
+    LOCK_SHARED_OUTSIDE_MIGRATION,
+    DRBD_NOT_UPTODATE,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Violation {
+    pub invariant: &'static str,
+    /// The domain concerned; for a leaked lock, a domain defined here that uses the LV, or "".
+    pub domain: String,
+    /// What is wrong: `vg/lv` for lock invariants, the DRBD `resource/volume` for DRBD ones.
+    pub subject: String,
+    /// What is wrong, why it matters, what to do.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotChecked {
+    pub invariant: &'static str,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Sorted by (invariant, domain, subject); no duplicates.
+    pub violations: Vec<Violation>,
+    pub not_checked: Vec<NotChecked>,
+}
+
+impl Report {
+    /// Whether `invariant` was fully checked.
+    pub fn checked(&self, invariant: &str) -> bool {
+        !self.not_checked.iter().any(|n| n.invariant == invariant)
+    }
+}
+
+/// Violations keyed by (invariant, domain, subject): the first message wins (two disks of a
+/// domain on the same LV are one violation, and one metric series).
+#[derive(Default)]
+struct Violations(BTreeMap<(&'static str, String, String), Violation>);
+
+impl Violations {
+    fn insert(&mut self, v: Violation) {
+        self.0
+            .entry((v.invariant, v.domain.clone(), v.subject.clone()))
+            .or_insert(v);
+    }
+}
+
+/// Judge every invariant. `in_migration`: domains being live-migrated (their LV may be shared).
+pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
+    let mut v = Violations::default();
+    let mut not_checked = Vec::new();
+    let mut skip = |inv: &'static str, why: &str| {
+        not_checked.push(NotChecked {
+            invariant: inv,
+            why: why.to_string(),
+        })
+    };
+
+    let lock_invs = [
+        RUNNING_WITHOUT_EXCLUSIVE_LOCK,
+        LOCK_WITHOUT_RUNNING_DOMAIN,
+        LOCK_SHARED_OUTSIDE_MIGRATION,
+    ];
+    let lock_blocker = map
+        .libvirt
+        .why_not()
+        .or(map.lvm.why_not())
+        .map(str::to_string);
+    let locks_ok = lock_blocker.is_none();
+    match &lock_blocker {
+        Some(why) => lock_invs.iter().for_each(|i| skip(i, why)),
+        None => {
+            if let Some(why) = &map.lockd_unknown {
+                let why = format!("{why} (LVs of shared VGs not judged)");
+                lock_invs.iter().for_each(|i| skip(i, &why));
+            }
+        }
+    }
+    let drbd_blocker = map
+        .libvirt
+        .why_not()
+        .or(map.drbd.why_not())
+        .map(str::to_string);
+    match &drbd_blocker {
+        Some(why) => skip(DRBD_NOT_UPTODATE, why),
+        None => {
+            if let Some(why) = map.lvm.why_not() {
+                skip(
+                    DRBD_NOT_UPTODATE,
+                    &format!("{why} (disks on LVs over DRBD not judged)"),
+                );
+            }
+        }
+    }
+
+    if locks_ok {
+        for d in map.domains.iter().filter(|d| d.uses_disks()) {
+            for disk in &d.disks {
+                let Some(lv) = map.lv(disk) else { continue };
+                if !lv.shared_vg {
+                    continue;
+                }
+                let name = lv.full_name();
+                match lv.lock {
+                    LvLock::Known(LockMode::Ex) | LvLock::NotShared | LvLock::Unknown => {}
+                    LvLock::Known(LockMode::Sh) => {
+                        if !in_migration.contains(&d.name) {
+                            v.insert(Violation {
+                                invariant: LOCK_SHARED_OUTSIDE_MIGRATION,
+                                domain: d.name.clone(),
+                                subject: name.clone(),
+                                message: format!(
+                                    "{dom} is {st} with its disk {tgt} on {name} held in shared mode by this host, \
+                                     and no migration of {dom} is in progress. A shared lock lets another host \
+                                     activate the LV too and start a second copy of {dom}, which corrupts its disk. \
+                                     Check that {dom} runs nowhere else (`virsh domstate {dom}` on every other host), \
+                                     then take the lock exclusive: `lvchange -aey {name}`.",
+                                    dom = d.name,
+                                    st = d.state.name(),
+                                    tgt = disk.target,
+                                ),
+                            });
+                        }
+                    }
+                    LvLock::Known(LockMode::Un) => {
+                        v.insert(Violation {
+                            invariant: RUNNING_WITHOUT_EXCLUSIVE_LOCK,
+                            domain: d.name.clone(),
+                            subject: name.clone(),
+                            message: format!(
+                                "{dom} is {st} but this host holds no lock on {name} (its disk {tgt}). Nothing \
+                                 stops another host from activating {name} and starting {dom} there, which \
+                                 corrupts its disk. Check that {dom} runs nowhere else \
+                                 (`virsh domstate {dom}` on every other host), then take the lock: \
+                                 `lvchange -aey {name}` (if it fails, another host holds it: stop {dom} here).",
+                                dom = d.name,
+                                st = d.state.name(),
+                                tgt = disk.target,
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        // Per LV: used by a domain that has its disks open; else the first domain defined on it.
+        let mut used = vec![false; map.lvs.len()];
+        let mut defined: Vec<Option<&DomainMap>> = vec![None; map.lvs.len()];
+        for d in &map.domains {
+            for i in d.disks.iter().filter_map(|k| k.lv) {
+                if d.uses_disks() {
+                    if let Some(u) = used.get_mut(i) {
+                        *u = true;
+                    }
+                } else if let Some(slot @ None) = defined.get_mut(i) {
+                    *slot = Some(d);
+                }
+            }
+        }
+        for (i, lv) in map.lvs.iter().enumerate() {
+            let LvLock::Known(mode @ (LockMode::Ex | LockMode::Sh)) = lv.lock else {
+                continue;
+            };
+            if !lv.shared_vg {
+                continue;
+            }
+            if used.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let defined = defined.get(i).copied().flatten();
+            let name = lv.full_name();
+            let whose = match defined {
+                Some(d) => format!("its domain {} is {} here", d.name, d.state.name()),
+                None => "no domain on this host uses it".to_string(),
+            };
+            v.insert(Violation {
+                invariant: LOCK_WITHOUT_RUNNING_DOMAIN,
+                domain: defined.map(|d| d.name.clone()).unwrap_or_default(),
+                subject: name.clone(),
+                message: format!(
+                    "this host holds the lock on {name} in {mode} mode but {whose}. A leaked lock blocks \
+                     failover: no other host can start the VM on {name}. Check that no host runs a VM on \
+                     {name} (`virsh domblklist` on each host), then release it: `lvchange -an {name}`.",
+                    mode = if mode == LockMode::Ex { "exclusive" } else { "shared" },
+                ),
+            });
+        }
+    }
+
+    if drbd_blocker.is_none() {
+        for d in map.domains.iter().filter(|d| d.uses_disks()) {
+            for disk in &d.disks {
+                for r in &disk.drbd {
+                    if r.disk_state == DiskState::UpToDate
+                        || (r.client && r.disk_state == DiskState::Diskless)
+                    {
+                        continue;
+                    }
+                    let res = format!("{}/{}", r.resource, r.volume);
+                    v.insert(Violation {
+                        invariant: DRBD_NOT_UPTODATE,
+                        domain: d.name.clone(),
+                        subject: res.clone(),
+                        message: format!(
+                            "{dom} is {st} on DRBD {res} (minor {minor}, under its disk {tgt}) whose local disk \
+                             is {ds}, not UpToDate. The VM's data here is incomplete or stale: reads go to \
+                             peers or fail, and losing the peer loses the VM's disk. Look at \
+                             `drbdadm status {resname}` and resync or reattach the disk (`drbdadm adjust \
+                             {resname}`); consider migrating {dom} to a node where it is UpToDate.",
+                            dom = d.name,
+                            st = d.state.name(),
+                            minor = r.minor,
+                            tgt = disk.target,
+                            ds = r.disk_state,
+                            resname = r.resource,
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    Report {
+        violations: v.0.into_values().collect(),
+        not_checked,
+    }
+}
+
+/// The human report `vmwarden check` prints.
+pub fn format_report(r: &Report) -> String {
+    let mut out = String::new();
+    for v in &r.violations {
+        let dom = if v.domain.is_empty() {
+            "-"
+        } else {
+            v.domain.as_str()
+        };
+        out.push_str(&format!(
+            "VIOLATED {} domain={} subject={}\n    {}\n",
+            v.invariant, dom, v.subject, v.message
+        ));
+    }
+    if r.violations.is_empty() {
+        if r.not_checked.is_empty() {
+            out.push_str("all invariants hold\n");
+        } else {
+            out.push_str("all invariants that could be checked hold\n");
+        }
+    } else {
+        out.push_str(&format!(
+            "{} violation(s) of the node's invariants\n",
+            r.violations.len()
+        ));
+    }
+    for n in &r.not_checked {
+        out.push_str(&format!("NOT CHECKED {}: {}\n", n.invariant, n.why));
+    }
+    out
+}

@@ -1,0 +1,392 @@
+//! Node map and invariants on hand-built snapshots: the real lvm fixtures of host h1 (vm1 ex,
+//! vm2 sh, vm3/vm4 unlocked in shared vg1; data, scratch in local vg_local), DRBD 8.4 fixtures,
+//! and libvirt domains made here. Plus the golden rendering of the invariant families.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use support::{fixture, golden, render, sorted_metrics};
+use vmwarden::collect::{CollectorReport, Outcome, Snapshot};
+use vmwarden::invariants::{
+    check, format_report, Report, ALL, DRBD_NOT_UPTODATE, LOCK_SHARED_OUTSIDE_MIGRATION,
+    LOCK_WITHOUT_RUNNING_DOMAIN, RUNNING_WITHOUT_EXCLUSIVE_LOCK,
+};
+use vmwarden::node::NodeMap;
+use vmwarden::probe::drbd::{parse_proc_drbd, DiskState, DrbdSnapshot};
+use vmwarden::probe::libvirt::{
+    Disk, DomainState, LibvirtDomain, LibvirtSnapshot, PausedReason, RunningReason, ShutoffReason,
+};
+use vmwarden::probe::lvm::{
+    parse_fullreport, parse_lockctl_info, LockMode, LockdStatus, LvLock, LvmSnapshot,
+};
+
+const RUNNING: DomainState = DomainState::Running(RunningReason::Booted);
+const SHUTOFF: DomainState = DomainState::Shutoff(ShutoffReason::Shutdown);
+
+fn ok<T>(v: T) -> CollectorReport<T> {
+    CollectorReport {
+        outcome: Outcome::Ok(v),
+        duration: Duration::from_millis(1),
+    }
+}
+
+fn failed<T>() -> CollectorReport<T> {
+    CollectorReport {
+        outcome: Outcome::Failed("timed out".into()),
+        duration: Duration::from_millis(1),
+    }
+}
+
+/// h1's LVM view as the probe builds it (None = lvmlockd unavailable).
+fn h1_lvm(lockd: bool) -> LvmSnapshot {
+    let rep = parse_fullreport(&fixture("lvm/h1-fullreport.json")).unwrap();
+    LvmSnapshot {
+        vgs: rep.value.vgs,
+        lvs: rep.value.lvs,
+        lockd: if lockd {
+            LockdStatus::Up(parse_lockctl_info(&fixture("lvm/h1-lvmlockctl-info.txt")).value)
+        } else {
+            LockdStatus::Unavailable(
+                "`lvmlockctl --info` failed: Cannot connect to lvmlockd.".into(),
+            )
+        },
+    }
+}
+
+fn drbd(file: &str) -> DrbdSnapshot {
+    parse_proc_drbd(&fixture(file)).value
+}
+
+fn dom(name: &str, state: DomainState, sources: &[&str]) -> LibvirtDomain {
+    LibvirtDomain {
+        name: name.into(),
+        state,
+        disks: sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Disk {
+                target: format!("vd{}", (b'a' + i as u8) as char),
+                device: "disk".into(),
+                source_type: "block".into(),
+                source: Some(s.to_string()),
+                stats: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn snap(domains: Vec<LibvirtDomain>, lvm: LvmSnapshot, drbd_snap: DrbdSnapshot) -> Snapshot {
+    Snapshot {
+        drbd: ok(drbd_snap),
+        lvm: ok(lvm),
+        sanlock: ok(Default::default()),
+        libvirt: ok(LibvirtSnapshot {
+            domains,
+            reconnects: 0,
+        }),
+    }
+}
+
+fn run(s: &Snapshot, migrating: &[&str]) -> Report {
+    let m: BTreeSet<String> = migrating.iter().map(|s| s.to_string()).collect();
+    check(&NodeMap::build(s), &m)
+}
+
+/// (invariant, domain, subject) of every violation.
+fn found(r: &Report) -> Vec<(&str, &str, &str)> {
+    r.violations
+        .iter()
+        .map(|v| (v.invariant, v.domain.as_str(), v.subject.as_str()))
+        .collect()
+}
+
+#[test]
+fn map_resolves_lv_paths_dm_names_and_drbd() {
+    let mut lvm = h1_lvm(true);
+    // An LV and VG with dashes, to exercise device-mapper's `--` escaping.
+    let mut dashed = lvm.lvs[0].clone();
+    dashed.vg = "vg_local".into();
+    dashed.name = "vm-disk-0".into();
+    dashed.uuid = "dashed".into();
+    dashed.path = String::new();
+    dashed.dm_path = String::new();
+    lvm.lvs.push(dashed);
+    let s = snap(
+        vec![dom(
+            "vm1",
+            RUNNING,
+            &[
+                "/dev/vg1/vm1",
+                "/dev/mapper/vg1-vm2",
+                "/dev/mapper/vg_local-vm--disk--0",
+                "/var/lib/libvirt/images/a.qcow2",
+                "/dev/drbd1",
+                "/dev/drbd/by-res/drbd0/0",
+                "/dev/vg1/nosuch",
+            ],
+        )],
+        lvm,
+        drbd("drbd/proc84_synctarget.txt"),
+    );
+    let map = NodeMap::build(&s);
+    let d = &map.domains[0];
+    let lv = |i: usize| map.lv(&d.disks[i]).map(|l| (l.full_name(), l.lock));
+    assert_eq!(lv(0), Some(("vg1/vm1".into(), LvLock::Known(LockMode::Ex))));
+    assert_eq!(lv(1), Some(("vg1/vm2".into(), LvLock::Known(LockMode::Sh))));
+    assert_eq!(
+        lv(2),
+        Some(("vg_local/vm-disk-0".into(), LvLock::NotShared))
+    );
+    assert_eq!(lv(3), None);
+    assert_eq!(lv(6), None);
+    assert!(map.lv(&d.disks[0]).unwrap().shared_vg);
+    assert!(d.disks[0].drbd.is_empty());
+    assert_eq!(d.disks[4].drbd.len(), 1);
+    assert_eq!(d.disks[4].drbd[0].minor, 1);
+    assert_eq!(d.disks[4].drbd[0].disk_state, DiskState::Inconsistent);
+    assert_eq!(d.disks[5].drbd[0].minor, 0);
+    // The reported dm path resolves too.
+    assert_eq!(
+        vmwarden::node::resolve_lv("/dev/mapper/vg1-vm3", Some(&h1_lvm(true))),
+        Some(2)
+    );
+}
+
+#[test]
+fn leaked_locks_are_reported_with_the_lv_and_the_fix() {
+    let r = run(&snap(vec![], h1_lvm(true), DrbdSnapshot::default()), &[]);
+    assert_eq!(
+        found(&r),
+        vec![
+            (LOCK_WITHOUT_RUNNING_DOMAIN, "", "vg1/vm1"),
+            (LOCK_WITHOUT_RUNNING_DOMAIN, "", "vg1/vm2"),
+        ]
+    );
+    assert!(r.violations[0].message.contains("lvchange -an vg1/vm1"));
+    assert!(r.violations[0].message.contains("exclusive"));
+    assert!(r.violations[0].message.contains("blocks failover"));
+    assert!(r.not_checked.is_empty());
+}
+
+#[test]
+fn a_stopped_domain_on_a_locked_lv_is_named() {
+    let s = snap(
+        vec![
+            dom("vm1", SHUTOFF, &["/dev/vg1/vm1"]),
+            dom("vm2", RUNNING, &["/dev/vg1/vm2"]),
+        ],
+        h1_lvm(true),
+        DrbdSnapshot::default(),
+    );
+    let r = run(&s, &["vm2"]);
+    assert_eq!(
+        found(&r),
+        vec![(LOCK_WITHOUT_RUNNING_DOMAIN, "vm1", "vg1/vm1")]
+    );
+    assert!(r.violations[0].message.contains("vm1 is shutoff"));
+}
+
+#[test]
+fn exclusive_lock_with_running_domain_holds() {
+    let s = snap(
+        vec![
+            dom("vm1", RUNNING, &["/dev/vg1/vm1", "/dev/vg_local/data"]),
+            dom(
+                "vm2",
+                DomainState::Paused(PausedReason::User),
+                &["/dev/mapper/vg1-vm2"],
+            ),
+        ],
+        h1_lvm(true),
+        DrbdSnapshot::default(),
+    );
+    // vm2 is shared: fine only while migrating.
+    assert_eq!(found(&run(&s, &["vm2"])), vec![]);
+    let r = run(&s, &[]);
+    assert_eq!(
+        found(&r),
+        vec![(LOCK_SHARED_OUTSIDE_MIGRATION, "vm2", "vg1/vm2")]
+    );
+    assert!(r.violations[0].message.contains("lvchange -aey vg1/vm2"));
+}
+
+#[test]
+fn running_on_an_unlocked_lv_is_reported() {
+    let s = snap(
+        vec![
+            dom("vm1", RUNNING, &["/dev/vg1/vm1"]),
+            dom("vm2", RUNNING, &["/dev/vg1/vm2"]),
+            dom("vm3", RUNNING, &["/dev/vg1/vm3", "/dev/vg1/vm3"]),
+        ],
+        h1_lvm(true),
+        DrbdSnapshot::default(),
+    );
+    // Migration does not excuse no lock at all; the same LV twice is one violation.
+    let r = run(&s, &["vm2", "vm3"]);
+    assert_eq!(
+        found(&r),
+        vec![(RUNNING_WITHOUT_EXCLUSIVE_LOCK, "vm3", "vg1/vm3")]
+    );
+    assert!(r.violations[0].message.contains("holds no lock on vg1/vm3"));
+}
+
+#[test]
+fn drbd_backing_must_be_uptodate() {
+    let doms = vec![
+        dom("a", RUNNING, &["/dev/drbd0"]),
+        dom("b", RUNNING, &["/dev/drbd/by-res/drbd1/0"]),
+        dom("c", SHUTOFF, &["/dev/drbd0"]),
+    ];
+    let r = run(
+        &snap(
+            doms.clone(),
+            LvmSnapshot::default(),
+            drbd("drbd/proc84_synctarget.txt"),
+        ),
+        &[],
+    );
+    assert_eq!(
+        found(&r),
+        vec![
+            (DRBD_NOT_UPTODATE, "a", "drbd0/0"),
+            (DRBD_NOT_UPTODATE, "b", "drbd1/0"),
+        ]
+    );
+    assert!(r.violations[0].message.contains("Inconsistent"));
+    let r = run(
+        &snap(
+            doms,
+            LvmSnapshot::default(),
+            drbd("drbd/proc84_connected_primary_primary.txt"),
+        ),
+        &[],
+    );
+    assert_eq!(found(&r), vec![]);
+}
+
+#[test]
+fn an_lv_on_drbd_brings_its_drbd_state() {
+    let mut lvm = h1_lvm(true);
+    for lv in &mut lvm.lvs {
+        lv.devices = lv.devices.replace("/dev/loop1", "/dev/drbd1");
+    }
+    let s = snap(
+        vec![dom("vm1", RUNNING, &["/dev/vg1/vm1"])],
+        lvm,
+        drbd("drbd/proc84_synctarget.txt"),
+    );
+    let r = run(&s, &[]);
+    assert!(
+        found(&r).contains(&(DRBD_NOT_UPTODATE, "vm1", "drbd1/0")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_failed_libvirt_collector_judges_nothing() {
+    let mut s = snap(vec![], h1_lvm(true), drbd("drbd/proc84_synctarget.txt"));
+    s.libvirt = failed();
+    let r = run(&s, &[]);
+    assert_eq!(found(&r), vec![]);
+    let skipped: Vec<&str> = r.not_checked.iter().map(|n| n.invariant).collect();
+    assert_eq!(skipped.len(), ALL.len(), "{r:?}");
+    assert!(r.not_checked[0].why.contains("libvirt collector failed"));
+    assert!(format_report(&r).contains("NOT CHECKED lock_without_running_domain"));
+}
+
+#[test]
+fn a_failed_lvm_collector_leaves_lock_invariants_unjudged() {
+    let mut s = snap(
+        vec![
+            dom("vm3", RUNNING, &["/dev/vg1/vm3"]),
+            dom("a", RUNNING, &["/dev/drbd0"]),
+        ],
+        LvmSnapshot::default(),
+        drbd("drbd/proc84_synctarget.txt"),
+    );
+    s.lvm = failed();
+    let r = run(&s, &[]);
+    // Direct DRBD disks are still judged.
+    assert_eq!(found(&r), vec![(DRBD_NOT_UPTODATE, "a", "drbd0/0")]);
+    assert!(!r.checked(RUNNING_WITHOUT_EXCLUSIVE_LOCK));
+    assert!(!r.checked(LOCK_WITHOUT_RUNNING_DOMAIN));
+    assert!(!r.checked(LOCK_SHARED_OUTSIDE_MIGRATION));
+    assert!(
+        !r.checked(DRBD_NOT_UPTODATE),
+        "LVs over DRBD were not judged"
+    );
+}
+
+#[test]
+fn lvmlockd_unavailable_leaves_lock_invariants_unjudged() {
+    let s = snap(
+        vec![dom("vm3", RUNNING, &["/dev/vg1/vm3"])],
+        h1_lvm(false),
+        DrbdSnapshot::default(),
+    );
+    let r = run(&s, &[]);
+    assert_eq!(found(&r), vec![]);
+    assert!(!r.checked(LOCK_WITHOUT_RUNNING_DOMAIN));
+    assert!(r.not_checked[0].why.contains("Cannot connect to lvmlockd"));
+    assert!(r.checked(DRBD_NOT_UPTODATE));
+}
+
+#[test]
+fn a_failed_drbd_collector_leaves_drbd_unjudged_and_absent_drbd_holds() {
+    let doms = vec![dom("a", RUNNING, &["/dev/drbd0"])];
+    let mut s = snap(doms, h1_lvm(true), DrbdSnapshot::default());
+    s.drbd = failed();
+    let r = run(&s, &["x"]);
+    assert!(!r.checked(DRBD_NOT_UPTODATE));
+    assert!(r.checked(LOCK_WITHOUT_RUNNING_DOMAIN));
+    s.drbd = CollectorReport {
+        outcome: Outcome::Absent("no DRBD".into()),
+        duration: Duration::ZERO,
+    };
+    let r = run(&s, &[]);
+    assert!(r.checked(DRBD_NOT_UPTODATE));
+}
+
+#[test]
+fn all_clear_says_so() {
+    let s = snap(
+        vec![dom("f", RUNNING, &["/var/lib/libvirt/images/f.raw"])],
+        LvmSnapshot::default(),
+        DrbdSnapshot::default(),
+    );
+    let r = run(&s, &[]);
+    assert_eq!(format_report(&r), "all invariants hold\n");
+}
+
+/// The invariant families for h1 with vm3 running unlocked, vm2 shared outside a migration and
+/// a domain on an Inconsistent DRBD volume, plus the lvm collector's lock view.
+fn golden_snapshot() -> Snapshot {
+    snap(
+        vec![
+            dom("vm2", RUNNING, &["/dev/vg1/vm2"]),
+            dom("vm3", RUNNING, &["/dev/vg1/vm3"]),
+            dom("a", RUNNING, &["/dev/drbd0"]),
+        ],
+        h1_lvm(true),
+        drbd("drbd/proc84_synctarget.txt"),
+    )
+}
+
+#[test]
+fn golden_rendering() {
+    let r = run(&golden_snapshot(), &[]);
+    let text = render(|reg| vmwarden::metrics::invariants::encode(reg, &r));
+    golden("invariants/h1.metrics", &sorted_metrics(&text));
+}
+
+#[test]
+fn the_agent_rendering_carries_the_invariants() {
+    let text = vmwarden::metrics::render(&golden_snapshot(), &Default::default(), 0);
+    assert!(text.contains(
+        "vmwarden_invariant_violation{invariant=\"lock_without_running_domain\",domain=\"\",subject=\"vg1/vm1\"} 1"
+    ), "{text}");
+    assert!(text.contains("vmwarden_invariant_checked{invariant=\"drbd_not_uptodate\"} 1"));
+}
