@@ -98,6 +98,15 @@ sweep_netns() { # netns-name
     ns=$(readlink "$p/ns/net" 2>/dev/null) || continue
     [ "$ns" = "$want" ] && kill -KILL "$pid" 2>/dev/null
   done
+  # Wait (up to 5 s) until they are gone (zombies waiting for their reaper do not count).
+  for _ in $(seq 1 50); do
+    local left=0
+    for pid in $(ip netns pids "$1" 2>/dev/null); do
+      alive "$pid" "$(cat "/proc/$pid/comm" 2>/dev/null)" && left=1
+    done
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
   return 0
 }
 
@@ -119,6 +128,8 @@ down() {
   # TERM makes lab-host.sh shut sanlock down and sweep its private mount namespace (a second
   # TERM would interrupt that cleanup: stop_all sends one).
   stop_all bash "$LAB"/n?.hostpid
+  # Only left if lab-host.sh died without its cleanup (crashed run): no polite way then.
+  for f in "$LAB"/n?.sanlock.pid; do stop_pid "$f" sanlock KILL; done
   stop_pid "$LAB/anchor.pid" sleep
   for node in "${NODES[@]}"; do
     ns=$(ns_of "$node")
