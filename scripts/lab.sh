@@ -258,7 +258,8 @@ up() {
   cat >&2 <<EOF
   scripts/lab.sh exec n1 virsh -c qemu:///system list --all
   scripts/lab.sh exec n1 virsh -c qemu+tcp://10.77.0.2/system version     (n2 from n1)
-  scripts/lab.sh exec n1 virsh migrate --live GUEST qemu+tcp://10.77.0.2/system tcp://10.77.0.2
+  scripts/lab.sh exec n1 virsh migrate --live --unsafe GUEST qemu+tcp://10.77.0.2/system tcp://10.77.0.2
+      (--unsafe: libvirt 9.0 counts a disk on a local filesystem as unshared, even with cache=none)
   scripts/lab.sh exec n2 sanlock client gets -h 1
   shared disks: $LAB/shared/   leases: $LEASES (lockspace $LOCKSPACE)
   logs: $LAB/nX.varlog/   tear down: scripts/lab.sh down (or make lab-down)
