@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench clean
+.PHONY: setup build run test lint unit bench clean lab lab-down
 
 setup:
 	bash scripts/setup.sh
@@ -32,6 +32,13 @@ test: setup
 bench: setup
 	$(CARGO) bench --locked --bench parsers
 	bash benches/node-exporter-compare.sh
+
+# Two-node lab on this machine (docs/lab.md): n1/n2 with libvirtd, virtlogd and sanlock each.
+lab: setup
+	bash scripts/lab.sh up
+
+lab-down:
+	bash scripts/lab.sh down
 
 clean:
 	$(CARGO) clean
