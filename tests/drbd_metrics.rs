@@ -103,35 +103,35 @@ fn key_samples_have_the_right_values() {
     let has = |line: &str| assert!(out.lines().any(|l| l == line), "missing `{line}` in\n{out}");
     let l = r#"resource="drbd0",volume="0",minor="0""#;
     let lp = r#"resource="drbd0",volume="0",minor="0",peer="peer""#;
-    has(r#"vmwarden_drbd_info{source="proc",version="8.4.1"} 1.0"#);
-    has(&format!(r#"vmwarden_drbd_role{{{l},state="Primary"}} 1.0"#));
+    has(r#"vmwarden_drbd_info{source="proc",version="8.4.1"} 1"#);
+    has(&format!(r#"vmwarden_drbd_role{{{l},state="Primary"}} 1"#));
     has(&format!(
-        r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0.0"#
+        r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0"#
     ));
     has(&format!(
-        r#"vmwarden_drbd_connection_state{{{lp},state="Connected"}} 1.0"#
+        r#"vmwarden_drbd_connection_state{{{lp},state="Connected"}} 1"#
     ));
     has(&format!(
-        r#"vmwarden_drbd_replication_state{{{lp},state="SyncSource"}} 1.0"#
+        r#"vmwarden_drbd_replication_state{{{lp},state="SyncSource"}} 1"#
     ));
     has(&format!(
-        r#"vmwarden_drbd_peer_disk_state{{{lp},state="Inconsistent"}} 1.0"#
+        r#"vmwarden_drbd_peer_disk_state{{{lp},state="Inconsistent"}} 1"#
     ));
     has(&format!(
-        "vmwarden_drbd_out_of_sync_bytes{{{lp}}} {}.0",
+        "vmwarden_drbd_out_of_sync_bytes{{{lp}}} {}",
         12_685_660u64 * 1024
     ));
     has(&format!(
-        "vmwarden_drbd_disk_read_bytes_total{{{l}}} {}.0",
+        "vmwarden_drbd_disk_read_bytes_total{{{l}}} {}",
         3_075_736u64 * 1024
     ));
     has(&format!(
-        "vmwarden_drbd_network_sent_bytes_total{{{lp}}} {}.0",
+        "vmwarden_drbd_network_sent_bytes_total{{{lp}}} {}",
         3_071_368u64 * 1024
     ));
     has(&format!("vmwarden_drbd_resync_done_ratio{{{lp}}} 0.195"));
     has(&format!(
-        "vmwarden_drbd_resync_remaining_seconds{{{lp}}} 660.0"
+        "vmwarden_drbd_resync_remaining_seconds{{{lp}}} 660"
     ));
     // A state outside the known list still gets its series at 1.
     let out = render(
@@ -140,5 +140,5 @@ fn key_samples_have_the_right_values() {
         )
         .value,
     );
-    assert!(out.contains(r#"state="SkippedSyncS"} 1.0"#), "{out}");
+    assert!(out.contains(r#"state="SkippedSyncS"} 1"#), "{out}");
 }

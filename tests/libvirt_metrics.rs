@@ -171,16 +171,16 @@ fn golden_rendering() {
 fn facts_in_the_rendering() {
     let got = render(&snapshot());
     for line in [
-        r#"vmwarden_domain_state{domain="vm1",state="running"} 1.0"#,
-        r#"vmwarden_domain_state{domain="vm1",state="shutoff"} 0.0"#,
-        r#"vmwarden_domain_state{domain="vm2",state="shutoff"} 1.0"#,
-        r#"vmwarden_domain_state_reason_info{domain="vm2",state="shutoff",reason="crashed"} 1.0"#,
-        r#"vmwarden_domain_state_reason_info{domain="vm3",state="paused",reason="ioerror"} 1.0"#,
-        r#"vmwarden_domain_state{domain="vm4",state="unknown_9"} 1.0"#,
-        r#"vmwarden_domain_disk_source_info{domain="vm2",device="vda",type="block",source="/dev/drbd1000"} 1.0"#,
-        r#"vmwarden_domain_memory_bytes{domain="vm1",kind="max"} 2147483648.0"#,
+        r#"vmwarden_domain_state{domain="vm1",state="running"} 1"#,
+        r#"vmwarden_domain_state{domain="vm1",state="shutoff"} 0"#,
+        r#"vmwarden_domain_state{domain="vm2",state="shutoff"} 1"#,
+        r#"vmwarden_domain_state_reason_info{domain="vm2",state="shutoff",reason="crashed"} 1"#,
+        r#"vmwarden_domain_state_reason_info{domain="vm3",state="paused",reason="ioerror"} 1"#,
+        r#"vmwarden_domain_state{domain="vm4",state="unknown_9"} 1"#,
+        r#"vmwarden_domain_disk_source_info{domain="vm2",device="vda",type="block",source="/dev/drbd1000"} 1"#,
+        r#"vmwarden_domain_memory_bytes{domain="vm1",kind="max"} 2147483648"#,
         r#"vmwarden_domain_cpu_seconds_total{domain="vm1"} 12.5"#,
-        r#"vmwarden_domain_network_transmit_bytes_total{domain="vm1",interface="vnet0"} 3000.0"#,
+        r#"vmwarden_domain_network_transmit_bytes_total{domain="vm1",interface="vnet0"} 3000"#,
     ] {
         assert!(got.lines().any(|l| l == line), "missing {line}\n{got}");
     }
@@ -194,7 +194,7 @@ fn facts_in_the_rendering() {
         let ones = got
             .lines()
             .filter(|l| l.starts_with(&format!("vmwarden_domain_state{{domain=\"{vm}\",")))
-            .filter(|l| l.ends_with(" 1.0"))
+            .filter(|l| l.ends_with(" 1"))
             .count();
         assert_eq!(ones, 1, "{vm}");
     }

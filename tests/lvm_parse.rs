@@ -304,17 +304,17 @@ fn metrics_golden_activated_host_1() {
     let text = render(|reg| vmwarden::metrics::lvm::encode(reg, &s));
     let lines = samples(&text);
     for want in [
-        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm1",state="exclusive"} 1.0"#,
-        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm2",state="shared"} 1.0"#,
-        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm2",state="exclusive"} 0.0"#,
-        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm3",state="inactive"} 1.0"#,
-        r#"vmwarden_lvm_lv_active{vg="vg_local",lv="data",state="local"} 1.0"#,
-        r#"vmwarden_lvm_lv_size_bytes{vg="vg1",lv="vm1"} 67108864.0"#,
-        r#"vmwarden_lvm_vg_info{vg="vg1",vg_uuid="fxU6SX-FZyF-MCaj-TI4N-he49-8wa9-kdQTAA",lock_type="sanlock",lock_args="1.0.0:lvmlock",shared="1",clustered="0"} 1.0"#,
-        r#"vmwarden_lvm_vg_info{vg="vg_local",vg_uuid="PFt58z-00iG-Fxe8-ETl8-PDGd-ihyr-KxlThu",lock_type="none",lock_args="",shared="0",clustered="0"} 1.0"#,
-        r#"vmwarden_lvm_lv_lock_info{vg="vg1",lv="vm2",mode="sh"} 1.0"#,
-        r#"vmwarden_lvm_vg_lockspace_started{vg="vg1"} 1.0"#,
-        "vmwarden_lvm_lockd_up 1.0",
+        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm1",state="exclusive"} 1"#,
+        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm2",state="shared"} 1"#,
+        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm2",state="exclusive"} 0"#,
+        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm3",state="inactive"} 1"#,
+        r#"vmwarden_lvm_lv_active{vg="vg_local",lv="data",state="local"} 1"#,
+        r#"vmwarden_lvm_lv_size_bytes{vg="vg1",lv="vm1"} 67108864"#,
+        r#"vmwarden_lvm_vg_info{vg="vg1",vg_uuid="fxU6SX-FZyF-MCaj-TI4N-he49-8wa9-kdQTAA",lock_type="sanlock",lock_args="1.0.0:lvmlock",shared="1",clustered="0"} 1"#,
+        r#"vmwarden_lvm_vg_info{vg="vg_local",vg_uuid="PFt58z-00iG-Fxe8-ETl8-PDGd-ihyr-KxlThu",lock_type="none",lock_args="",shared="0",clustered="0"} 1"#,
+        r#"vmwarden_lvm_lv_lock_info{vg="vg1",lv="vm2",mode="sh"} 1"#,
+        r#"vmwarden_lvm_vg_lockspace_started{vg="vg1"} 1"#,
+        "vmwarden_lvm_lockd_up 1",
     ] {
         assert!(lines.contains(&want), "missing {want}\n{text}");
     }
@@ -332,13 +332,13 @@ fn metrics_without_lvmlockd() {
     let (s, _) = snapshot("lvm/activated-h1-fullreport.json", None);
     let text = render(|reg| vmwarden::metrics::lvm::encode(reg, &s));
     let lines = samples(&text);
-    assert!(lines.contains(&"vmwarden_lvm_lockd_up 0.0"), "{text}");
+    assert!(lines.contains(&"vmwarden_lvm_lockd_up 0"), "{text}");
     assert!(
-        lines.contains(&r#"vmwarden_lvm_lv_lock_info{vg="vg1",lv="vm1",mode="unknown"} 1.0"#),
+        lines.contains(&r#"vmwarden_lvm_lv_lock_info{vg="vg1",lv="vm1",mode="unknown"} 1"#),
         "{text}"
     );
     assert!(
-        lines.contains(&r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm1",state="local"} 1.0"#),
+        lines.contains(&r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm1",state="local"} 1"#),
         "{text}"
     );
     assert!(!text.contains("vg_lockspace_started{"), "{text}");

@@ -312,24 +312,24 @@ fn metrics_golden_host_1() {
     let lines = samples(&text);
     assert!(
         lines.contains(
-            &r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm1",mode="ex"} 1.0"#
+            &r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm1",mode="ex"} 1"#
         ),
         "{text}"
     );
     assert!(
         lines.contains(
-            &r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm2",mode="sh"} 1.0"#
+            &r#"vmwarden_sanlock_resource_held{lockspace="LS",resource="vm2",mode="sh"} 1"#
         ),
         "{text}"
     );
     assert!(
         lines.contains(
-            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="LIVE"} 1.0"#
+            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="LIVE"} 1"#
         ),
         "{text}"
     );
     assert!(
-        lines.contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 2.0"#),
+        lines.contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 2"#),
         "{text}"
     );
     golden("sanlock/h1.metrics", &support::sorted_metrics(&text));
@@ -347,12 +347,12 @@ fn metrics_peer_dead_and_lockspace_adding() {
     let lines = samples(&text);
     assert!(
         lines.contains(
-            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="FAIL"} 1.0"#
+            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="FAIL"} 1"#
         ),
         "{text}"
     );
     assert!(
-        lines.contains(&r#"vmwarden_sanlock_lockspace_state{lockspace="LS2",state="adding"} 1.0"#),
+        lines.contains(&r#"vmwarden_sanlock_lockspace_state{lockspace="LS2",state="adding"} 1"#),
         "{text}"
     );
     // No hosts listed for LS2 yet, and no renewal age before its first renewal.
@@ -371,16 +371,16 @@ fn metrics_peer_dead_and_lockspace_adding() {
     let text = render(|reg| vmwarden::metrics::sanlock::encode(reg, &s));
     assert!(
         samples(&text).contains(
-            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="DEAD"} 1.0"#
+            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="DEAD"} 1"#
         ),
         "{text}"
     );
     assert!(
-        samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 1.0"#),
+        samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS"} 1"#),
         "{text}"
     );
     assert!(
-        samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS2"} 10.0"#),
+        samples(&text).contains(&r#"vmwarden_sanlock_renewal_age_seconds{lockspace="LS2"} 10"#),
         "{text}"
     );
 }

@@ -84,8 +84,13 @@ impl Collector for FamilyCollector {
         };
         let mut fam = encoder.encode_descriptor(name, &f.help, None, f.kind)?;
         fn encode_value(kind: MetricType, v: f64, m: MetricEncoder) -> Result<(), std::fmt::Error> {
+            // Whole numbers (every state, byte and event counter) print as integers, as other
+            // exporters do: shorter, and integer formatting is cheaper than float formatting.
+            let whole = v.fract() == 0.0 && v.abs() < 9.0e15;
             match kind {
+                MetricType::Counter if whole => ConstCounter::new(v as u64).encode(m),
                 MetricType::Counter => ConstCounter::new(v).encode(m),
+                _ if whole => ConstGauge::new(v as i64).encode(m),
                 _ => ConstGauge::new(v).encode(m),
             }
         }
