@@ -10,6 +10,14 @@
 #   scripts/lab.sh down               remove every process, namespace, mount and file it made
 #   scripts/lab.sh status             what is running
 #   scripts/lab.sh exec NODE CMD...   run CMD inside node NODE (its network and mount namespace)
+#   scripts/lab.sh agent-start NODE [VAR=VALUE...]   start vmwarden's agent in NODE (env for it)
+#   scripts/lab.sh agent-stop NODE [SIGNAL]          stop it (default TERM; KILL to crash it)
+#   scripts/lab.sh libvirtd-stop|libvirtd-start NODE  (failure tests)
+#
+# With VMWARDEN_BIN=/path/to/vmwarden, `up` also makes each node a vmwarden node: a config in
+# $LAB/NODE/vmwarden.toml (sanlock lease backend, the other node as peer), one cluster secret,
+# the qemu hook in the node's /etc/libvirt/hooks (before libvirtd starts: it reads hooks then),
+# lease slots for the VMs named in VMWARDEN_LAB_VMS (default "vmw-a vmw-b"), and the agents.
 #
 # Lab only: libvirtd accepts unauthenticated TCP on 10.77.0.x, reachable only inside the lab's
 # network namespaces (no interface of the lab is in the machine's own network namespace).
@@ -123,6 +131,7 @@ down() {
     fi
   done
   # All nodes at once: TERM, wait up to 10 s, then KILL.
+  stop_all vmwarden "$LAB"/n?.vmwarden.pid
   stop_all libvirtd "$LAB"/n?.libvirtd.pid
   stop_all virtlogd "$LAB"/n?.virtlogd.pid
   # TERM makes lab-host.sh shut sanlock down and sweep its private mount namespace (a second
@@ -232,6 +241,7 @@ up() {
     set_key "$d/etc/qemu.conf" group '"root"'
     # qemu stays in the node's mount namespace (lab-host.sh's sweep then finds it too).
     set_key "$d/etc/qemu.conf" namespaces '[]'
+    [ -z "${VMWARDEN_BIN:-}" ] || vmwarden_node "$node"
     hp=$(host_pid "$node")
     nsenter -t "$hp" -m -- sh -ec "
       mount --bind '$d/etc' /etc/libvirt
@@ -253,6 +263,14 @@ up() {
   done
 
   for p in "${pids[@]}"; do wait "$p" || { cat "$LAB"/*.add_lockspace.log >&2; die "add_lockspace failed"; }; done
+  if [ -n "${VMWARDEN_BIN:-}" ]; then
+    local i=1 vm
+    for vm in ${VMWARDEN_LAB_VMS:-vmw-a vmw-b}; do
+      node_exec n1 sanlock client init -r "$LOCKSPACE:$vm:$LEASES:$((i * 1048576))" >/dev/null
+      i=$((i + 1))
+    done
+    for node in "${NODES[@]}"; do agent_start "$node"; done
+  fi
 
   say "up in $((SECONDS - t0)) s: nodes n1 (10.77.0.1, sanlock host_id 1) and n2 (10.77.0.2, host_id 2)"
   cat >&2 <<EOF
@@ -264,6 +282,71 @@ up() {
   shared disks: $LAB/shared/   leases: $LEASES (lockspace $LOCKSPACE)
   logs: $LAB/nX.varlog/   tear down: scripts/lab.sh down (or make lab-down)
 EOF
+}
+
+other_of() { case $1 in n1) echo n2 ;; n2) echo n1 ;; esac; }
+
+# vmwarden config, secret and qemu hook for NODE (written before its libvirtd starts).
+vmwarden_node() { # node
+  local node=$1 d=$LAB/$1 peer i=1 vm leases=""
+  peer=$(other_of "$node")
+  [ -x "$VMWARDEN_BIN" ] || die "VMWARDEN_BIN=$VMWARDEN_BIN is not an executable"
+  echo "$VMWARDEN_BIN" >"$LAB/vmwarden.bin"
+  [ -f "$LAB/secret" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$LAB/secret")
+  for vm in ${VMWARDEN_LAB_VMS:-vmw-a vmw-b}; do
+    leases="$leases{ vm = \"$vm\", offset = $((i * 1048576)) }, "
+    i=$((i + 1))
+  done
+  mkdir -p "$d/state"
+  cat >"$d/vmwarden.toml" <<CONF
+# lab node $node (scripts/lab.sh)
+[agent]
+listen = "$(ip_of "$node"):10177"
+[lvm]
+enabled = false
+[drbd]
+enabled = false
+[lock]
+backend = "sanlock"
+command_timeout_seconds = 15
+[lock.sanlock]
+lockspace = "$LOCKSPACE"
+lease_path = "$LEASES"
+leases = [ ${leases%, } ]
+[cluster]
+node = "$node"
+host_id = $(hid_of "$node")
+secret_file = "$LAB/secret"
+state_dir = "$d/state"
+peers = [ { name = "$peer", url = "http://$(ip_of "$peer"):10177", libvirt_uri = "qemu+tcp://$(ip_of "$peer")/system", migrate_uri = "tcp://$(ip_of "$peer")", host_id = $(hid_of "$peer") } ]
+[actions]
+shutdown_timeout_seconds = ${VMWARDEN_LAB_SHUTDOWN_TIMEOUT:-5}
+# libvirt counts a disk file on a local filesystem as unshared storage even with cache='none'.
+migrate_extra_args = ["--unsafe"]
+CONF
+  mkdir -p "$d/etc/hooks"
+  # libvirt runs hooks with argv only; this wrapper adds the node's config.
+  printf '#!/bin/sh\nexec %s hook --config %s qemu "$@"\n' "$VMWARDEN_BIN" "$d/vmwarden.toml" >"$d/etc/hooks/qemu"
+  chmod 755 "$d/etc/hooks/qemu"
+}
+
+agent_start() { # node [VAR=VALUE...]
+  local node=$1 hp pid
+  shift
+  [ -f "$LAB/$node/vmwarden.toml" ] || die "node $node has no vmwarden config (up with VMWARDEN_BIN set)"
+  ! live_pid "$LAB/$node.vmwarden.pid" vmwarden >/dev/null || die "the agent on $node already runs"
+  hp=$(host_pid "$node") || die "node $node is not up"
+  (cd / && exec nsenter -t "$hp" -m -n -- env "$@" setsid "$(cat "$LAB/vmwarden.bin")" \
+      run --config "$LAB/$node/vmwarden.toml") </dev/null >>"$LAB/$node.vmwarden.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$LAB/$node.vmwarden.pid"
+  for _ in $(seq 1 100); do
+    node_exec "$node" timeout 2 bash -c "exec 3<>/dev/tcp/$(ip_of "$node")/10177" 2>/dev/null && return 0
+    alive "$pid" vmwarden || break
+    sleep 0.1
+  done
+  tail -n 20 "$LAB/$node.vmwarden.log" >&2
+  die "the agent on $node did not come up"
 }
 
 status() {
@@ -291,5 +374,29 @@ case "${1:-}" in
     ip_of "$node" >/dev/null
     node_exec "$node" "$@"
     ;;
-  *) die "usage: lab.sh up|down|status|exec NODE CMD..." ;;
+  agent-start)
+    [ $# -ge 2 ] || die "usage: lab.sh agent-start NODE [VAR=VALUE...]"
+    node=$2
+    shift 2
+    agent_start "$node" "$@"
+    ;;
+  libvirtd-stop)
+    [ $# -ge 2 ] || die "usage: lab.sh libvirtd-stop NODE"
+    stop_pid "$LAB/$2.libvirtd.pid" libvirtd TERM
+    ;;
+  libvirtd-start)
+    [ $# -ge 2 ] || die "usage: lab.sh libvirtd-start NODE"
+    hp=$(host_pid "$2") || die "node $2 is not up"
+    (cd / && exec nsenter -t "$hp" -m -n -- libvirtd --listen -d) </dev/null >/dev/null 2>&1
+    for _ in $(seq 1 150); do
+      nsenter -t "$hp" -m -n timeout 5 virsh -c qemu:///system version >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+    cp "/proc/$hp/root/run/libvirtd.pid" "$LAB/$2.libvirtd.pid"
+    ;;
+  agent-stop)
+    [ $# -ge 2 ] || die "usage: lab.sh agent-stop NODE [SIGNAL]"
+    stop_pid "$LAB/$2.vmwarden.pid" vmwarden "${3:-TERM}"
+    ;;
+  *) die "usage: lab.sh up|down|status|exec|agent-start|agent-stop" ;;
 esac

@@ -56,6 +56,7 @@ pub struct Collector {
     memory: Mutex<[LogMemory; 4]>,
     /// Size of the last rendering: the next one allocates that much at once instead of growing.
     last_len: std::sync::atomic::AtomicUsize,
+    actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
 }
 
 impl Collector {
@@ -66,6 +67,7 @@ impl Collector {
             libvirt,
             memory: Mutex::new(Default::default()),
             last_len: Default::default(),
+            actions: None,
         }
     }
 
@@ -153,7 +155,18 @@ impl Collector {
                 .zip(mem.iter())
                 .map(|(c, m)| (*c, m.parse_errors))
                 .collect(),
+            in_migration: crate::actions::journal::in_migration(&self.cfg.cluster.state_dir),
+            actions: self.actions.clone(),
         }
+    }
+
+    /// Export this agent's action counters with every scrape.
+    pub fn with_action_stats(
+        mut self,
+        s: std::sync::Arc<crate::actions::stats::ActionStats>,
+    ) -> Self {
+        self.actions = Some(s);
+        self
     }
 
     /// Collect and render in one go (what `/metrics` and `vmwarden collect` serve).

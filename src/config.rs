@@ -18,6 +18,8 @@ pub struct Config {
     pub sanlock: SanlockConfig,
     pub libvirt: LibvirtConfig,
     pub lock: LockConfig,
+    pub cluster: ClusterConfig,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -84,6 +86,44 @@ pub struct LockSanlockConfig {
 pub struct LeaseSlot {
     pub vm: String,
     pub offset: u64,
+}
+
+/// `[cluster]`: this node, its peers, and how agents trust each other.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub node: String,
+    pub host_id: u64,
+    pub secret_file: String,
+    pub state_dir: String,
+    pub peers: Vec<Peer>,
+}
+
+/// Another node of the cluster: its agent and its libvirtd, as this node reaches them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub name: String,
+    pub url: String,
+    pub libvirt_uri: String,
+    #[serde(default)]
+    pub migrate_uri: String,
+    /// Its sanlock host_id (lvmlockd's or the lease lockspace's), so a refusal can name it.
+    #[serde(default)]
+    pub host_id: u64,
+}
+
+/// `[actions]`: start, stop, restart, migrate (src/actions/).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsConfig {
+    pub virsh: String,
+    pub virsh_timeout_seconds: f64,
+    pub shutdown_timeout_seconds: f64,
+    pub migrate_timeout_seconds: f64,
+    pub migrate_extra_args: Vec<String>,
+    pub qemu_pid_dir: String,
+    pub peer_timeout_seconds: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +195,7 @@ impl Config {
             ("lvm.lvm", &self.lvm.lvm),
             ("lvm.lvmlockctl", &self.lvm.lvmlockctl),
             ("sanlock.sanlock", &self.sanlock.sanlock),
+            ("actions.virsh", &self.actions.virsh),
         ] {
             if cmd.trim().is_empty() || cmd.contains(char::is_whitespace) {
                 return Err(format!(
@@ -162,7 +203,92 @@ impl Config {
                 ));
             }
         }
-        self.validate_lock()
+        self.validate_lock()?;
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), String> {
+        let a = &self.actions;
+        for (key, t) in [
+            ("actions.virsh_timeout_seconds", a.virsh_timeout_seconds),
+            (
+                "actions.shutdown_timeout_seconds",
+                a.shutdown_timeout_seconds,
+            ),
+            ("actions.migrate_timeout_seconds", a.migrate_timeout_seconds),
+            ("actions.peer_timeout_seconds", a.peer_timeout_seconds),
+        ] {
+            if !(t.is_finite() && t > 0.0 && t <= 86400.0) {
+                return Err(format!(
+                    "{key} = {t}: must be a number of seconds in (0, 86400]"
+                ));
+            }
+        }
+        let c = &self.cluster;
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && !n.starts_with('-')
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if !c.node.is_empty() && !name_ok(&c.node) {
+            return Err(format!(
+                "cluster.node = {:?}: a node name is 1-64 letters, digits, '-', '_' or '.'",
+                c.node
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &c.peers {
+            if !name_ok(&p.name) {
+                return Err(format!(
+                    "cluster.peers: name {:?}: a node name is 1-64 letters, digits, '-', '_' or '.'",
+                    p.name
+                ));
+            }
+            if !names.insert(p.name.as_str()) || p.name == c.node {
+                return Err(format!(
+                    "cluster.peers: {:?} is named twice (or is this node itself)",
+                    p.name
+                ));
+            }
+            if !p.url.starts_with("http://") {
+                return Err(format!(
+                    "cluster.peers: {}: url = {:?}: expected http://HOST:PORT of its agent",
+                    p.name, p.url
+                ));
+            }
+            if p.libvirt_uri.is_empty() || p.libvirt_uri.starts_with('-') {
+                return Err(format!(
+                    "cluster.peers: {}: libvirt_uri = {:?}: expected e.g. qemu+tls://HOST/system",
+                    p.name, p.libvirt_uri
+                ));
+            }
+        }
+        if !a.qemu_pid_dir.starts_with('/') || !c.state_dir.starts_with('/') {
+            return Err("actions.qemu_pid_dir and cluster.state_dir must be absolute paths".into());
+        }
+        if a.migrate_extra_args.iter().any(|x| !x.starts_with("--")) {
+            return Err(format!(
+                "actions.migrate_extra_args = {:?}: only `--option` flags of `virsh migrate`",
+                a.migrate_extra_args
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's name: `[cluster] node`, or the host name.
+    pub fn node_name(&self) -> String {
+        if !self.cluster.node.is_empty() {
+            return self.cluster.node.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string())
+    }
+
+    pub fn peer(&self, name: &str) -> Option<&Peer> {
+        self.cluster.peers.iter().find(|p| p.name == name)
     }
 
     fn validate_lock(&self) -> Result<(), String> {

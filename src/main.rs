@@ -3,6 +3,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
+use vmwarden::actions::Engine;
 use vmwarden::collect::Collector;
 use vmwarden::config::Config;
 use vmwarden::server::{self, Server};
@@ -39,6 +42,168 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Ask this node's agent to start, stop, restart or migrate a VM, or where it runs.
+    Ctl {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the agent's JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        what: Ctl,
+    },
+    /// libvirt hook entry point (install: `ln -s $(command -v vmwarden) /etc/libvirt/hooks/qemu`).
+    Hook {
+        /// Default: /etc/vmwarden/vmwarden.toml when it exists, else the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only `qemu` is handled.
+        driver: String,
+        domain: String,
+        op: String,
+        subop: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        extra: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Ctl {
+    /// Take the VM's lock exclusively and start it here.
+    Start {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// ACPI shutdown, destroy after [actions] shutdown_timeout_seconds, release the lock.
+    Stop {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop, then start here.
+    Restart {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Live-migrate a running VM (cold: a stopped one) to NODE, handing the lock over.
+    Migrate {
+        vm: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Where the VM is and who holds its lock, on this node and every peer.
+    Status { vm: String },
+}
+
+/// The hook's config: `--config`, else /etc/vmwarden/vmwarden.toml if present, else defaults.
+fn hook_config(path: Option<PathBuf>) -> Result<Config, vmwarden::config::ConfigError> {
+    let default = PathBuf::from("/etc/vmwarden/vmwarden.toml");
+    match path {
+        Some(p) => Config::load(Some(&p)),
+        None if default.exists() => Config::load(Some(&default)),
+        None => Config::load(None),
+    }
+}
+
+async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
+    use vmwarden::actions::{ActionKind, ActionReport, ActionRequest};
+    let secret = match vmwarden::secret::Secret::load(&cfg.cluster.secret_file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vmwarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = vmwarden::peer::local_url(&cfg.agent.listen);
+    let a = &cfg.actions;
+    // An action's own steps are bounded; this only guards against an agent that never answers.
+    let limit = std::time::Duration::from_secs_f64(
+        a.migrate_timeout_seconds
+            + 2.0 * a.shutdown_timeout_seconds
+            + 10.0 * a.virsh_timeout_seconds
+            + 300.0,
+    );
+    let req = match what {
+        Ctl::Status { vm } => {
+            let r: Result<Vec<vmwarden::peer::PeerReply>, _> = vmwarden::peer::call(
+                &url,
+                "/v1/status",
+                &secret,
+                &vmwarden::server::StatusRequest { vm: vm.clone() },
+                std::time::Duration::from_secs_f64(a.peer_timeout_seconds * 2.0 + 10.0),
+            )
+            .await;
+            return match r {
+                Ok(nodes) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&nodes).unwrap_or_default()
+                        );
+                    } else {
+                        for n in &nodes {
+                            match &n.error {
+                                Some(e) if n.state.is_empty() => println!("{:<12} ?  {e}", n.node),
+                                _ => println!("{:<12} {:<22} lock {}", n.node, n.state, n.lock),
+                            }
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vmwarden: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Ctl::Start { vm, dry_run } => ActionRequest {
+            action: ActionKind::Start,
+            vm,
+            to: None,
+            dry_run,
+        },
+        Ctl::Stop { vm, dry_run } => ActionRequest {
+            action: ActionKind::Stop,
+            vm,
+            to: None,
+            dry_run,
+        },
+        Ctl::Restart { vm, dry_run } => ActionRequest {
+            action: ActionKind::Restart,
+            vm,
+            to: None,
+            dry_run,
+        },
+        Ctl::Migrate { vm, to, dry_run } => ActionRequest {
+            action: ActionKind::Migrate,
+            vm,
+            to: Some(to),
+            dry_run,
+        },
+    };
+    let rep: ActionReport = match vmwarden::peer::call(&url, "/v1/action", &secret, &req, limit)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmwarden: {e} (if the agent died mid-action, it finishes or rolls the action back from its journal when it restarts)");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
+    } else {
+        print!("{}", rep.text());
+    }
+    match rep.result.as_str() {
+        "completed" | "planned" => ExitCode::SUCCESS,
+        "incomplete" => ExitCode::from(3),
+        _ => ExitCode::from(1),
+    }
 }
 
 async fn run_agent(cfg: Config) -> ExitCode {
@@ -53,7 +218,28 @@ async fn run_agent(cfg: Config) -> ExitCode {
         }
     };
     tracing::info!(%addr, "vmwarden {} serving /metrics, /healthz and /", env!("CARGO_PKG_VERSION"));
-    let srv = Server::new(Collector::new(cfg));
+    let engine = match vmwarden::secret::Secret::load(&cfg.cluster.secret_file) {
+        Ok(secret) => Ok(Arc::new(Engine::new(cfg.clone(), secret))),
+        Err(e) => {
+            tracing::warn!("actions and node-to-node calls are disabled: {e}");
+            Err(format!("this agent cannot act: {e}"))
+        }
+    };
+    let mut collector = Collector::new(cfg);
+    if let Ok(e) = &engine {
+        collector = collector.with_action_stats(e.stats.clone());
+        let e = e.clone();
+        // Unfinished journals (an agent that died mid-action) are finished or rolled back from
+        // what libvirt and the locks show; retried until they are.
+        tokio::spawn(async move {
+            loop {
+                let left = e.recover_all().await;
+                let pause = if left > 0 { 3 } else { 30 };
+                tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
+            }
+        });
+    }
+    let srv = Server::with_engine(collector, engine);
     server::serve(srv, listener, shutdown_signal()).await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS
@@ -97,7 +283,16 @@ enum Format {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    // Installed as /etc/libvirt/hooks/qemu (a symlink): libvirt calls `qemu DOMAIN OP SUBOP ...`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "qemu")
+    {
+        args.splice(0..1, ["vmwarden".into(), "hook".into(), "qemu".into()]);
+    }
+    let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -154,13 +349,53 @@ fn main() -> ExitCode {
             let c = Collector::new(cfg);
             let snap = rt.block_on(c.collect());
             let map = vmwarden::node::NodeMap::build(&snap);
-            // No migration journal yet: no domain is known to be migrating.
-            let report = vmwarden::invariants::check(&map, &Default::default());
+            let migrating = vmwarden::actions::journal::in_migration(&c.config().cluster.state_dir);
+            let report = vmwarden::invariants::check(&map, &migrating);
             print!("{}", vmwarden::invariants::format_report(&report));
             if report.violations.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            }
+        }
+        Command::Ctl { config, json, what } => {
+            let cfg = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vmwarden: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            rt.block_on(run_ctl(cfg, json, what))
+        }
+        Command::Hook {
+            config,
+            driver,
+            domain,
+            op,
+            subop,
+            extra: _,
+        } => {
+            if driver != "qemu" {
+                return ExitCode::SUCCESS;
+            }
+            let cfg = match hook_config(config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vmwarden hook: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // libvirt passes the domain XML on stdin (bounded: a domain XML is kilobytes).
+            let mut xml = String::new();
+            use std::io::Read;
+            let _ = std::io::stdin().take(4 << 20).read_to_string(&mut xml);
+            match rt.block_on(vmwarden::hook::qemu(&cfg, &domain, &op, &subop, &xml)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("{msg}");
+                    ExitCode::FAILURE
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -18,13 +18,17 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
+use crate::actions::{ActionRequest, Engine};
 use crate::collect::Collector;
+use crate::peer::PeerRequest;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub struct Server {
     collector: Collector,
+    /// Actions and node-to-node calls; `Err(why)` when this agent cannot act (no secret).
+    engine: Result<Arc<Engine>, String>,
     /// The last rendered scrape and when it started, kept only while other scrapes wait for it.
     last: Mutex<Option<(Instant, Bytes)>>,
     /// Scrapes queued on `last`.
@@ -32,9 +36,18 @@ pub struct Server {
 }
 
 impl Server {
+    /// An observe-only agent (no actions: /v1/ answers 503).
     pub fn new(collector: Collector) -> Arc<Self> {
+        Self::with_engine(
+            collector,
+            Err("actions are not enabled in this process".into()),
+        )
+    }
+
+    pub fn with_engine(collector: Collector, engine: Result<Arc<Engine>, String>) -> Arc<Self> {
         Arc::new(Server {
             collector,
+            engine,
             last: Mutex::new(None),
             waiting: AtomicUsize::new(0),
         })
@@ -62,6 +75,9 @@ impl Server {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let asked = Instant::now();
+        if req.uri().path().starts_with("/v1/") {
+            return self.api(req).await;
+        }
         let path = req.uri().path();
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = text(
@@ -112,6 +128,107 @@ impl Server {
             ),
         }
     }
+}
+
+impl Server {
+    /// `POST /v1/action` (operator: `vmwarden ctl`), `/v1/peer` (other agents), `/v1/status`.
+    /// JSON in and out, `Authorization: Bearer CLUSTER_SECRET` required.
+    async fn api(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let engine = match &self.engine {
+            Ok(e) => e.clone(),
+            Err(why) => return owned_text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        };
+        if req.method() != Method::POST {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the /v1/ API takes POST with a JSON body\n",
+            );
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        let auth = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !engine.secret().accepts(auth) {
+            tracing::warn!(
+                path = req.uri().path(),
+                "API call without the cluster secret refused"
+            );
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "the cluster secret is required (Authorization: Bearer ...)\n",
+            );
+        }
+        let path = req.uri().path().to_string();
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return owned_text(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body (at most 64 KiB): {e}\n"),
+                )
+            }
+        };
+        fn parse<T: serde::de::DeserializeOwned>(
+            b: &[u8],
+        ) -> Result<T, Box<Response<Full<Bytes>>>> {
+            serde_json::from_slice(b).map_err(|e| {
+                Box::new(owned_text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad JSON request: {e}\n"),
+                ))
+            })
+        }
+        let out = match path.as_str() {
+            "/v1/action" => match parse::<ActionRequest>(&body) {
+                Ok(r) => serde_json::to_vec(&engine.run(r).await),
+                Err(resp) => return *resp,
+            },
+            "/v1/peer" => match parse::<PeerRequest>(&body) {
+                Ok(r) => serde_json::to_vec(&engine.handle_peer(r).await),
+                Err(resp) => return *resp,
+            },
+            "/v1/status" => match parse::<StatusRequest>(&body) {
+                Ok(r) => serde_json::to_vec(&engine.cluster_status(&r.vm).await),
+                Err(resp) => return *resp,
+            },
+            _ => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "unknown API path: /v1/action, /v1/peer, /v1/status\n",
+                )
+            }
+        };
+        match out {
+            Ok(json) => {
+                let mut r = Response::new(Full::new(Bytes::from(json)));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            Err(e) => owned_text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the answer: {e}\n"),
+            ),
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct StatusRequest {
+    pub vm: String,
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -105,9 +105,7 @@ fn key_samples_have_the_right_values() {
     let lp = r#"resource="drbd0",volume="0",minor="0",peer="peer""#;
     has(r#"vmwarden_drbd_info{source="proc",version="8.4.1"} 1"#);
     has(&format!(r#"vmwarden_drbd_role{{{l},state="Primary"}} 1"#));
-    has(&format!(
-        r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0"#
-    ));
+    has(&format!(r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0"#));
     has(&format!(
         r#"vmwarden_drbd_connection_state{{{lp},state="Connected"}} 1"#
     ));

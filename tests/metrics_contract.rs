@@ -38,8 +38,12 @@ fn agent_rendering() -> String {
         sanlock: report(Outcome::Disabled),
         libvirt: report(Outcome::Ok(Default::default())),
     };
+    let actions = std::sync::Arc::new(vmwarden::actions::stats::ActionStats::new());
+    actions.observe("migrate", "completed", 3.2);
     let counters = AgentCounters {
         parse_errors: vec![("drbd", 2), ("lvm", 0)],
+        in_migration: Default::default(),
+        actions: Some(actions),
     };
     render(&snap, &counters, 0)
 }
@@ -72,11 +76,21 @@ fn emitted(text: &str, into: &mut Families) {
             Some((n, rest)) => (n, rest.rsplit_once('}').unwrap().0),
             None => (line.split_once(' ').unwrap().0, ""),
         };
+        // A histogram's samples are NAME_bucket (with `le`), NAME_sum and NAME_count.
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suf| {
+                let b = name.strip_suffix(suf)?;
+                (types.get(b).map(String::as_str) == Some("histogram")).then_some(b)
+            })
+            .unwrap_or(name);
         let fam = into
-            .get_mut(name)
+            .get_mut(base)
             .unwrap_or_else(|| panic!("sample {name} has no # TYPE line"));
         for pair in split_labels(labels) {
-            fam.1.insert(pair);
+            if !(base != name && pair == "le") {
+                fam.1.insert(pair);
+            }
         }
     }
 }

@@ -323,9 +323,8 @@ fn metrics_golden_host_1() {
         "{text}"
     );
     assert!(
-        lines.contains(
-            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="LIVE"} 1"#
-        ),
+        lines
+            .contains(&r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="LIVE"} 1"#),
         "{text}"
     );
     assert!(
@@ -346,9 +345,8 @@ fn metrics_peer_dead_and_lockspace_adding() {
     let text = render(|reg| vmwarden::metrics::sanlock::encode(reg, &s));
     let lines = samples(&text);
     assert!(
-        lines.contains(
-            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="FAIL"} 1"#
-        ),
+        lines
+            .contains(&r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="FAIL"} 1"#),
         "{text}"
     );
     assert!(
@@ -370,9 +368,8 @@ fn metrics_peer_dead_and_lockspace_adding() {
     assert!(errors.is_empty(), "{errors:?}");
     let text = render(|reg| vmwarden::metrics::sanlock::encode(reg, &s));
     assert!(
-        samples(&text).contains(
-            &r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="DEAD"} 1"#
-        ),
+        samples(&text)
+            .contains(&r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="DEAD"} 1"#),
         "{text}"
     );
     assert!(

@@ -7,7 +7,7 @@ use crate::exec::ExecError;
 /// `vm1's LV vg1/vm1` (lvmlockd) or `vm1's lease LS:vm1` (sanlock).
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{target} is locked by {} — it is probably running there: `vmwarden ctl status {vm} --cluster`", host_text(*.host_id))]
+    #[error("{target} is locked by {} — it is probably running there: `vmwarden ctl status {vm}`", host_text(*.host_id))]
     HeldByOtherHost {
         target: String,
         vm: String,

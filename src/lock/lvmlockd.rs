@@ -109,6 +109,22 @@ impl LvmlockdLock {
         format!("{}'s LV {}/{}", self.vm, self.vg, self.lv)
     }
 
+    /// The command `op` runs, for `--dry-run` plans.
+    pub fn describe(&self, op: super::LockOp) -> String {
+        use super::LockOp::*;
+        let flag = match op {
+            AcquireExclusive | ConvertToExclusive => "-aey",
+            AcquireShared | ConvertToShared => "-asy",
+            Release => "-an",
+        };
+        let mut s = format!("{} lvchange {flag} {}", self.lvm, self.vg_lv());
+        for a in &self.extra_args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
+    }
+
     fn vg_lv(&self) -> String {
         format!("{}/{}", self.vg, self.lv)
     }

@@ -40,6 +40,16 @@ impl Held {
     }
 }
 
+/// A lock operation, named for plans and journals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOp {
+    AcquireExclusive,
+    AcquireShared,
+    ConvertToShared,
+    ConvertToExclusive,
+    Release,
+}
+
 /// What a name is, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameKind {
@@ -144,6 +154,25 @@ impl VolumeLock {
         match self {
             VolumeLock::Lvmlockd(l) => l.target(),
             VolumeLock::Sanlock(l) => l.target(),
+        }
+    }
+
+    /// The command(s) `op` runs, for `--dry-run` plans.
+    pub fn describe(&self, op: LockOp) -> String {
+        match self {
+            VolumeLock::Lvmlockd(l) => l.describe(op),
+            VolumeLock::Sanlock(l) => l.describe(op),
+        }
+    }
+
+    /// Run `op`.
+    pub async fn apply(&self, op: LockOp) -> Result<(), LockError> {
+        match op {
+            LockOp::AcquireExclusive => self.acquire_exclusive().await,
+            LockOp::AcquireShared => self.acquire_shared().await,
+            LockOp::ConvertToShared => self.convert_to_shared().await,
+            LockOp::ConvertToExclusive => self.convert_to_exclusive().await,
+            LockOp::Release => self.release().await,
         }
     }
 

@@ -253,6 +253,27 @@ impl SanlockLease {
         self
     }
 
+    /// The sanlock calls `op` makes, for `--dry-run` plans.
+    pub fn describe(&self, op: super::LockOp) -> String {
+        use super::LockOp::*;
+        let s = &self.sanlock;
+        match op {
+            AcquireExclusive | AcquireShared => format!(
+                "{s} client command -c {} -f /dev/null (lease holder); {s} client acquire -r {} -p HOLDER",
+                self.holder,
+                self.resource(op == AcquireShared)
+            ),
+            ConvertToShared | ConvertToExclusive => format!(
+                "{s} client convert -r {} -p HOLDER",
+                self.resource(op == ConvertToShared)
+            ),
+            Release => format!(
+                "{s} client release -r {} -p HOLDER; end the holder",
+                self.resource(false)
+            ),
+        }
+    }
+
     pub fn target(&self) -> String {
         format!("{}'s lease {}:{}", self.vm, self.lockspace, self.vm)
     }

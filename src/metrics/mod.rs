@@ -204,6 +204,10 @@ pub const COLLECTORS: [&str; 4] = ["drbd", "lvm", "sanlock", "libvirt"];
 pub struct AgentCounters {
     /// (collector, skipped lines / odd fields so far)
     pub parse_errors: Vec<(&'static str, u64)>,
+    /// Domains with a live migration in progress on this node (journal / incoming marker).
+    pub in_migration: std::collections::BTreeSet<String>,
+    /// The agent's action counters (absent in `vmwarden collect`).
+    pub actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
 }
 
 /// Render a snapshot as OpenMetrics text.
@@ -279,12 +283,14 @@ pub fn render(snap: &Snapshot, counters: &AgentCounters, capacity: usize) -> Str
     if let Outcome::Ok(s) = &snap.libvirt.outcome {
         libvirt::encode(&mut reg, s);
     }
-    // No migration journal yet: no domain is known to be migrating.
     let map = crate::node::NodeMap::build(snap);
     invariants::encode(
         &mut reg,
-        &crate::invariants::check(&map, &Default::default()),
+        &crate::invariants::check(&map, &counters.in_migration),
     );
+    if let Some(a) = &counters.actions {
+        a.register(&mut reg);
+    }
 
     let mut out = String::with_capacity(capacity.max(16 * 1024));
     // Writing into a String cannot fail; an error here would be a bug in the encoder.

@@ -24,7 +24,7 @@
 //! between the list and its own calls is skipped with a note in `Parsed::errors`.
 
 mod state;
-mod xml;
+pub mod xml;
 
 pub use state::{
     BlockedReason, CrashedReason, DomainState, NoStateReason, PausedReason, PmSuspendedReason,

@@ -1,0 +1,789 @@
+//! Actions: start, stop, restart and migrate a VM, each a plan of named steps.
+//!
+//! A plan is built first (and is all `--dry-run` shows: the steps with their concrete commands and
+//! what undoes each). Running it writes every step to the journal (fsync'ed) *before* the step
+//! runs. On a failure the steps done so far are undone in reverse — except across a *commit*
+//! (a libvirt migration that happened, a VM that was powered off): what follows a commit is
+//! finished forward (retried), and if it cannot be, the journal stays open and the agent's
+//! recovery (recover.rs) finishes it from what libvirt and the locks show.
+//!
+//! Live migration: preflight → source ex→sh → target sh → `virsh migrate --live` → source
+//! release → target sh→ex. The target's part is asked of its agent over HTTP (peer.rs).
+
+pub mod journal;
+mod plan;
+mod recover;
+pub mod stats;
+pub mod virsh;
+pub mod vmlocks;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Peer};
+use crate::lock::{validate_name, LockError, LockOp, NameKind};
+use crate::peer::{PeerOp, PeerReply, PeerRequest};
+use crate::secret::Secret;
+
+use journal::{Journal, Record};
+pub use plan::{qemu_pid as plan_qemu_pid, Plan, PlannedStep, Step};
+use virsh::{DomState, Virsh};
+use vmlocks::VmLocks;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Start,
+    Stop,
+    Restart,
+    Migrate,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Start => "start",
+            ActionKind::Stop => "stop",
+            ActionKind::Restart => "restart",
+            ActionKind::Migrate => "migrate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionRequest {
+    pub action: ActionKind,
+    pub vm: String,
+    /// Migration target (a peer's name).
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: String,
+    pub ok: bool,
+    pub seconds: f64,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ActionReport {
+    pub id: String,
+    pub action: String,
+    pub vm: String,
+    pub node: String,
+    /// planned (dry run), completed, refused (nothing changed), rolled_back, failed (done up to
+    /// a commit, the rest undone), incomplete (journal kept; recovery finishes it).
+    pub result: String,
+    pub ok: bool,
+    pub message: String,
+    pub plan: Vec<PlannedStep>,
+    pub steps: Vec<StepReport>,
+    pub rollback: Vec<StepReport>,
+    pub seconds: f64,
+}
+
+impl ActionReport {
+    /// Human-readable, for `vmwarden ctl`.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        if self.result == "planned" {
+            s.push_str(&format!(
+                "plan for {} of {} on {} (dry run: nothing was changed)\n",
+                self.action, self.vm, self.node
+            ));
+            for (i, p) in self.plan.iter().enumerate() {
+                s.push_str(&format!("{:>2}. {}\n", i + 1, p.step));
+                for c in &p.does {
+                    s.push_str(&format!("      run:  {c}\n"));
+                }
+                for c in &p.undo {
+                    s.push_str(&format!("      undo: {c}\n"));
+                }
+            }
+            return s;
+        }
+        for st in &self.steps {
+            s.push_str(&format!(
+                "  {} {} ({:.2} s){}\n",
+                if st.ok { "ok  " } else { "FAIL" },
+                st.step,
+                st.seconds,
+                st.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        for st in &self.rollback {
+            s.push_str(&format!(
+                "  {} undo {} ({:.2} s){}\n",
+                if st.ok { "ok  " } else { "FAIL" },
+                st.step,
+                st.seconds,
+                st.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        s.push_str(&format!(
+            "{} {} on {}: {} in {:.2} s — {}\n",
+            self.action, self.vm, self.node, self.result, self.seconds, self.message
+        ));
+        s
+    }
+}
+
+/// Why a step failed, as the operator reads it.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Virsh(#[from] virsh::VirshError),
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+}
+
+/// The agent's action engine: one per agent, shared by the HTTP handlers and recovery.
+pub struct Engine {
+    pub cfg: Config,
+    pub node: String,
+    secret: Secret,
+    /// VMs with an action, a peer call or a recovery in progress in this process.
+    busy: Mutex<HashSet<String>>,
+    pub stats: Arc<stats::ActionStats>,
+}
+
+/// Marks a VM busy while alive.
+struct BusyGuard<'a> {
+    engine: &'a Engine,
+    vm: String,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.engine.busy.lock() {
+            b.remove(&self.vm);
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Test-only fault point: `VMWARDEN_FAULT_AFTER_STEP=ACTION:STEP` makes the agent kill itself
+/// with SIGKILL right after STEP of ACTION is journaled done — a crash at the worst moment, for
+/// the recovery tests. Never set it in production.
+fn fault_point(action: &str, step: &str) {
+    if let Ok(f) = std::env::var("VMWARDEN_FAULT_AFTER_STEP") {
+        if f == format!("{action}:{step}") {
+            tracing::error!("VMWARDEN_FAULT_AFTER_STEP={f}: killing this agent (test fault point)");
+            // SAFETY: kill(2) on our own pid; nothing to clean up, that is the point.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Everything one action needs.
+pub(crate) struct Ctx<'a> {
+    pub engine: &'a Engine,
+    pub vm: String,
+    pub disks: Vec<String>,
+    pub locks: Option<VmLocks>,
+    pub peer: Option<Peer>,
+    pub id: String,
+    /// The VM's state here when the action was planned.
+    pub state: DomState,
+}
+
+impl Engine {
+    pub fn new(cfg: Config, secret: Secret) -> Engine {
+        let node = cfg.node_name();
+        Engine {
+            cfg,
+            node,
+            secret,
+            busy: Mutex::new(HashSet::new()),
+            stats: Arc::new(stats::ActionStats::new()),
+        }
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    pub fn virsh(&self) -> Virsh {
+        Virsh {
+            program: self.cfg.actions.virsh.clone(),
+            uri: self.cfg.libvirt.uri.clone(),
+            timeout: Duration::from_secs_f64(self.cfg.actions.virsh_timeout_seconds),
+        }
+    }
+
+    fn peer_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.cfg.actions.peer_timeout_seconds)
+    }
+
+    fn try_busy(&self, vm: &str) -> Option<BusyGuard<'_>> {
+        let mut b = self.busy.lock().ok()?;
+        b.insert(vm.to_string()).then(|| BusyGuard {
+            engine: self,
+            vm: vm.to_string(),
+        })
+    }
+
+    /// Wait (bounded) until `vm` is free in this process, then hold it.
+    async fn wait_busy(&self, vm: &str, max: Duration) -> Option<BusyGuard<'_>> {
+        let until = Instant::now() + max;
+        loop {
+            if let Some(g) = self.try_busy(vm) {
+                return Some(g);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Call `op` on a peer's agent.
+    pub(crate) async fn call_peer(
+        &self,
+        peer: &Peer,
+        op: PeerOp,
+        vm: &str,
+        disks: &[String],
+        id: &str,
+    ) -> Result<PeerReply, ActionError> {
+        let req = PeerRequest {
+            op,
+            vm: vm.to_string(),
+            disks: disks.to_vec(),
+            action_id: id.to_string(),
+        };
+        let reply: PeerReply = crate::peer::call(
+            &peer.url,
+            "/v1/peer",
+            &self.secret,
+            &req,
+            self.peer_timeout(),
+        )
+        .await?;
+        if !reply.ok {
+            return Err(ActionError::Refused(format!(
+                "node {}: {}",
+                peer.name,
+                reply.error.clone().unwrap_or_else(|| "refused".into())
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// Name the node behind a sanlock host id in a lock refusal.
+    pub fn explain(&self, e: ActionError) -> ActionError {
+        match e {
+            ActionError::Lock(l) => match name_holder(&self.cfg, &l) {
+                Some(text) => ActionError::Refused(text),
+                None => ActionError::Lock(l),
+            },
+            e => e,
+        }
+    }
+
+    /// Whether a qemu process for `vm` exists here: libvirt's answer, or — when libvirtd cannot
+    /// be asked (stopped, hung) — qemu's pid file and the process itself.
+    pub(crate) async fn active_here(&self, vm: &str) -> Result<(DomState, bool), ActionError> {
+        match self.virsh().state(vm).await {
+            Ok(s) => {
+                let a = s.active();
+                Ok((s, a))
+            }
+            Err(e) => match plan::qemu_pid(&self.cfg, vm) {
+                Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                    Err(ActionError::Refused(format!(
+                        "libvirt cannot be asked ({e}) and qemu {pid} of {vm} still runs here"
+                    )))
+                }
+                _ => {
+                    tracing::warn!(
+                        vm,
+                        "libvirt cannot be asked ({e}); no qemu process of the VM runs here"
+                    );
+                    Ok((
+                        DomState::parse("unknown (libvirtd unreachable, no qemu process)"),
+                        false,
+                    ))
+                }
+            },
+        }
+    }
+
+    /// Plan and (unless dry-run) run an action. Never panics; every outcome is a report.
+    pub async fn run(&self, req: ActionRequest) -> ActionReport {
+        let t0 = Instant::now();
+        let mut rep = ActionReport {
+            action: req.action.as_str().to_string(),
+            vm: req.vm.clone(),
+            node: self.node.clone(),
+            ..Default::default()
+        };
+        let refuse = |mut rep: ActionReport, msg: String| {
+            rep.result = "refused".into();
+            rep.message = msg;
+            rep.seconds = t0.elapsed().as_secs_f64();
+            rep
+        };
+        if let Err(e) = validate_name(NameKind::Vm, &req.vm) {
+            return refuse(rep, e.to_string());
+        }
+        let Some(_guard) = self.try_busy(&req.vm) else {
+            return refuse(
+                rep,
+                format!(
+                    "another action on {} is running on this node; wait for it",
+                    req.vm
+                ),
+            );
+        };
+        let ctx = match self.context(&req).await {
+            Ok(c) => c,
+            Err(e) => return refuse(rep, self.explain(e).to_string()),
+        };
+        let plan = match Plan::build(&ctx, &req) {
+            Ok(p) => p,
+            Err(e) => return refuse(rep, e.to_string()),
+        };
+        rep.plan = plan.describe(&ctx);
+        if req.dry_run {
+            rep.result = "planned".into();
+            rep.ok = true;
+            rep.message = format!("{} steps", rep.plan.len());
+            rep.seconds = t0.elapsed().as_secs_f64();
+            return rep;
+        }
+        let rep = self.execute(&ctx, &req, plan, rep, t0).await;
+        self.stats.observe(&rep.action, &rep.result, rep.seconds);
+        rep
+    }
+
+    async fn context(&self, req: &ActionRequest) -> Result<Ctx<'_>, ActionError> {
+        let virsh = self.virsh();
+        let state = virsh.state(&req.vm).await?;
+        let disks = if state.defined() {
+            virsh.disks(&req.vm).await?
+        } else {
+            Vec::new()
+        };
+        let peer = match (&req.action, &req.to) {
+            (ActionKind::Migrate, Some(to)) => {
+                Some(self.cfg.peer(to).cloned().ok_or_else(|| {
+                    ActionError::Refused(format!(
+                        "{to} is not a peer of this node ([cluster] peers: {})",
+                        self.cfg
+                            .cluster
+                            .peers
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?)
+            }
+            (ActionKind::Migrate, None) => {
+                return Err(ActionError::Refused(
+                    "migrate needs a target node (--to NODE)".into(),
+                ))
+            }
+            _ => None,
+        };
+        let locks = VmLocks::for_vm(&self.cfg, &req.vm, &disks)?;
+        Ok(Ctx {
+            engine: self,
+            vm: req.vm.clone(),
+            disks,
+            locks,
+            peer,
+            state,
+            id: format!(
+                "{}-{}-{}",
+                req.vm,
+                req.action.as_str(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            ),
+        })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &ActionRequest,
+        plan: Plan,
+        mut rep: ActionReport,
+        t0: Instant,
+    ) -> ActionReport {
+        rep.id = ctx.id.clone();
+        let header = Record::Header {
+            id: ctx.id.clone(),
+            action: req.action.as_str().into(),
+            vm: ctx.vm.clone(),
+            node: self.node.clone(),
+            to: req.to.clone(),
+            live: plan.live,
+            started_unix: now_unix(),
+            steps: plan.steps.iter().map(|s| s.name().to_string()).collect(),
+            disks: ctx.disks.clone(),
+        };
+        let mut j = match Journal::create(&self.cfg.cluster.state_dir, &ctx.vm, header) {
+            Ok(j) => j,
+            Err(e) => {
+                rep.result = "refused".into();
+                rep.message = e.to_string();
+                rep.seconds = t0.elapsed().as_secs_f64();
+                return rep;
+            }
+        };
+        tracing::info!(id = %ctx.id, "{} {}: {} steps", rep.action, ctx.vm, plan.steps.len());
+        let mut done: Vec<Step> = Vec::new();
+        let mut committed = false;
+        let mut failure: Option<(Step, String)> = None;
+        for step in &plan.steps {
+            if let Err(e) = j.write(&Record::Begin {
+                step: step.name().into(),
+            }) {
+                failure = Some((*step, e.to_string()));
+                break;
+            }
+            pause_point(&self.cfg, req.action.as_str(), step.name()).await;
+            let ts = Instant::now();
+            let mut r = step.run(ctx).await;
+            // Steps after a commit must finish: retry them a few times before giving up.
+            if r.is_err() && committed && step.forward_only() {
+                for attempt in 1..=3 {
+                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                    r = step.run(ctx).await;
+                    if r.is_ok() {
+                        break;
+                    }
+                }
+            }
+            let r = r.map_err(|e| self.explain(e));
+            rep.steps.push(StepReport {
+                step: step.name().into(),
+                ok: r.is_ok(),
+                seconds: ts.elapsed().as_secs_f64(),
+                error: r.as_ref().err().map(|e| e.to_string()),
+            });
+            match r {
+                Ok(()) => {
+                    let _ = j.write(&Record::Done {
+                        step: step.name().into(),
+                    });
+                    tracing::info!(id = %ctx.id, step = step.name(), "done");
+                    fault_point(req.action.as_str(), step.name());
+                    done.push(*step);
+                    committed |= step.commits();
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    tracing::warn!(id = %ctx.id, step = step.name(), "failed: {msg}");
+                    let _ = j.write(&Record::Failed {
+                        step: step.name().into(),
+                        error: msg.clone(),
+                    });
+                    failure = Some((*step, msg));
+                    break;
+                }
+            }
+        }
+        rep.seconds = t0.elapsed().as_secs_f64();
+        let Some((failed, why)) = failure else {
+            rep.ok = true;
+            rep.result = "completed".into();
+            rep.message = plan.success_message(ctx);
+            if let Err(e) = j.finish("completed", &rep.message) {
+                tracing::error!("closing the journal of {}: {e}", ctx.id);
+            }
+            return rep;
+        };
+        if committed && failed.forward_only() {
+            rep.result = "incomplete".into();
+            rep.message = format!(
+                "{} failed after the point of no return: {why} — the journal is kept and the agent keeps retrying (recovery); `vmwarden check` shows the state",
+                failed.name()
+            );
+            return rep;
+        }
+        // Undo what was done since the last commit, newest first.
+        for step in done.iter().rev() {
+            if step.commits() {
+                break;
+            }
+            if !step.has_undo() {
+                continue;
+            }
+            let _ = j.write(&Record::Undo {
+                step: step.name().into(),
+            });
+            let ts = Instant::now();
+            let r = step.undo(ctx).await;
+            let err = r.err().map(|e| e.to_string());
+            let _ = j.write(&Record::Undone {
+                step: step.name().into(),
+                error: err.clone(),
+            });
+            rep.rollback.push(StepReport {
+                step: step.name().into(),
+                ok: err.is_none(),
+                seconds: ts.elapsed().as_secs_f64(),
+                error: err,
+            });
+        }
+        rep.seconds = t0.elapsed().as_secs_f64();
+        let undo_failed = rep.rollback.iter().any(|s| !s.ok);
+        if undo_failed {
+            rep.result = "incomplete".into();
+            rep.message = format!(
+                "{} failed: {why}; undoing it also failed — the journal is kept and the agent's recovery will set it right from what libvirt and the locks show",
+                failed.name()
+            );
+            return rep;
+        }
+        rep.result = if committed {
+            "failed"
+        } else if done.is_empty() {
+            "refused"
+        } else {
+            "rolled_back"
+        }
+        .into();
+        rep.message = if committed {
+            format!(
+                "{} failed: {why} (done before it: {})",
+                failed.name(),
+                done.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            )
+        } else if done.is_empty() {
+            format!("{} failed: {why} (nothing was changed)", failed.name())
+        } else {
+            format!(
+                "{} failed: {why}; everything done before it was undone",
+                failed.name()
+            )
+        };
+        if let Err(e) = j.finish(&rep.result, &rep.message) {
+            tracing::error!("closing the journal of {}: {e}", ctx.id);
+        }
+        rep
+    }
+
+    /// The target's side of a migration, and status questions from peers.
+    pub async fn handle_peer(&self, req: PeerRequest) -> PeerReply {
+        let mut rep = PeerReply {
+            node: self.node.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = validate_name(NameKind::Vm, &req.vm) {
+            rep.error = Some(e.to_string());
+            return rep;
+        }
+        let Some(_g) = self.wait_busy(&req.vm, self.peer_timeout()).await else {
+            rep.error = Some(format!("{} is busy with another action here", req.vm));
+            return rep;
+        };
+        let (state, active) = match self.active_here(&req.vm).await {
+            Ok(s) => s,
+            Err(e) => {
+                rep.error = Some(e.to_string());
+                return rep;
+            }
+        };
+        rep.state = state.to_string();
+        rep.active = active;
+        let locks = match VmLocks::for_vm(&self.cfg, &req.vm, &req.disks) {
+            Ok(l) => l,
+            Err(e) => {
+                rep.error = Some(e.to_string());
+                return rep;
+            }
+        };
+        let sd = &self.cfg.cluster.state_dir;
+        let result: Result<(), ActionError> = async {
+            let Some(locks) = &locks else {
+                if req.op == PeerOp::Status {
+                    return Ok(());
+                }
+                return Err(ActionError::Refused(format!(
+                    "{}: no lockable disk among {:?}",
+                    req.vm, req.disks
+                )));
+            };
+            match req.op {
+                PeerOp::Status => Ok(()),
+                PeerOp::AcquireShared => {
+                    if state.active() && !state.incoming_migration() {
+                        return Err(ActionError::Refused(format!(
+                            "{} already runs here ({state}): refusing to join its lock for an incoming migration",
+                            req.vm
+                        )));
+                    }
+                    journal::set_incoming(sd, &req.vm, true)?;
+                    let r = locks.apply(LockOp::AcquireShared).await;
+                    if r.is_err() {
+                        let _ = journal::set_incoming(sd, &req.vm, false);
+                    }
+                    Ok(r?)
+                }
+                PeerOp::ConvertToExclusive => {
+                    if state.state != "running" && state.state != "paused" {
+                        return Err(ActionError::Refused(format!(
+                            "{} does not run here ({state}): refusing to take its lock exclusively",
+                            req.vm
+                        )));
+                    }
+                    locks.apply(LockOp::ConvertToExclusive).await?;
+                    if let Some(pid) = plan::qemu_pid(&self.cfg, &req.vm) {
+                        if let Err(e) = locks.attach_vm(pid).await {
+                            tracing::warn!(vm = %req.vm, "could not tie the lease to qemu {pid}: {e}");
+                        }
+                    }
+                    journal::set_incoming(sd, &req.vm, false)?;
+                    Ok(())
+                }
+                PeerOp::Release => {
+                    if active {
+                        return Err(ActionError::Refused(format!(
+                            "{} runs here ({state}): its lock stays",
+                            req.vm
+                        )));
+                    }
+                    locks.apply(LockOp::Release).await?;
+                    journal::set_incoming(sd, &req.vm, false)?;
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        if let Some(l) = &locks {
+            rep.lock = match l.mode().await {
+                Ok(m) => m.as_str().to_string(),
+                Err(e) => format!("unknown: {e}"),
+            };
+        }
+        rep.missing_disks = req
+            .disks
+            .iter()
+            .filter(|d| !std::path::Path::new(d).exists())
+            .cloned()
+            .collect();
+        match result {
+            Ok(()) => rep.ok = true,
+            Err(e) => rep.error = Some(self.explain(e).to_string()),
+        }
+        if req.op != PeerOp::Status {
+            tracing::info!(vm = %req.vm, action = %req.action_id, op = ?req.op, ok = rep.ok, "peer request");
+        }
+        rep
+    }
+
+    /// Where a VM is, on this node and every peer (`vmwarden ctl status VM`).
+    pub async fn cluster_status(&self, vm: &str) -> Vec<PeerReply> {
+        let disks = self.virsh().disks(vm).await.unwrap_or_default();
+        let mut out = vec![
+            self.handle_peer(PeerRequest {
+                op: PeerOp::Status,
+                vm: vm.to_string(),
+                disks: disks.clone(),
+                action_id: String::new(),
+            })
+            .await,
+        ];
+        for p in &self.cfg.cluster.peers {
+            match self.call_peer(p, PeerOp::Status, vm, &disks, "").await {
+                Ok(r) => out.push(r),
+                Err(e) => out.push(PeerReply {
+                    node: p.name.clone(),
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                }),
+            }
+        }
+        out
+    }
+
+    /// Finish or roll back every unfinished journal (start-up, then periodically while any is
+    /// left). Returns how many are still unfinished.
+    pub async fn recover_all(&self) -> usize {
+        recover::recover_all(self).await
+    }
+}
+
+/// A lock refusal with the holder's node name when its host id is a known node:
+/// `... is locked by host 1 — ... [host 1 is node n1]`.
+pub fn name_holder(cfg: &Config, e: &LockError) -> Option<String> {
+    let LockError::HeldByOtherHost {
+        host_id: Some(h), ..
+    } = e
+    else {
+        return None;
+    };
+    let who = if cfg.cluster.host_id == *h {
+        Some(cfg.node_name())
+    } else {
+        cfg.cluster
+            .peers
+            .iter()
+            .find(|p| p.host_id == *h)
+            .map(|p| p.name.clone())
+    };
+    who.map(|n| format!("{e} [host {h} is node {n}]"))
+}
+
+/// Test-only pause: `VMWARDEN_TEST_PAUSE_BEFORE_STEP=ACTION:STEP` makes the agent create
+/// `STATE_DIR/paused-STEP` before STEP and wait (at most 120 s) until that file is removed, so a
+/// test can break something at exactly that point. Never set it in production.
+async fn pause_point(cfg: &Config, action: &str, step: &str) {
+    let Ok(p) = std::env::var("VMWARDEN_TEST_PAUSE_BEFORE_STEP") else {
+        return;
+    };
+    if p != format!("{action}:{step}") {
+        return;
+    }
+    let flag = std::path::Path::new(&cfg.cluster.state_dir).join(format!("paused-{step}"));
+    if std::fs::write(&flag, b"remove this file to continue\n").is_err() {
+        return;
+    }
+    tracing::warn!(
+        "VMWARDEN_TEST_PAUSE_BEFORE_STEP={p}: waiting for {} to go",
+        flag.display()
+    );
+    let t0 = Instant::now();
+    while flag.exists() && t0.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) fn state_refusal(vm: &str, node: &str, state: &DomState, want: &str) -> ActionError {
+    ActionError::Refused(format!("{vm} is {state} on {node}; {want}"))
+}

@@ -1,0 +1,539 @@
+//! The steps of each action: what each runs, what undoes it, and which are commits (after them
+//! the action can only be finished forward).
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{state_refusal, ActionError, ActionKind, ActionRequest, Ctx};
+use crate::config::Config;
+use crate::lock::{Held, LockOp};
+use crate::peer::PeerOp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// start: defined here, not running, something to lock, not running on a peer.
+    StartPreflight,
+    LockExclusive,
+    VirshStart,
+    /// sanlock backend: tie the lease to qemu's pid so it cannot outlive the VM.
+    AttachLease,
+    /// stop: ACPI power button.
+    AcpiShutdown,
+    /// wait for the guest to power off, destroy it after the timeout (commit).
+    WaitOrDestroy,
+    ReleaseLock,
+    /// migrate: runs here, lock exclusive here, target reachable, sees the disks, DRBD UpToDate.
+    MigratePreflight,
+    SourceToShared,
+    TargetAcquireShared,
+    /// `virsh migrate --live` (commit).
+    LibvirtMigrate,
+    SourceRelease,
+    TargetToExclusive,
+    /// stopped VM: check, then move its definition (`virsh migrate --offline`, commit).
+    ColdPreflight,
+    OfflineMigrate,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::StartPreflight => "start_preflight",
+            Step::LockExclusive => "lock_exclusive",
+            Step::VirshStart => "virsh_start",
+            Step::AttachLease => "attach_lease",
+            Step::AcpiShutdown => "acpi_shutdown",
+            Step::WaitOrDestroy => "wait_or_destroy",
+            Step::ReleaseLock => "release_lock",
+            Step::MigratePreflight => "preflight",
+            Step::SourceToShared => "source_to_shared",
+            Step::TargetAcquireShared => "target_acquire_shared",
+            Step::LibvirtMigrate => "libvirt_migrate",
+            Step::SourceRelease => "source_release",
+            Step::TargetToExclusive => "target_to_exclusive",
+            Step::ColdPreflight => "cold_preflight",
+            Step::OfflineMigrate => "libvirt_migrate_offline",
+        }
+    }
+
+    /// Once done, the action cannot be undone past this step.
+    pub fn commits(self) -> bool {
+        matches!(
+            self,
+            Step::WaitOrDestroy | Step::LibvirtMigrate | Step::OfflineMigrate
+        )
+    }
+
+    /// After a commit these must succeed (retried; else the journal stays for recovery).
+    pub fn forward_only(self) -> bool {
+        matches!(
+            self,
+            Step::ReleaseLock | Step::SourceRelease | Step::TargetToExclusive
+        )
+    }
+
+    pub fn has_undo(self) -> bool {
+        matches!(
+            self,
+            Step::LockExclusive
+                | Step::VirshStart
+                | Step::SourceToShared
+                | Step::TargetAcquireShared
+        )
+    }
+
+    fn locks<'c>(ctx: &'c Ctx<'_>) -> Result<&'c super::VmLocks, ActionError> {
+        ctx.locks.as_ref().ok_or_else(|| {
+            ActionError::Refused(format!(
+                "{} has no disk vmwarden can lock (lock backend {:?}; disks {:?}): it would run unprotected — put its disks on LVs of the shared VG, or use the sanlock backend with a lease for it",
+                ctx.vm, ctx.engine.cfg.lock.backend, ctx.disks
+            ))
+        })
+    }
+
+    fn peer<'c>(ctx: &'c Ctx<'_>) -> Result<&'c crate::config::Peer, ActionError> {
+        ctx.peer
+            .as_ref()
+            .ok_or_else(|| ActionError::Refused("no migration target".into()))
+    }
+
+    pub(crate) async fn run(self, ctx: &Ctx<'_>) -> Result<(), ActionError> {
+        let e = ctx.engine;
+        let virsh = e.virsh();
+        let vm = ctx.vm.as_str();
+        match self {
+            Step::StartPreflight => {
+                let st = virsh.state(vm).await?;
+                if !st.defined() {
+                    return Err(ActionError::Refused(format!(
+                        "{vm} is not defined on {} (`virsh list --all`)",
+                        e.node
+                    )));
+                }
+                if st.active() {
+                    return Err(state_refusal(vm, &e.node, &st, "nothing to start"));
+                }
+                Self::locks(ctx)?;
+                // The lock decides; asking the peers first gives a friendlier refusal.
+                for p in &e.cfg.cluster.peers {
+                    if let Ok(r) = e
+                        .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
+                        .await
+                    {
+                        if r.active {
+                            return Err(ActionError::Refused(format!(
+                                "{vm} already runs on node {} ({}); stop it there or migrate it",
+                                p.name, r.state
+                            )));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Step::LockExclusive => Ok(Self::locks(ctx)?.apply(LockOp::AcquireExclusive).await?),
+            Step::VirshStart => {
+                virsh.run(&["start", vm], virsh.timeout).await?;
+                Ok(())
+            }
+            Step::AttachLease => {
+                let locks = Self::locks(ctx)?;
+                match qemu_pid(&e.cfg, vm) {
+                    Some(pid) => Ok(locks.attach_vm(pid).await?),
+                    None if e.cfg.lock.backend == "sanlock" => Err(ActionError::Refused(format!(
+                        "{vm} started but its qemu pid file is missing in {}",
+                        e.cfg.actions.qemu_pid_dir
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            Step::AcpiShutdown => {
+                let st = virsh.state(vm).await?;
+                if !st.active() {
+                    return Ok(());
+                }
+                match virsh.run(&["shutdown", vm], virsh.timeout).await {
+                    Ok(_) => Ok(()),
+                    // It stopped meanwhile: what we wanted.
+                    Err(_) if !virsh.state(vm).await?.active() => Ok(()),
+                    Err(err) => Err(err.into()),
+                }
+            }
+            Step::WaitOrDestroy => {
+                let limit = Duration::from_secs_f64(e.cfg.actions.shutdown_timeout_seconds);
+                let t0 = Instant::now();
+                while t0.elapsed() < limit {
+                    if !virsh.state(vm).await?.active() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                tracing::warn!(
+                    vm,
+                    "did not power off within {limit:?} after ACPI shutdown: destroying it"
+                );
+                if let Err(err) = virsh.run(&["destroy", vm], virsh.timeout).await {
+                    if virsh.state(vm).await?.active() {
+                        return Err(err.into());
+                    }
+                }
+                // destroy returns once qemu is gone; make sure before the lock goes.
+                let st = virsh.state(vm).await?;
+                if st.active() {
+                    return Err(state_refusal(
+                        vm,
+                        &e.node,
+                        &st,
+                        "still running after destroy",
+                    ));
+                }
+                Ok(())
+            }
+            Step::ReleaseLock | Step::SourceRelease => {
+                let st = virsh.state(vm).await?;
+                if st.active() {
+                    return Err(state_refusal(vm, &e.node, &st, "its lock must stay"));
+                }
+                Ok(Self::locks(ctx)?.apply(LockOp::Release).await?)
+            }
+            Step::MigratePreflight => {
+                let peer = Self::peer(ctx)?;
+                let st = virsh.state(vm).await?;
+                if st.state != "running" {
+                    return Err(state_refusal(
+                        vm,
+                        &e.node,
+                        &st,
+                        "only a running VM can be live-migrated (a stopped one moves with a cold migration)",
+                    ));
+                }
+                let locks = Self::locks(ctx)?;
+                let held = locks.mode().await?;
+                if held != Held::Exclusive {
+                    return Err(ActionError::Refused(format!(
+                        "{vm} runs here but its lock ({}) is {} here, not exclusive: fix that first (`vmwarden check`)",
+                        locks.targets(),
+                        held.as_str()
+                    )));
+                }
+                let r = e
+                    .call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id)
+                    .await?;
+                if r.active {
+                    return Err(ActionError::Refused(format!(
+                        "{vm} is already active on {} ({})",
+                        peer.name, r.state
+                    )));
+                }
+                if !r.missing_disks.is_empty() {
+                    return Err(ActionError::Refused(format!(
+                        "{} does not see {vm}'s disks {:?}",
+                        peer.name, r.missing_disks
+                    )));
+                }
+                if !r.drbd_problems.is_empty() {
+                    return Err(ActionError::Refused(format!(
+                        "DRBD under {vm}'s disks is not UpToDate on {}: {}",
+                        peer.name,
+                        r.drbd_problems.join("; ")
+                    )));
+                }
+                Ok(())
+            }
+            Step::SourceToShared => Ok(Self::locks(ctx)?.apply(LockOp::ConvertToShared).await?),
+            Step::TargetAcquireShared => {
+                e.call_peer(
+                    Self::peer(ctx)?,
+                    PeerOp::AcquireShared,
+                    vm,
+                    &ctx.disks,
+                    &ctx.id,
+                )
+                .await?;
+                Ok(())
+            }
+            Step::LibvirtMigrate => {
+                let peer = Self::peer(ctx)?;
+                let args = migrate_args(&e.cfg, peer, vm, true);
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                let limit = Duration::from_secs_f64(e.cfg.actions.migrate_timeout_seconds);
+                virsh.run(&a, limit).await?;
+                let r = e
+                    .call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id)
+                    .await?;
+                if !r.active {
+                    return Err(ActionError::Refused(format!(
+                        "libvirt reported the migration done but {vm} is {} on {}",
+                        r.state, peer.name
+                    )));
+                }
+                Ok(())
+            }
+            Step::TargetToExclusive => {
+                e.call_peer(
+                    Self::peer(ctx)?,
+                    PeerOp::ConvertToExclusive,
+                    vm,
+                    &ctx.disks,
+                    &ctx.id,
+                )
+                .await?;
+                Ok(())
+            }
+            Step::ColdPreflight => {
+                let peer = Self::peer(ctx)?;
+                let st = virsh.state(vm).await?;
+                if !st.defined() || st.active() {
+                    return Err(state_refusal(
+                        vm,
+                        &e.node,
+                        &st,
+                        "a cold migration needs a VM defined and stopped here",
+                    ));
+                }
+                let r = e
+                    .call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id)
+                    .await?;
+                if r.state != "undefined" {
+                    return Err(ActionError::Refused(format!(
+                        "{vm} is already defined on {} ({})",
+                        peer.name, r.state
+                    )));
+                }
+                if !r.missing_disks.is_empty() {
+                    return Err(ActionError::Refused(format!(
+                        "{} does not see {vm}'s disks {:?}",
+                        peer.name, r.missing_disks
+                    )));
+                }
+                Ok(())
+            }
+            Step::OfflineMigrate => {
+                let args = migrate_args(&e.cfg, Self::peer(ctx)?, vm, false);
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                virsh.run(&a, virsh.timeout).await?;
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn undo(self, ctx: &Ctx<'_>) -> Result<(), ActionError> {
+        let e = ctx.engine;
+        let vm = ctx.vm.as_str();
+        match self {
+            Step::LockExclusive => Ok(Self::locks(ctx)?.apply(LockOp::Release).await?),
+            Step::VirshStart => {
+                let virsh = e.virsh();
+                if virsh.state(vm).await?.active() {
+                    virsh.run(&["destroy", vm], virsh.timeout).await?;
+                }
+                Ok(())
+            }
+            Step::SourceToShared => Ok(Self::locks(ctx)?.apply(LockOp::ConvertToExclusive).await?),
+            Step::TargetAcquireShared => {
+                e.call_peer(Self::peer(ctx)?, PeerOp::Release, vm, &ctx.disks, &ctx.id)
+                    .await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The concrete commands (does, undo) for the plan printout.
+    fn describe(self, ctx: &Ctx<'_>) -> (Vec<String>, Vec<String>) {
+        let e = ctx.engine;
+        let v = e.virsh();
+        let vm = ctx.vm.as_str();
+        let virsh = |args: &[&str]| v.cmd(args).display();
+        let locks = |op| {
+            ctx.locks
+                .as_ref()
+                .map(|l| l.describe(op))
+                .unwrap_or_else(|| vec!["(no lockable disk: refused)".into()])
+        };
+        let peer = ctx.peer.as_ref();
+        let pname = peer.map(|p| p.name.as_str()).unwrap_or("?");
+        let on_peer = |what: &str| {
+            vec![format!(
+                "POST {}/v1/peer {what} {vm} (node {pname})",
+                peer.map(|p| p.url.as_str()).unwrap_or("?")
+            )]
+        };
+        match self {
+            Step::StartPreflight => (
+                vec![
+                    virsh(&["domstate", "--reason", vm]),
+                    "ask every peer whether it runs the VM".into(),
+                ],
+                vec![],
+            ),
+            Step::LockExclusive => (locks(LockOp::AcquireExclusive), locks(LockOp::Release)),
+            Step::VirshStart => (
+                vec![virsh(&["start", vm])],
+                vec![virsh(&["destroy", vm])],
+            ),
+            Step::AttachLease => (
+                vec![if e.cfg.lock.backend == "sanlock" {
+                    format!(
+                        "move the lease to a holder watching qemu ({}/{vm}.pid)",
+                        e.cfg.actions.qemu_pid_dir
+                    )
+                } else {
+                    "nothing (lvmlockd: the lock follows the LV's activation)".into()
+                }],
+                vec![],
+            ),
+            Step::AcpiShutdown => (vec![virsh(&["shutdown", vm])], vec![]),
+            Step::WaitOrDestroy => (
+                vec![
+                    format!(
+                        "wait up to {} s for power-off ({})",
+                        e.cfg.actions.shutdown_timeout_seconds,
+                        virsh(&["domstate", "--reason", vm])
+                    ),
+                    format!("then, if still running: {}", virsh(&["destroy", vm])),
+                ],
+                vec![],
+            ),
+            Step::ReleaseLock | Step::SourceRelease => (locks(LockOp::Release), vec![]),
+            Step::MigratePreflight => (
+                vec![
+                    virsh(&["domstate", "--reason", vm]),
+                    format!("lock held exclusive here ({})", ctx.locks.as_ref().map(|l| l.targets()).unwrap_or_default()),
+                    format!("node {pname}: agent answers, VM not active there, disks {:?} visible, DRBD UpToDate", ctx.disks),
+                ],
+                vec![],
+            ),
+            Step::SourceToShared => (locks(LockOp::ConvertToShared), locks(LockOp::ConvertToExclusive)),
+            Step::TargetAcquireShared => (on_peer("acquire_shared"), on_peer("release")),
+            Step::LibvirtMigrate => (
+                vec![peer
+                    .map(|p| v.cmd(&migrate_args(&e.cfg, p, vm, true).iter().map(String::as_str).collect::<Vec<_>>()).display())
+                    .unwrap_or_default()],
+                vec!["none: libvirt rolls a failed migration back itself; after success the action only goes forward".into()],
+            ),
+            Step::TargetToExclusive => (on_peer("convert_to_exclusive"), vec![]),
+            Step::ColdPreflight => (
+                vec![
+                    virsh(&["domstate", "--reason", vm]),
+                    format!("node {pname}: VM not defined there, disks visible"),
+                ],
+                vec![],
+            ),
+            Step::OfflineMigrate => (
+                vec![peer
+                    .map(|p| v.cmd(&migrate_args(&e.cfg, p, vm, false).iter().map(String::as_str).collect::<Vec<_>>()).display())
+                    .unwrap_or_default()],
+                vec![],
+            ),
+        }
+    }
+}
+
+/// `migrate --live --persistent --undefinesource [extra] VM URI [MIGRATE_URI]` (or `--offline`).
+/// The definition moves with the VM, so a stale copy cannot be started on the source.
+pub fn migrate_args(cfg: &Config, peer: &crate::config::Peer, vm: &str, live: bool) -> Vec<String> {
+    let mut a: Vec<String> = vec!["migrate".into()];
+    a.push(if live { "--live" } else { "--offline" }.into());
+    a.extend(["--persistent".into(), "--undefinesource".into()]);
+    a.extend(cfg.actions.migrate_extra_args.iter().cloned());
+    a.push(vm.into());
+    a.push(peer.libvirt_uri.clone());
+    if live && !peer.migrate_uri.is_empty() {
+        a.push(peer.migrate_uri.clone());
+    }
+    a
+}
+
+/// qemu's pid for a running domain, from libvirt's pid file.
+pub fn qemu_pid(cfg: &Config, vm: &str) -> Option<u32> {
+    let p = std::path::Path::new(&cfg.actions.qemu_pid_dir).join(format!("{vm}.pid"));
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub step: String,
+    pub does: Vec<String>,
+    pub undo: Vec<String>,
+}
+
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub live: bool,
+    action: ActionKind,
+}
+
+impl Plan {
+    pub(crate) fn build(ctx: &Ctx<'_>, req: &ActionRequest) -> Result<Plan, ActionError> {
+        use Step::*;
+        let start = [StartPreflight, LockExclusive, VirshStart, AttachLease];
+        let stop = [AcpiShutdown, WaitOrDestroy, ReleaseLock];
+        let (steps, live) = match req.action {
+            ActionKind::Start => (start.to_vec(), false),
+            ActionKind::Stop => (stop.to_vec(), false),
+            ActionKind::Restart => ([&stop[..], &start[..]].concat(), false),
+            // Live when it runs, cold when stopped: decided now, shown by --dry-run.
+            ActionKind::Migrate => {
+                let live = ctx.state.active();
+                (Plan::for_migration(live), live)
+            }
+        };
+        Ok(Plan {
+            steps,
+            live,
+            action: req.action,
+        })
+    }
+
+    /// Migration plans depend on the VM's state: live if active, cold if not.
+    pub(crate) fn for_migration(live: bool) -> Vec<Step> {
+        use Step::*;
+        if live {
+            vec![
+                MigratePreflight,
+                SourceToShared,
+                TargetAcquireShared,
+                LibvirtMigrate,
+                SourceRelease,
+                TargetToExclusive,
+            ]
+        } else {
+            vec![ColdPreflight, OfflineMigrate]
+        }
+    }
+
+    pub(crate) fn describe(&self, ctx: &Ctx<'_>) -> Vec<PlannedStep> {
+        self.steps
+            .iter()
+            .map(|s| {
+                let (does, undo) = s.describe(ctx);
+                PlannedStep {
+                    step: s.name().into(),
+                    does,
+                    undo,
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn success_message(&self, ctx: &Ctx<'_>) -> String {
+        let node = &ctx.engine.node;
+        match self.action {
+            ActionKind::Start => format!("{} runs on {node} with its lock exclusive", ctx.vm),
+            ActionKind::Stop => format!("{} is stopped on {node} and its lock released", ctx.vm),
+            ActionKind::Restart => format!("{} was stopped and started again on {node}", ctx.vm),
+            ActionKind::Migrate => {
+                let to = ctx.peer.as_ref().map(|p| p.name.as_str()).unwrap_or("?");
+                if self.live {
+                    format!(
+                        "{} runs on {to} with its lock exclusive there; nothing held on {node}",
+                        ctx.vm
+                    )
+                } else {
+                    format!("{} (stopped) is now defined on {to}", ctx.vm)
+                }
+            }
+        }
+    }
+}
