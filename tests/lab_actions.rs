@@ -1,0 +1,444 @@
+//! vmwarden's actions in the two-node lab (scripts/lab.sh with VMWARDEN_BIN: an agent, a config,
+//! the qemu hook and a sanlock lease per VM on each node), on real libvirtd, qemu and sanlock:
+//!
+//! - start on n1; start on n2 refused through vmwarden and through plain `virsh start` (hook),
+//!   naming n1;
+//! - `--dry-run` prints the migration plan and changes nothing;
+//! - live migration n1 → n2: the same guest keeps running (a CMOS byte written before is read
+//!   back after), lease exclusive on n2 and absent on n1;
+//! - a migration whose target libvirtd is stopped right before the libvirt step rolls back;
+//! - the agent killed with SIGKILL after each migration step, restarted: the journal is
+//!   recovered, exactly one instance runs, its lease is exclusive where it runs and absent on the
+//!   other node;
+//! - stop of a guest that ignores ACPI (OS-less): destroyed after the timeout, lease released.
+//!
+//! Needs root, iproute2, util-linux, sanlock, libvirt + qemu. Without them: a loud SKIPPED line,
+//! or a failure under VMWARDEN_REQUIRE_REAL=1 (CI). Uses the lab's fixed namespaces: must not run
+//! concurrently with another lab user (tests/lab_real.rs is another test binary, so cargo runs
+//! them one after the other).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use support::{have, lab_unavailable, repo, skip_or_fail, wait_for};
+use vmwarden::lock::sanlock::parse_status_resource;
+use vmwarden::lock::Held;
+
+const TEST: &str = "lab_actions::lifecycle_in_the_lab";
+const VM: &str = "vmw-a";
+const UUID: &str = "5f0e3a4c-1b2d-4e6f-8a9b-0c1d2e3f4a5b";
+const SHUTDOWN_TIMEOUT: u64 = 3;
+
+fn lab_dir() -> PathBuf {
+    std::env::var_os("VMWARDEN_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/vmwarden-lab"))
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vmwarden")
+}
+
+fn lab(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("300")
+        .arg("bash")
+        .arg(repo().join("scripts/lab.sh"))
+        .args(args)
+        .env("VMWARDEN_LAB_DIR", lab_dir())
+        .env("VMWARDEN_BIN", bin())
+        .env("VMWARDEN_LAB_VMS", VM)
+        .env(
+            "VMWARDEN_LAB_SHUTDOWN_TIMEOUT",
+            SHUTDOWN_TIMEOUT.to_string(),
+        )
+        .output()
+        .expect("run scripts/lab.sh")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn lab_ok(args: &[&str]) -> String {
+    let o = lab(args);
+    assert!(o.status.success(), "lab.sh {args:?}: {}", text(&o));
+    text(&o)
+}
+
+/// `vmwarden ctl` inside `node`: (exit code, everything it printed).
+fn ctl(node: &str, args: &[&str]) -> (i32, String) {
+    let cfg = lab_dir().join(node).join("vmwarden.toml");
+    let cfg = cfg.to_str().unwrap();
+    let mut all = vec!["exec", node, bin(), "ctl", "--config", cfg];
+    all.extend_from_slice(args);
+    let o = lab(&all);
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+fn virsh(node: &str, args: &[&str]) -> Result<String, String> {
+    let mut all = vec![
+        "exec",
+        node,
+        "timeout",
+        "60",
+        "virsh",
+        "-q",
+        "-c",
+        "qemu:///system",
+    ];
+    all.extend_from_slice(args);
+    let o = lab(&all);
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(text(&o))
+    }
+}
+
+/// Whether a qemu process exists for the VM on `node` (libvirt's active states).
+fn active(node: &str) -> bool {
+    match virsh(node, &["domstate", VM]) {
+        Ok(s) => !matches!(s.trim(), "shut off" | "crashed"),
+        Err(_) => false,
+    }
+}
+
+/// The VM's lease as `node`'s sanlock daemon holds it.
+fn lease(node: &str) -> Held {
+    let out = lab_ok(&["exec", node, "sanlock", "client", "status"]);
+    parse_status_resource(&out, "vmwarden", VM).map_or(Held::None, |(m, _)| m)
+}
+
+/// A byte of the guest's CMOS NVRAM (register 0x7e) through qemu's monitor, written first when
+/// `write` is given. CMOS is part of the migrated device state; a freshly booted guest has 0
+/// there. The BIOS also uses the CMOS index port while it boots, so a write is repeated until it
+/// reads back, and a read until it shows `expect` (a few tries).
+fn cmos(node: &str, write: Option<u8>, expect: u8) -> u8 {
+    let hmp = |cmd: &str| {
+        virsh(node, &["qemu-monitor-command", VM, "--hmp", cmd]).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut last = 0;
+    for _ in 0..40 {
+        if let Some(v) = write {
+            hmp("o/b 0x70 0x7e");
+            hmp(&format!("o/b 0x71 {v:#04x}"));
+        }
+        hmp("o/b 0x70 0x7e");
+        let out = hmp("i/b 0x71");
+        let hex = out.trim().rsplit("0x").next().unwrap_or("");
+        last = u8::from_str_radix(hex.trim(), 16).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+        if last == expect {
+            return last;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    last
+}
+
+fn other(node: &str) -> &'static str {
+    if node == "n1" {
+        "n2"
+    } else {
+        "n1"
+    }
+}
+
+/// Exactly one instance, exclusive lease where it runs, none on the other node. Returns where.
+fn assert_one_instance(context: &str) -> &'static str {
+    let (a1, a2) = (active("n1"), active("n2"));
+    assert!(
+        a1 ^ a2,
+        "{context}: active on n1 {a1}, on n2 {a2}: expected exactly one instance"
+    );
+    let at = if a1 { "n1" } else { "n2" };
+    assert_eq!(
+        lease(at),
+        Held::Exclusive,
+        "{context}: lease on {at}, where the VM runs"
+    );
+    assert_eq!(
+        lease(other(at)),
+        Held::None,
+        "{context}: lease on {}",
+        other(at)
+    );
+    at
+}
+
+fn journal_dir(node: &str) -> PathBuf {
+    lab_dir().join(node).join("state/journal")
+}
+
+fn unfinished(node: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(journal_dir(node))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn agent_pid(node: &str) -> Option<i32> {
+    std::fs::read_to_string(lab_dir().join(format!("{node}.vmwarden.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !matches!(
+            s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()),
+            Some('Z') | Some('X') | None
+        )
+    })
+}
+
+struct Down;
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let o = lab(&["down"]);
+        if !o.status.success() {
+            eprintln!("lab.sh down (cleanup): {}", text(&o));
+        }
+    }
+}
+
+fn guest_xml(ty: &str, disk: &Path) -> String {
+    format!(
+        "<domain type='{ty}'>
+  <name>{VM}</name>
+  <uuid>{UUID}</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none'/>
+      <source file='{}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'/>
+  </devices>
+</domain>
+",
+        disk.display()
+    )
+}
+
+const STEPS: [&str; 6] = [
+    "preflight",
+    "source_to_shared",
+    "target_acquire_shared",
+    "libvirt_migrate",
+    "source_release",
+    "target_to_exclusive",
+];
+
+#[test]
+fn lifecycle_in_the_lab() {
+    if let Some(why) = lab_unavailable() {
+        skip_or_fail(TEST, &why);
+        return;
+    }
+    for p in [
+        "ip",
+        "libvirtd",
+        "virtlogd",
+        "virsh",
+        "qemu-system-x86_64",
+        "sanlock",
+    ] {
+        if !have(p) {
+            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
+            return;
+        }
+    }
+    let t0 = Instant::now();
+    let _down = Down;
+    let up = lab(&["up"]);
+    if !up.status.success() {
+        skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
+        return;
+    }
+    let dir = lab_dir();
+    let disk = dir.join("shared").join(format!("{VM}.raw"));
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let kvm = Path::new("/dev/kvm").exists()
+        && virsh("n1", &["domcapabilities", "--virttype", "kvm"]).is_ok();
+    let xml = dir.join("shared").join(format!("{VM}.xml"));
+    std::fs::write(&xml, guest_xml(if kvm { "kvm" } else { "qemu" }, &disk)).unwrap();
+    // The same definition (same UUID) on both nodes, as a cluster keeps it.
+    for n in ["n1", "n2"] {
+        virsh(n, &["define", xml.to_str().unwrap()]).unwrap();
+    }
+
+    // Start on n1.
+    let (code, out) = ctl("n1", &["start", VM]);
+    assert_eq!(code, 0, "start on n1: {out}");
+    assert_eq!(assert_one_instance("after start on n1"), "n1");
+
+    // A second start on n2: refused by vmwarden and by the hook, both naming n1.
+    let (code, out) = ctl("n2", &["start", VM]);
+    assert_eq!(code, 1, "start on n2 must be refused: {out}");
+    assert!(out.contains("refused") && out.contains("n1"), "{out}");
+    let err = virsh("n2", &["start", VM]).expect_err("plain virsh start on n2 must fail");
+    assert!(
+        err.contains("vmwarden refuses to start") && err.contains("host 1 is node n1"),
+        "{err}"
+    );
+    assert_eq!(assert_one_instance("after the refused starts"), "n1");
+
+    // --dry-run: the plan with its commands, nothing changed.
+    let (code, out) = ctl("n1", &["migrate", VM, "--to", "n2", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    for want in STEPS
+        .iter()
+        .copied()
+        .chain(["migrate --live", "undo:", "dry run"])
+    {
+        assert!(out.contains(want), "dry run lacks {want:?}:\n{out}");
+    }
+    assert_eq!(assert_one_instance("after the dry run"), "n1");
+    assert!(unfinished("n1").is_empty());
+
+    // Live migration n1 -> n2 keeps the guest: a CMOS byte set before is there after.
+    let mark = 0xa5u8;
+    assert_eq!(cmos("n1", Some(mark), mark), mark);
+    let t_mig = Instant::now();
+    let (code, out) = ctl("n1", &["migrate", VM, "--to", "n2"]);
+    let t_mig = t_mig.elapsed();
+    assert_eq!(code, 0, "migrate n1 -> n2: {out}");
+    assert_eq!(assert_one_instance("after migrating to n2"), "n2");
+    assert_eq!(cmos("n2", None, mark), mark, "not the same guest on n2");
+    assert_eq!(
+        virsh("n2", &["domstate", "--reason", VM]).unwrap().trim(),
+        "running (migrated)"
+    );
+
+    // The target's libvirtd stops right before the libvirt step: everything is undone.
+    lab_ok(&["agent-stop", "n2"]);
+    lab_ok(&[
+        "agent-start",
+        "n2",
+        "VMWARDEN_TEST_PAUSE_BEFORE_STEP=migrate:libvirt_migrate",
+    ]);
+    let mig = std::thread::spawn(|| ctl("n2", &["migrate", VM, "--to", "n1"]));
+    let flag = dir.join("n2/state/paused-libvirt_migrate");
+    assert!(
+        wait_for(60, || flag.exists().then_some(())).is_some(),
+        "the agent on n2 never reached the libvirt step"
+    );
+    assert_eq!(
+        lease("n1"),
+        Held::Shared,
+        "n1 joined the lease before the libvirt step"
+    );
+    lab_ok(&["libvirtd-stop", "n1"]);
+    std::fs::remove_file(&flag).unwrap();
+    let (code, out) = mig.join().unwrap();
+    assert_eq!(code, 1, "the migration must fail: {out}");
+    assert!(out.contains("rolled_back"), "{out}");
+    lab_ok(&["libvirtd-start", "n1"]);
+    assert_eq!(assert_one_instance("after the rolled-back migration"), "n2");
+    assert!(unfinished("n2").is_empty());
+    lab_ok(&["agent-stop", "n2"]);
+    lab_ok(&["agent-start", "n2"]);
+
+    // SIGKILL after each step; the restarted agent recovers from its journal.
+    let mut at = "n2";
+    for step in STEPS {
+        let to = other(at);
+        lab_ok(&["agent-stop", at]);
+        let fault = format!("VMWARDEN_FAULT_AFTER_STEP=migrate:{step}");
+        lab_ok(&["agent-start", at, &fault]);
+        let pid = agent_pid(at).unwrap();
+        let (code, out) = ctl(at, &["migrate", VM, "--to", to]);
+        assert_eq!(code, 2, "the agent should have died after {step}: {out}");
+        assert!(
+            wait_for(10, || (!running(pid)).then_some(())).is_some(),
+            "the agent on {at} still runs after the fault at {step}"
+        );
+        assert_eq!(unfinished(at).len(), 1, "after {step}: the journal is left");
+        lab_ok(&["agent-start", at]);
+        assert!(
+            wait_for(60, || unfinished(at).is_empty().then_some(())).is_some(),
+            "the journal on {at} was not recovered after {step}; agent log:\n{}",
+            std::fs::read_to_string(dir.join(format!("{at}.vmwarden.log"))).unwrap_or_default()
+        );
+        let now = assert_one_instance(&format!("after a crash after {step}"));
+        let newest = std::fs::read_dir(journal_dir(at).join("done"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .max()
+            .unwrap();
+        let closed = std::fs::read_to_string(&newest).unwrap();
+        assert!(
+            closed.contains("\"kind\":\"recovery\"")
+                && closed.contains("recovered after an agent crash"),
+            "crash after {step}: the journal was not closed by recovery:\n{closed}"
+        );
+        // Up to the libvirt step the migration is rolled back; after it, finished.
+        let expect = if STEPS.iter().position(|s| *s == step)
+            < STEPS.iter().position(|s| *s == "libvirt_migrate")
+        {
+            at
+        } else {
+            to
+        };
+        assert_eq!(
+            now, expect,
+            "crash after {step}: the VM should be on {expect}"
+        );
+        assert_eq!(
+            cmos(now, None, mark),
+            mark,
+            "crash after {step}: not the same guest"
+        );
+        at = now;
+    }
+
+    // Stop: the OS-less guest ignores ACPI, so it is destroyed after the timeout.
+    let (code, out) = ctl(at, &["--json", "stop", VM]);
+    assert_eq!(code, 0, "stop: {out}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let waited = rep["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "wait_or_destroy")
+        .and_then(|s| s["seconds"].as_f64())
+        .unwrap();
+    assert!(
+        waited >= SHUTDOWN_TIMEOUT as f64,
+        "destroyed after {waited} s, before the {SHUTDOWN_TIMEOUT} s timeout"
+    );
+    assert!(!active("n1") && !active("n2"));
+    assert_eq!(lease(at), Held::None, "the lease outlived the stopped VM");
+    assert_eq!(
+        virsh(at, &["domstate", "--reason", VM]).unwrap().trim(),
+        "shut off (destroyed)"
+    );
+    eprintln!(
+        "lab_actions: migration {t_mig:.1?}, whole test {:.1?}",
+        t0.elapsed()
+    );
+}
