@@ -32,10 +32,11 @@ test: setup
 bench: setup
 	$(CARGO) bench --locked --bench parsers
 	bash benches/node-exporter-compare.sh
+	bash benches/migration-compare.sh
 
-# Two-node lab on this machine (docs/lab.md): n1/n2 with libvirtd, virtlogd and sanlock each.
-lab: setup
-	bash scripts/lab.sh up
+# Two-node lab on this machine (docs/lab.md): n1/n2 with libvirtd, virtlogd, sanlock and a vmwarden agent each.
+lab: build
+	VMWARDEN_BIN=$(CARGO_TARGET_DIR)/release/vmwarden bash scripts/lab.sh up
 
 lab-down:
 	bash scripts/lab.sh down
