@@ -180,7 +180,7 @@ fn messages_follow_house_style() {
     };
     assert_eq!(
         e.to_string(),
-        "vm1's LV vg1/vm1 is locked by host 2 — it is probably running there: `vmwarden ctl status vm1 --cluster`"
+        "vm1's LV vg1/vm1 is locked by host 2 — it is probably running there: `vmwarden ctl status vm1`"
     );
     let e = LockError::HeldByOtherHost {
         target: "vm1's LV vg1/vm1".into(),
