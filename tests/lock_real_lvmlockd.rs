@@ -40,7 +40,7 @@ async fn lvmlockd_migration_dance() {
         msg.contains("vm1's LV vg1/vm1 is locked by host 1"),
         "{msg}"
     );
-    assert!(msg.contains("vmwarden ctl status vm1 --cluster"), "{msg}");
+    assert!(msg.contains("vmwarden ctl status vm1`"), "{msg}");
     assert_held_by(b.acquire_shared().await, 1);
     // A shared acquire on A would silently downgrade a running VM: refused locally.
     assert!(matches!(
