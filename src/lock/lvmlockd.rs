@@ -150,7 +150,8 @@ impl LvmlockdLock {
                 "shared",
                 "use convert_to_shared (migration source) if that is what you mean",
             )),
-            Held::None => self.lvchange("-asy").await,
+            // Right after the holder's ex→sh the first refusal can be stale: retried.
+            Held::None => with_retry(&self.tuning, || self.lvchange("-asy")).await,
         }
     }
 

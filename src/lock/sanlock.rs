@@ -295,8 +295,10 @@ impl SanlockLease {
         self.acquire(false).await
     }
 
+    /// Retried like convert_to_exclusive: right after the holder's ex→sh the first shared
+    /// acquire can still be refused (seen in the lab).
     pub async fn acquire_shared(&self) -> Result<(), LockError> {
-        self.acquire(true).await
+        with_retry(&self.tuning, || self.acquire(true)).await
     }
 
     pub async fn convert_to_shared(&self) -> Result<(), LockError> {
