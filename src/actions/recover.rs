@@ -96,16 +96,7 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
                     engine
                         .call_peer(&peer, PeerOp::Release, &vm, &disks, &id)
                         .await?;
-                    if let Some(l) = &locks {
-                        match l.mode().await? {
-                            Held::Exclusive => {}
-                            Held::Shared => l.apply(LockOp::ConvertToExclusive).await?,
-                            Held::None => l.apply(LockOp::AcquireExclusive).await?,
-                        }
-                        if let Some(pid) = super::plan::qemu_pid(&engine.cfg, &vm) {
-                            l.attach_vm(pid).await?;
-                        }
-                    }
+                    keep_exclusive(engine, locks.as_ref(), &vm).await?;
                     result = "rolled_back";
                 }
                 (false, true) => {
@@ -154,16 +145,7 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
                     observed: observed.clone(),
                     decision: decision.clone(),
                 })?;
-                if let Some(l) = &locks {
-                    match l.mode().await? {
-                        Held::Exclusive => {}
-                        Held::Shared => l.apply(LockOp::ConvertToExclusive).await?,
-                        Held::None => l.apply(LockOp::AcquireExclusive).await?,
-                    }
-                    if let Some(pid) = super::plan::qemu_pid(&engine.cfg, &vm) {
-                        l.attach_vm(pid).await?;
-                    }
-                }
+                keep_exclusive(engine, locks.as_ref(), &vm).await?;
                 result = if action == "start" {
                     "completed"
                 } else {
@@ -191,4 +173,25 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
     engine.stats.observe(&action, result, 0.0);
     j.finish(result, &message)?;
     Ok(true)
+}
+
+/// The VM runs here: make its lock exclusive here (whatever was left of it) and tie the lease to
+/// its qemu.
+async fn keep_exclusive(
+    engine: &Engine,
+    locks: Option<&super::VmLocks>,
+    vm: &str,
+) -> Result<(), ActionError> {
+    let Some(l) = locks else {
+        return Ok(());
+    };
+    match l.mode().await? {
+        Held::Exclusive => {}
+        Held::Shared => l.apply(LockOp::ConvertToExclusive).await?,
+        Held::None => l.apply(LockOp::AcquireExclusive).await?,
+    }
+    if let Some(pid) = super::plan::qemu_pid(&engine.cfg, vm) {
+        l.attach_vm(pid).await?;
+    }
+    Ok(())
 }
