@@ -52,6 +52,34 @@ enum Command {
         #[command(subcommand)]
         what: Ctl,
     },
+    /// One lock operation by hand, through the backend the actions use: VG/LV with lvmlockd,
+    /// the VM name with sanlock leases. Refuses to release or share the lock of a VM running here.
+    Lock {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The VM the LV belongs to, for messages and the running check (default: the LV name).
+        #[arg(long)]
+        vm: Option<String>,
+        /// Print the command it would run and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Release or share even when the VM's state cannot be asked from libvirt.
+        #[arg(long)]
+        force: bool,
+        #[arg(value_enum)]
+        op: LockCliOp,
+        /// VG/LV (lvmlockd backend) or VM (sanlock backend).
+        target: String,
+    },
+    /// DRBD handler: `split-brain` records DRBD's report of a split brain so the agent exports it
+    /// (`handlers { split-brain "/usr/bin/vmwarden drbd-handler split-brain"; }`).
+    DrbdHandler {
+        /// Default: /etc/vmwarden/vmwarden.toml when it exists, else the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only `split-brain` is handled.
+        event: String,
+    },
     /// libvirt hook entry point (install: `ln -s $(command -v vmwarden) /etc/libvirt/hooks/qemu`).
     Hook {
         /// Default: /etc/vmwarden/vmwarden.toml when it exists, else the embedded defaults.
@@ -65,6 +93,22 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         extra: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LockCliOp {
+    /// Take it exclusively (what a start does).
+    Exclusive,
+    /// Take it shared (a migration target).
+    Shared,
+    /// Exclusive → shared (a migration source).
+    ToShared,
+    /// Shared → exclusive, retried while the peer lets go.
+    ToExclusive,
+    /// Give it up.
+    Release,
+    /// Print what this host holds: exclusive, shared or unlocked.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -281,6 +325,53 @@ enum Format {
     Prometheus,
 }
 
+/// DRBD calls its handlers with the resource in the environment; the split brain is recorded
+/// for the probe. Exit 0 even for events we do not handle: DRBD must not wait on us.
+fn drbd_handler(config: Option<PathBuf>, event: &str) -> ExitCode {
+    use vmwarden::probe::drbd::split_brain::{self, Marker};
+    if event != "split-brain" {
+        eprintln!("vmwarden drbd-handler: event {event:?} is not handled (only split-brain)");
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match hook_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vmwarden drbd-handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let marker = match Marker::from_env(|k| std::env::var(k).ok(), now) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vmwarden drbd-handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = std::path::Path::new(&cfg.drbd.split_brain_dir);
+    match split_brain::record(dir, &marker) {
+        Ok(path) => {
+            eprintln!(
+                "vmwarden drbd-handler: DRBD split brain on {} recorded in {}; `vmwarden check` says what to do",
+                marker.resource,
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "vmwarden drbd-handler: cannot record the split brain of {} in {}: {e}",
+                marker.resource,
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     // Installed as /etc/libvirt/hooks/qemu (a symlink): libvirt calls `qemu DOMAIN OP SUBOP ...`.
@@ -348,7 +439,10 @@ fn main() -> ExitCode {
             };
             let c = Collector::new(cfg);
             let snap = rt.block_on(c.collect());
-            let map = vmwarden::node::NodeMap::build(&snap);
+            let map = vmwarden::node::NodeMap::build_with_leases(
+                &snap,
+                c.config().lease_lockspace().as_deref(),
+            );
             let migrating = vmwarden::actions::journal::in_migration(&c.config().cluster.state_dir);
             let report = vmwarden::invariants::check(&map, &migrating);
             print!("{}", vmwarden::invariants::format_report(&report));
@@ -368,6 +462,50 @@ fn main() -> ExitCode {
             };
             rt.block_on(run_ctl(cfg, json, what))
         }
+        Command::Lock {
+            config,
+            vm,
+            dry_run,
+            force,
+            op,
+            target,
+        } => {
+            let cfg = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vmwarden: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            use vmwarden::actions::manual_lock::{self, ManualOp};
+            use vmwarden::lock::LockOp;
+            let op = match op {
+                LockCliOp::Exclusive => ManualOp::Op(LockOp::AcquireExclusive),
+                LockCliOp::Shared => ManualOp::Op(LockOp::AcquireShared),
+                LockCliOp::ToShared => ManualOp::Op(LockOp::ConvertToShared),
+                LockCliOp::ToExclusive => ManualOp::Op(LockOp::ConvertToExclusive),
+                LockCliOp::Release => ManualOp::Op(LockOp::Release),
+                LockCliOp::Status => ManualOp::Status,
+            };
+            match rt.block_on(manual_lock::run(
+                &cfg,
+                op,
+                &target,
+                vm.as_deref(),
+                dry_run,
+                force,
+            )) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vmwarden lock: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::DrbdHandler { config, event } => drbd_handler(config, &event),
         Command::Hook {
             config,
             driver,

@@ -11,6 +11,7 @@
 //! release → target sh→ex. The target's part is asked of its agent over HTTP (peer.rs).
 
 pub mod journal;
+pub mod manual_lock;
 mod plan;
 mod recover;
 pub mod stats;
