@@ -156,6 +156,7 @@ impl Collector {
                 .map(|(c, m)| (*c, m.parse_errors))
                 .collect(),
             in_migration: crate::actions::journal::in_migration(&self.cfg.cluster.state_dir),
+            lease_lockspace: self.cfg.lease_lockspace(),
             actions: self.actions.clone(),
         }
     }

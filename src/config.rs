@@ -35,6 +35,7 @@ pub struct DrbdConfig {
     pub enabled: bool,
     pub proc_path: String,
     pub drbdsetup: String,
+    pub split_brain_dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -177,6 +178,11 @@ impl Config {
         }
     }
 
+    /// The lockspace of the per-VM leases when they are the VMs' locks (`[lock] backend = "sanlock"`).
+    pub fn lease_lockspace(&self) -> Option<String> {
+        (self.lock.backend == "sanlock").then(|| self.lock.sanlock.lockspace.clone())
+    }
+
     fn validate(&self) -> Result<(), String> {
         let t = self.agent.collector_timeout_seconds;
         if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
@@ -202,6 +208,12 @@ impl Config {
                     "{key} = {cmd:?}: a command is one program name or absolute path, without spaces or arguments"
                 ));
             }
+        }
+        if !self.drbd.split_brain_dir.starts_with('/') {
+            return Err(format!(
+                "drbd.split_brain_dir = {:?}: must be an absolute path",
+                self.drbd.split_brain_dir
+            ));
         }
         self.validate_lock()?;
         self.validate_cluster()

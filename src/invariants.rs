@@ -18,13 +18,15 @@ pub const RUNNING_WITHOUT_EXCLUSIVE_LOCK: &str = "running_without_exclusive_lock
 pub const LOCK_WITHOUT_RUNNING_DOMAIN: &str = "lock_without_running_domain";
 pub const LOCK_SHARED_OUTSIDE_MIGRATION: &str = "lock_shared_outside_migration";
 pub const DRBD_NOT_UPTODATE: &str = "drbd_not_uptodate";
+pub const DRBD_SPLIT_BRAIN: &str = "drbd_split_brain";
 
 /// Every invariant, in report order.
-pub const ALL: [&str; 4] = [
+pub const ALL: [&str; 5] = [
     RUNNING_WITHOUT_EXCLUSIVE_LOCK,
     LOCK_WITHOUT_RUNNING_DOMAIN,
     LOCK_SHARED_OUTSIDE_MIGRATION,
     DRBD_NOT_UPTODATE,
+    DRBD_SPLIT_BRAIN,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,6 +96,9 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
         .map(str::to_string);
     let locks_ok = lock_blocker.is_none();
     match &lock_blocker {
+        // Under the lease backend a VM's lock is its lease: LVs are judged when lvm answered,
+        // and their absence does not leave the lock invariants unchecked.
+        Some(_) if map.leases.is_some() => {}
         Some(why) => lock_invs.iter().for_each(|i| skip(i, why)),
         None => {
             if let Some(why) = &map.lockd_unknown {
@@ -101,6 +106,18 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
                 lock_invs.iter().for_each(|i| skip(i, &why));
             }
         }
+    }
+    let lease_blocker = map.leases.as_ref().and_then(|l| {
+        map.libvirt
+            .why_not()
+            .or(l.sanlock.why_not())
+            .map(|w| format!("{w} (VM leases in {} not judged)", l.lockspace))
+    });
+    if let Some(why) = &lease_blocker {
+        lock_invs.iter().for_each(|i| skip(i, why));
+    }
+    if let Some(why) = map.drbd.why_not() {
+        skip(DRBD_SPLIT_BRAIN, why);
     }
     let drbd_blocker = map
         .libvirt
@@ -212,6 +229,29 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
         }
     }
 
+    if let (Some(leases), None) = (&map.leases, &lease_blocker) {
+        check_leases(map, leases, in_migration, &mut v);
+    }
+
+    for r in &map.drbd_split_brain {
+        let res = format!("{}/{}", r.resource, r.volume);
+        v.insert(Violation {
+            invariant: DRBD_SPLIT_BRAIN,
+            domain: String::new(),
+            subject: res.clone(),
+            message: format!(
+                "DRBD reported a split brain on {res} (minor {minor}): both sides wrote while disconnected and \
+                 their data now differ; the peers stay disconnected (StandAlone) until an operator decides. \
+                 Pick the node whose changes are lost (the one whose VMs you would rather roll back), stop \
+                 or migrate its VMs off the device, then there: `drbdadm disconnect {name}; drbdadm secondary \
+                 {name}; drbdadm connect --discard-my-data {name}`; on the surviving node: `drbdadm connect \
+                 {name}`. The resync that follows overwrites the victim's changes.",
+                minor = r.minor,
+                name = if r.resource.starts_with("drbd") { "RESOURCE" } else { r.resource.as_str() },
+            ),
+        });
+    }
+
     if drbd_blocker.is_none() {
         for d in map.domains.iter().filter(|d| d.uses_disks()) {
             for disk in &d.disks {
@@ -248,6 +288,68 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
     Report {
         violations: v.0.into_values().collect(),
         not_checked,
+    }
+}
+
+/// The lock invariants for the sanlock lease backend: a VM's lock is its lease `LOCKSPACE:VM`.
+fn check_leases(
+    map: &NodeMap,
+    leases: &crate::node::LeaseMap,
+    in_migration: &BTreeSet<String>,
+    v: &mut Violations,
+) {
+    use crate::probe::sanlock::LeaseMode;
+    for d in map.domains.iter().filter(|d| d.uses_disks()) {
+        let subject = leases.subject(&d.name);
+        let (dom, st) = (d.name.as_str(), d.state.name());
+        match leases.mode(&d.name) {
+            Some(LeaseMode::Exclusive) => {}
+            Some(LeaseMode::Shared) if in_migration.contains(&d.name) => {}
+            Some(LeaseMode::Shared) => v.insert(Violation {
+                invariant: LOCK_SHARED_OUTSIDE_MIGRATION,
+                domain: d.name.clone(),
+                subject: subject.clone(),
+                message: format!(
+                    "{dom} is {st} and this host holds its lease {subject} shared, with no migration of {dom} \
+                     in progress: another host could join the lease and start a second copy, which corrupts \
+                     its disk. Check that {dom} runs nowhere else (`vmwarden ctl status {dom}`), then make it \
+                     exclusive: `vmwarden lock to-exclusive {dom}`."
+                ),
+            }),
+            None => v.insert(Violation {
+                invariant: RUNNING_WITHOUT_EXCLUSIVE_LOCK,
+                domain: d.name.clone(),
+                subject: subject.clone(),
+                message: format!(
+                    "{dom} is {st} but this host holds no lease {subject}: nothing stops another host from \
+                     starting {dom} too, which corrupts its disk. Check that {dom} runs nowhere else \
+                     (`vmwarden ctl status {dom}`), then take it: `vmwarden lock exclusive {dom}` (if it is \
+                     refused, {dom} runs elsewhere: stop it here)."
+                ),
+            }),
+        }
+    }
+    for (vm, mode) in &leases.held {
+        if map.domains.iter().any(|d| &d.name == vm && d.uses_disks()) {
+            continue;
+        }
+        let subject = leases.subject(vm);
+        let defined = map.domains.iter().find(|d| &d.name == vm);
+        let whose = match defined {
+            Some(d) => format!("{vm} is {} here", d.state.name()),
+            None => format!("no domain {vm} runs on this host"),
+        };
+        v.insert(Violation {
+            invariant: LOCK_WITHOUT_RUNNING_DOMAIN,
+            domain: defined.map(|d| d.name.clone()).unwrap_or_default(),
+            subject: subject.clone(),
+            message: format!(
+                "this host holds the lease {subject} ({}) but {whose}. A leaked lease blocks failover: no \
+                 other host can start {vm}. Check that {vm} runs nowhere (`vmwarden ctl status {vm}`), then \
+                 release it: `vmwarden lock release {vm}`.",
+                if *mode == LeaseMode::Exclusive { "exclusive" } else { "shared" },
+            ),
+        });
     }
 }
 

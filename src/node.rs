@@ -14,6 +14,7 @@ use crate::collect::{Outcome, Snapshot};
 use crate::probe::drbd::{DiskState, DrbdSnapshot, DrbdVolume};
 use crate::probe::libvirt::{DomainState, LibvirtSnapshot};
 use crate::probe::lvm::{LvLock, LvmSnapshot};
+use crate::probe::sanlock::LeaseMode;
 
 /// Whether a source was observed for this map, and if not, why.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +115,31 @@ pub struct NodeMap {
     pub drbd: Observed,
     /// Why lvmlockd's lock modes are unknown, when a shared VG exists and lvmlockd did not answer.
     pub lockd_unknown: Option<String>,
+    /// DRBD volumes with an unresolved split brain (reported by DRBD's handler).
+    pub drbd_split_brain: Vec<DrbdRef>,
+    /// Under the sanlock lease backend (`[lock] backend = "sanlock"`): the VM leases this host
+    /// holds. `None` with the lvmlockd backend.
+    pub leases: Option<LeaseMap>,
+}
+
+/// The per-VM sanlock leases this host holds (resource name = VM) in the lease lockspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseMap {
+    pub lockspace: String,
+    pub held: Vec<(String, LeaseMode)>,
+    /// Whether sanlock was observed. Absent counts as observed: no daemon holds no lease.
+    pub sanlock: Observed,
+}
+
+impl LeaseMap {
+    pub fn mode(&self, vm: &str) -> Option<LeaseMode> {
+        self.held.iter().find(|(v, _)| v == vm).map(|(_, m)| *m)
+    }
+
+    /// `LOCKSPACE:VM`, as sanlock names the lease.
+    pub fn subject(&self, vm: &str) -> String {
+        format!("{}:{vm}", self.lockspace)
+    }
 }
 
 impl NodeMap {
@@ -132,6 +158,29 @@ impl NodeMap {
             Observed::of("lvm", &snap.lvm.outcome),
             Observed::of("drbd", &snap.drbd.outcome),
         )
+    }
+
+    /// [`NodeMap::build`], plus the VM leases held in `lease_lockspace` when the cluster uses
+    /// the sanlock lease backend.
+    pub fn build_with_leases(snap: &Snapshot, lease_lockspace: Option<&str>) -> NodeMap {
+        let mut map = NodeMap::build(snap);
+        if let Some(ls) = lease_lockspace {
+            let held = match &snap.sanlock.outcome {
+                Outcome::Ok(s) => s
+                    .resources
+                    .iter()
+                    .filter(|r| r.lockspace == ls)
+                    .map(|r| (r.name.clone(), r.mode))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            map.leases = Some(LeaseMap {
+                lockspace: ls.to_string(),
+                held,
+                sanlock: Observed::of("sanlock", &snap.sanlock.outcome),
+            });
+        }
+        map
     }
 
     fn from_parts(
@@ -221,6 +270,15 @@ impl NodeMap {
                 });
             }
         }
+        let drbd_split_brain = drbd
+            .map(|d| {
+                d.volumes
+                    .iter()
+                    .filter(|v| v.split_brain)
+                    .map(to_drbd_ref)
+                    .collect()
+            })
+            .unwrap_or_default();
         NodeMap {
             domains,
             lvs,
@@ -228,6 +286,8 @@ impl NodeMap {
             lvm: lvm_obs,
             drbd: drbd_obs,
             lockd_unknown,
+            drbd_split_brain,
+            leases: None,
         }
     }
 

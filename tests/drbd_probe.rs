@@ -22,6 +22,7 @@ fn cfg(proc_path: &str, drbdsetup: &str) -> DrbdConfig {
         enabled: true,
         proc_path: proc_path.to_string(),
         drbdsetup: drbdsetup.to_string(),
+        split_brain_dir: "/nonexistent/vmwarden-split-brain".to_string(),
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use support::{fixture, golden, render, sorted_metrics};
 use vmwarden::collect::{CollectorReport, Outcome, Snapshot};
 use vmwarden::invariants::{
-    check, format_report, Report, ALL, DRBD_NOT_UPTODATE, LOCK_SHARED_OUTSIDE_MIGRATION,
-    LOCK_WITHOUT_RUNNING_DOMAIN, RUNNING_WITHOUT_EXCLUSIVE_LOCK,
+    check, format_report, Report, ALL, DRBD_NOT_UPTODATE, DRBD_SPLIT_BRAIN,
+    LOCK_SHARED_OUTSIDE_MIGRATION, LOCK_WITHOUT_RUNNING_DOMAIN, RUNNING_WITHOUT_EXCLUSIVE_LOCK,
 };
 use vmwarden::node::NodeMap;
 use vmwarden::probe::drbd::{parse_proc_drbd, DiskState, DrbdSnapshot};
@@ -21,6 +21,7 @@ use vmwarden::probe::libvirt::{
 use vmwarden::probe::lvm::{
     parse_fullreport, parse_lockctl_info, LockMode, LockdStatus, LvLock, LvmSnapshot,
 };
+use vmwarden::probe::sanlock::{LeaseMode, Resource, SanlockSnapshot};
 
 const RUNNING: DomainState = DomainState::Running(RunningReason::Booted);
 const SHUTOFF: DomainState = DomainState::Shutoff(ShutoffReason::Shutdown);
@@ -292,7 +293,9 @@ fn a_failed_libvirt_collector_judges_nothing() {
     let r = run(&s, &[]);
     assert_eq!(found(&r), vec![]);
     let skipped: Vec<&str> = r.not_checked.iter().map(|n| n.invariant).collect();
-    assert_eq!(skipped.len(), ALL.len(), "{r:?}");
+    // Split brain is DRBD's alone: judged without libvirt.
+    assert_eq!(skipped.len(), ALL.len() - 1, "{r:?}");
+    assert!(r.checked(DRBD_SPLIT_BRAIN));
     assert!(r.not_checked[0].why.contains("libvirt collector failed"));
     assert!(format_report(&r).contains("NOT CHECKED lock_without_running_domain"));
 }
@@ -389,4 +392,103 @@ fn the_agent_rendering_carries_the_invariants() {
         "vmwarden_invariant_violation{invariant=\"lock_without_running_domain\",domain=\"\",subject=\"vg1/vm1\"} 1"
     ), "{text}");
     assert!(text.contains("vmwarden_invariant_checked{invariant=\"drbd_not_uptodate\"} 1"));
+}
+
+fn lease(vm: &str, mode: LeaseMode) -> Resource {
+    Resource {
+        lockspace: "vmwarden".into(),
+        name: vm.into(),
+        mode,
+        ..Default::default()
+    }
+}
+
+/// The sanlock lease backend: a VM's lock is its lease `vmwarden:VM` in `client status`.
+#[test]
+fn lease_backend_judges_leases() {
+    let mut s = snap(
+        vec![
+            dom("ok", RUNNING, &["/var/lib/vms/ok.img"]),
+            dom("bare", RUNNING, &["/var/lib/vms/bare.img"]),
+            dom("half", RUNNING, &["/var/lib/vms/half.img"]),
+            dom("moving", RUNNING, &["/var/lib/vms/moving.img"]),
+            dom("stopped", SHUTOFF, &["/var/lib/vms/stopped.img"]),
+        ],
+        LvmSnapshot::default(),
+        DrbdSnapshot::default(),
+    );
+    s.lvm = failed();
+    s.sanlock = ok(SanlockSnapshot {
+        resources: vec![
+            lease("ok", LeaseMode::Exclusive),
+            lease("half", LeaseMode::Shared),
+            lease("moving", LeaseMode::Shared),
+            lease("stopped", LeaseMode::Exclusive),
+            lease("gone", LeaseMode::Shared),
+            Resource {
+                lockspace: "lvm_vg1".into(),
+                name: "bare".into(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let migrating: BTreeSet<String> = ["moving".to_string()].into();
+    let r = check(
+        &NodeMap::build_with_leases(&s, Some("vmwarden")),
+        &migrating,
+    );
+    assert_eq!(
+        found(&r),
+        vec![
+            (LOCK_SHARED_OUTSIDE_MIGRATION, "half", "vmwarden:half"),
+            (LOCK_WITHOUT_RUNNING_DOMAIN, "", "vmwarden:gone"),
+            (LOCK_WITHOUT_RUNNING_DOMAIN, "stopped", "vmwarden:stopped"),
+            (RUNNING_WITHOUT_EXCLUSIVE_LOCK, "bare", "vmwarden:bare"),
+        ]
+    );
+    // lvm failing does not leave the lock invariants unchecked: the leases are the locks.
+    for inv in [
+        RUNNING_WITHOUT_EXCLUSIVE_LOCK,
+        LOCK_WITHOUT_RUNNING_DOMAIN,
+        LOCK_SHARED_OUTSIDE_MIGRATION,
+    ] {
+        assert!(r.checked(inv), "{inv}: {r:?}");
+    }
+    assert!(format_report(&r).contains("vmwarden lock release gone"));
+
+    // Without sanlock observations nothing about leases may be concluded.
+    s.sanlock = failed();
+    let r = check(
+        &NodeMap::build_with_leases(&s, Some("vmwarden")),
+        &migrating,
+    );
+    assert_eq!(found(&r), vec![]);
+    assert!(!r.checked(RUNNING_WITHOUT_EXCLUSIVE_LOCK));
+    assert!(
+        r.not_checked[0].why.contains("VM leases in vmwarden"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn split_brain_is_a_violation_with_the_way_out() {
+    let mut d = drbd("drbd/proc84_standalone.txt");
+    d.volumes[0].split_brain = true;
+    let s = snap(vec![], LvmSnapshot::default(), d);
+    let r = run(&s, &[]);
+    let sb: Vec<_> = r
+        .violations
+        .iter()
+        .filter(|v| v.invariant == DRBD_SPLIT_BRAIN)
+        .collect();
+    assert_eq!(sb.len(), 1, "{r:?}");
+    assert!(
+        sb[0].message.contains("--discard-my-data"),
+        "{}",
+        sb[0].message
+    );
+    let mut s = s;
+    s.drbd = failed();
+    assert!(!run(&s, &[]).checked(DRBD_SPLIT_BRAIN));
 }

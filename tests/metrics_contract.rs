@@ -43,6 +43,7 @@ fn agent_rendering() -> String {
     let counters = AgentCounters {
         parse_errors: vec![("drbd", 2), ("lvm", 0)],
         in_migration: Default::default(),
+        lease_lockspace: None,
         actions: Some(actions),
     };
     render(&snap, &counters, 0)

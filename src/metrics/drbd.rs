@@ -34,6 +34,11 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
         "vmwarden_drbd_io_suspended",
         "1 if I/O to the device is suspended",
     );
+    let split_brain = gauge(
+        reg,
+        "vmwarden_drbd_split_brain",
+        "1 if DRBD's split-brain handler (vmwarden drbd-handler split-brain) reported a split brain and the peers have not reconnected since",
+    );
     let size = gauge(
         reg,
         "vmwarden_drbd_size_bytes",
@@ -172,6 +177,7 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
             quorum.set(&l, bool01(q));
         }
         io_suspended.set(&l, bool01(v.io_suspended));
+        split_brain.set(&l, bool01(v.split_brain));
         let opt = |fam: &super::GaugeFam, x: Option<u64>| {
             if let Some(x) = x {
                 fam.set(&l, x as f64);

@@ -206,6 +206,8 @@ pub struct AgentCounters {
     pub parse_errors: Vec<(&'static str, u64)>,
     /// Domains with a live migration in progress on this node (journal / incoming marker).
     pub in_migration: std::collections::BTreeSet<String>,
+    /// The VM lease lockspace when `[lock] backend = "sanlock"` (the lock invariants judge leases).
+    pub lease_lockspace: Option<String>,
     /// The agent's action counters (absent in `vmwarden collect`).
     pub actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
 }
@@ -283,7 +285,7 @@ pub fn render(snap: &Snapshot, counters: &AgentCounters, capacity: usize) -> Str
     if let Outcome::Ok(s) = &snap.libvirt.outcome {
         libvirt::encode(&mut reg, s);
     }
-    let map = crate::node::NodeMap::build(snap);
+    let map = crate::node::NodeMap::build_with_leases(snap, counters.lease_lockspace.as_deref());
     invariants::encode(
         &mut reg,
         &crate::invariants::check(&map, &counters.in_migration),

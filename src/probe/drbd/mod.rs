@@ -16,6 +16,7 @@
 mod gen;
 mod json9;
 mod proc8;
+pub mod split_brain;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -238,6 +239,9 @@ pub struct DrbdVolume {
     pub lower_pending: Option<u64>,
     /// Application requests accepted but not completed (8.x `ap`).
     pub upper_pending: Option<u64>,
+    /// DRBD's split-brain handler reported a split brain on this volume and the peers have not
+    /// been connected since ([`split_brain`]).
+    pub split_brain: bool,
     pub peers: Peers,
 }
 
@@ -334,6 +338,15 @@ fn major_version(v: &str) -> Option<u32> {
 /// `/proc/drbd` with device lines or a version 8.x → 8.x parser; otherwise (DRBD 9, or no proc
 /// file) → `drbdsetup status --json`; neither → [`ProbeError::Absent`].
 pub async fn probe(
+    cfg: &DrbdConfig,
+    timeout: Duration,
+) -> Result<Parsed<DrbdSnapshot>, ProbeError> {
+    let mut parsed = probe_status(cfg, timeout).await?;
+    split_brain::apply(&cfg.split_brain_dir, &mut parsed);
+    Ok(parsed)
+}
+
+async fn probe_status(
     cfg: &DrbdConfig,
     timeout: Duration,
 ) -> Result<Parsed<DrbdSnapshot>, ProbeError> {
