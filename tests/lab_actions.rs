@@ -17,12 +17,15 @@
 //! concurrently with another lab user (tests/lab_real.rs is another test binary, so cargo runs
 //! them one after the other).
 
+#[path = "support/lab.rs"]
+mod lab_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
+use lab_support::{lab_dir, running, text};
 use support::{have, lab_unavailable, repo, skip_or_fail, wait_for};
 use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
@@ -32,39 +35,20 @@ const VM: &str = "vmw-a";
 const UUID: &str = "5f0e3a4c-1b2d-4e6f-8a9b-0c1d2e3f4a5b";
 const SHUTDOWN_TIMEOUT: u64 = 3;
 
-fn lab_dir() -> PathBuf {
-    std::env::var_os("VMWARDEN_LAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/vmwarden-lab"))
-}
-
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
 }
 
 fn lab(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg("300")
-        .arg("bash")
-        .arg(repo().join("scripts/lab.sh"))
-        .args(args)
-        .env("VMWARDEN_LAB_DIR", lab_dir())
-        .env("VMWARDEN_BIN", bin())
-        .env("VMWARDEN_LAB_VMS", VM)
-        .env(
+    let env = [
+        ("VMWARDEN_BIN", bin().to_string()),
+        ("VMWARDEN_LAB_VMS", VM.to_string()),
+        (
             "VMWARDEN_LAB_SHUTDOWN_TIMEOUT",
             SHUTDOWN_TIMEOUT.to_string(),
-        )
-        .output()
-        .expect("run scripts/lab.sh")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+        ),
+    ];
+    lab_support::lab_sh(&repo(), 300, &env, args)
 }
 
 fn lab_ok(args: &[&str]) -> String {
@@ -196,15 +180,6 @@ fn agent_pid(node: &str) -> Option<i32> {
         .ok()
 }
 
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !matches!(
-            s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()),
-            Some('Z') | Some('X') | None
-        )
-    })
-}
-
 struct Down;
 
 impl Drop for Down {
@@ -214,29 +189,6 @@ impl Drop for Down {
             eprintln!("lab.sh down (cleanup): {}", text(&o));
         }
     }
-}
-
-fn guest_xml(ty: &str, disk: &Path) -> String {
-    format!(
-        "<domain type='{ty}'>
-  <name>{VM}</name>
-  <uuid>{UUID}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source file='{}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'/>
-  </devices>
-</domain>
-",
-        disk.display()
-    )
 }
 
 const STEPS: [&str; 6] = [
@@ -283,7 +235,11 @@ fn lifecycle_in_the_lab() {
     let kvm = Path::new("/dev/kvm").exists()
         && virsh("n1", &["domcapabilities", "--virttype", "kvm"]).is_ok();
     let xml = dir.join("shared").join(format!("{VM}.xml"));
-    std::fs::write(&xml, guest_xml(if kvm { "kvm" } else { "qemu" }, &disk)).unwrap();
+    std::fs::write(
+        &xml,
+        lab_support::guest_xml(if kvm { "kvm" } else { "qemu" }, VM, Some(UUID), &disk),
+    )
+    .unwrap();
     // The same definition (same UUID) on both nodes, as a cluster keeps it.
     for n in ["n1", "n2"] {
         virsh(n, &["define", xml.to_str().unwrap()]).unwrap();

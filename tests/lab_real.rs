@@ -7,41 +7,23 @@
 //! The lab's namespaces (vmw-n1, vmw-n2) are fixed names: this test replaces a lab that
 //! `make lab` left up, and must not run concurrently with another lab user.
 
+#[path = "support/lab.rs"]
+mod lab_support;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use lab_support::{lab_dir, running, text};
 use support::{have, lab_unavailable, repo, skip_or_fail, wait_for};
 
 const TEST: &str = "lab_real::two_nodes_live_migration";
 const GUEST: &str = "vmwarden-lab-real";
 
-fn lab_dir() -> PathBuf {
-    std::env::var_os("VMWARDEN_LAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/vmwarden-lab"))
-}
-
 /// `scripts/lab.sh ARGS...`, bounded so a hung daemon fails the test instead of hanging it.
 fn lab(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg("120")
-        .arg("bash")
-        .arg(repo().join("scripts/lab.sh"))
-        .args(args)
-        .env("VMWARDEN_LAB_DIR", lab_dir())
-        .output()
-        .expect("run scripts/lab.sh")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    lab_support::lab_sh(&repo(), 120, &[], args)
 }
 
 /// A command inside a node; its stdout, or an error with all it said.
@@ -89,18 +71,6 @@ impl Drop for Down {
     }
 }
 
-/// Whether a process runs (a zombie waiting for its reaper does not count).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next()),
-            Some('Z') | Some('X') | None
-        ),
-        Err(_) => false,
-    }
-}
-
 /// pid files the lab writes: lab-host.sh holders, daemons, the anchor.
 fn recorded_pids(dir: &Path) -> Vec<(String, i32)> {
     let mut out = Vec::new();
@@ -138,28 +108,6 @@ fn host_libvirtd_answers() -> bool {
         .args(["10", "virsh", "-c", "qemu:///system", "version"])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn guest_xml(ty: &str, disk: &Path) -> String {
-    format!(
-        "<domain type='{ty}'>
-  <name>{GUEST}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source file='{}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'/>
-  </devices>
-</domain>
-",
-        disk.display()
-    )
 }
 
 #[test]
@@ -235,7 +183,7 @@ fn two_nodes_live_migration() {
         && virsh("n1", &["domcapabilities", "--virttype", "kvm"]).is_ok();
     let ty = if kvm { "kvm" } else { "qemu" };
     let xml = dir.join("shared").join(format!("{GUEST}.xml"));
-    std::fs::write(&xml, guest_xml(ty, &disk)).unwrap();
+    std::fs::write(&xml, lab_support::guest_xml(ty, GUEST, None, &disk)).unwrap();
     virsh("n1", &["define", xml.to_str().unwrap()]).unwrap();
     virsh("n1", &["start", GUEST]).unwrap();
     assert_eq!(

@@ -1,0 +1,72 @@
+//! Shared by the namespace-lab tests (lab_actions.rs, lab_real.rs), included with `#[path]`:
+//! running `scripts/lab.sh`, the lab's guest, process checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn lab_dir() -> PathBuf {
+    std::env::var_os("VMWARDEN_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/vmwarden-lab"))
+}
+
+/// `scripts/lab.sh ARGS...` with `env`, bounded by `timeout_s` so a hung daemon fails the test
+/// instead of hanging it.
+pub fn lab_sh(repo: &Path, timeout_s: u32, env: &[(&str, String)], args: &[&str]) -> Output {
+    let mut c = Command::new("timeout");
+    c.arg(timeout_s.to_string())
+        .arg("bash")
+        .arg(repo.join("scripts/lab.sh"))
+        .args(args)
+        .env("VMWARDEN_LAB_DIR", lab_dir());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run scripts/lab.sh")
+}
+
+/// stdout then stderr, for messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Whether a process runs (a zombie waiting for its reaper does not count).
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !matches!(
+            s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()),
+            Some('Z') | Some('X') | None
+        )
+    })
+}
+
+/// The lab's OS-less guest: raw disk on the shared directory with `cache='none'` (what a live
+/// migration between hosts needs), a serial console, nothing else.
+pub fn guest_xml(ty: &str, name: &str, uuid: Option<&str>, disk: &Path) -> String {
+    let uuid = uuid
+        .map(|u| format!("\n  <uuid>{u}</uuid>"))
+        .unwrap_or_default();
+    format!(
+        "<domain type='{ty}'>
+  <name>{name}</name>{uuid}
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none'/>
+      <source file='{}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'/>
+  </devices>
+</domain>
+",
+        disk.display()
+    )
+}
