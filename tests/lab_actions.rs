@@ -57,14 +57,18 @@ fn lab_ok(args: &[&str]) -> String {
     text(&o)
 }
 
-/// `vmwarden ctl` inside `node`: (exit code, everything it printed).
-fn ctl(node: &str, args: &[&str]) -> (i32, String) {
+/// `vmwarden SUB --config NODE-CONFIG ARGS` inside `node`: (exit code, everything it printed).
+fn vmw(node: &str, sub: &str, args: &[&str]) -> (i32, String) {
     let cfg = lab_dir().join(node).join("vmwarden.toml");
     let cfg = cfg.to_str().unwrap();
-    let mut all = vec!["exec", node, bin(), "ctl", "--config", cfg];
+    let mut all = vec!["exec", node, bin(), sub, "--config", cfg];
     all.extend_from_slice(args);
     let o = lab(&all);
     (o.status.code().unwrap_or(-1), text(&o))
+}
+
+fn ctl(node: &str, args: &[&str]) -> (i32, String) {
+    vmw(node, "ctl", args)
 }
 
 fn virsh(node: &str, args: &[&str]) -> Result<String, String> {
@@ -393,6 +397,32 @@ fn lifecycle_in_the_lab() {
         virsh(at, &["domstate", "--reason", VM]).unwrap().trim(),
         "shut off (destroyed)"
     );
+
+    // The lease backend's invariants and `vmwarden lock`, for real: a lease taken by hand while
+    // the VM is stopped is a leaked lock for `vmwarden check`; the other node's attempt names
+    // the holder; released, everything holds again.
+    let (code, out) = vmw(at, "check", &[]);
+    assert_eq!(code, 0, "check after the stop: {out}");
+    let (code, out) = vmw(at, "lock", &["exclusive", VM]);
+    assert_eq!(code, 0, "lock exclusive: {out}");
+    assert_eq!(lease(at), Held::Exclusive);
+    let (code, out) = vmw(other(at), "lock", &["exclusive", VM]);
+    assert_eq!(code, 1, "the other node took a held lease: {out}");
+    assert!(out.contains(&format!("node {at}")), "{out}");
+    let (code, out) = vmw(at, "check", &[]);
+    assert_eq!(code, 1, "a leaked lease went unnoticed: {out}");
+    assert!(
+        out.contains("VIOLATED lock_without_running_domain")
+            && out.contains(&format!(":{VM}"))
+            && out.contains(&format!("vmwarden lock release {VM}")),
+        "{out}"
+    );
+    let (code, out) = vmw(at, "lock", &["release", VM]);
+    assert_eq!(code, 0, "lock release: {out}");
+    assert_eq!(lease(at), Held::None);
+    let (code, out) = vmw(at, "check", &[]);
+    assert_eq!(code, 0, "check after the release: {out}");
+
     eprintln!(
         "lab_actions: migration {t_mig:.1?}, whole test {:.1?}",
         t0.elapsed()
