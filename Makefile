@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench clean lab lab-down
+.PHONY: setup build run test lint unit bench clean lab lab-down storage-lab storage-lab-down storage-lab-capture
 
 setup:
 	bash scripts/setup.sh
@@ -40,6 +40,18 @@ lab: build
 
 lab-down:
 	bash scripts/lab.sh down
+
+# Storage lab (docs/storage-lab.md): two Debian guests under qemu TCG with real lvmlockd + sanlock on
+# a shared LUN and DRBD 8.4 between them. The guest image is cached in ~/.cache/vmwarden/storage-lab.
+storage-lab: build
+	VMWARDEN_BIN=$(CARGO_TARGET_DIR)/release/vmwarden bash scripts/storage-lab.sh up
+
+storage-lab-down:
+	bash scripts/storage-lab.sh down
+
+# Re-capture tests/fixtures/real/ (real lvm, lvmlockd, sanlock and DRBD 8.4 outputs) in a fresh lab.
+storage-lab-capture: build
+	VMWARDEN_BIN=$(CARGO_TARGET_DIR)/release/vmwarden bash scripts/storage-lab.sh capture
 
 clean:
 	$(CARGO) clean

@@ -8,9 +8,11 @@ need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)
 # Build: libvirt-dev (virt crate) + pkg-config. Tests: real libvirtd/qemu, sanlock, promtool,
 # node_exporter (benchmark peer), iproute2 (lab namespaces), lvm2 + lvm2-lockd (real lvm/lvmlockd in
 # the storage lab), gcc (builds the sanlock setrlimit shim), util-linux (unshare, nsenter).
+# Storage lab (scripts/storage-lab.sh): debootstrap builds the guest image, cpio packs its
+# initramfs, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img overlays), python3 (serial command channel).
 PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
       qemu-system-x86 sanlock prometheus prometheus-node-exporter iproute2 procps psmisc
-      lvm2 lvm2-lockd gcc util-linux)
+      lvm2 lvm2-lockd gcc util-linux debootstrap cpio e2fsprogs qemu-utils python3)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -27,6 +29,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   pins=()
   if [ -n "$qv" ] && [ "$qv" != "(none)" ]; then
     pins=("qemu-utils=$qv" "qemu-block-extra=$qv")
+    # qemu-utils is in PKGS too (qemu-img, the storage lab): name it once, pinned.
+    rest=(); for p in "${missing[@]}"; do [ "$p" = qemu-utils ] || rest+=("$p"); done
+    missing=("${rest[@]}")
   fi
   # Don't let package postinst scripts start daemons on a machine without systemd.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
