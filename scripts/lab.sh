@@ -340,9 +340,11 @@ agent_start() { # node [VAR=VALUE...]
       run --config "$LAB/$node/vmwarden.toml") </dev/null >>"$LAB/$node.vmwarden.log" 2>&1 &
   pid=$!
   echo "$pid" >"$LAB/$node.vmwarden.pid"
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     node_exec "$node" timeout 2 bash -c "exec 3<>/dev/tcp/$(ip_of "$node")/10177" 2>/dev/null && return 0
-    alive "$pid" vmwarden || break
+    # Only a process that is gone counts as failed: on a loaded machine it may still be on its way
+    # through nsenter -> env -> setsid -> vmwarden (its comm not yet "vmwarden").
+    case "$(sed -E 's/^.*\) (.).*$/\1/' "/proc/$pid/stat" 2>/dev/null)" in Z|X|'') break ;; esac
     sleep 0.1
   done
   tail -n 20 "$LAB/$node.vmwarden.log" >&2
