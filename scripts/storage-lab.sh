@@ -369,6 +369,16 @@ do_up() {
     for i in $(seq 100); do lvmlockctl --info >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1' \
     || die "sanlock/lvmlockd did not start"
   phase "sanlock + lvmlockd started ($(since "$t") s)"
+  # An image with libvirt (STORAGE_LAB_LIBVIRT=1): start virtlogd + libvirtd, so vmwarden's libvirt
+  # collector sees a running libvirt with no domains (installed but not running is a failure that
+  # keeps the lock invariants unjudged).
+  if G sa 30 'command -v libvirtd' >/dev/null 2>&1; then
+    t=$(now)
+    both 180 'mkdir -p /run/libvirt /var/log/libvirt; virtlogd -d && libvirtd -d || exit 1
+      for i in $(seq 300); do virsh -c qemu:///system list >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1' \
+      || die "libvirtd did not start"
+    phase "virtlogd + libvirtd started ($(since "$t") s)"
+  fi
   # DRBD first: in `primary` mode its initial sync runs while the VG is created
   t=$(now)
   both 120 'drbdadm create-md --force r0 >/dev/null 2>&1 && drbdadm up r0' || die "drbdadm up failed"
@@ -499,8 +509,8 @@ do_capture() {
   C sa proc-drbd-split-brain-sa.txt 'cat /proc/drbd'
   C sb proc-drbd-split-brain-sb.txt 'cat /proc/drbd'
   C sa dmesg-split-brain-sa.txt "dmesg | grep -E 'drbd|block drbd' | sed -n '/Split-Brain\\|split-brain/,\$p' | sed 's/^\\[ *[0-9.]*\\] //'"
-  C sa VERSIONS.sa 'echo "kernel: $(uname -r) ($(cat /proc/version))"; echo "drbd module: $(head -1 /proc/drbd)"; echo "lvm: $(lvm version | head -3 | tr "\n" ";")"; echo "sanlock: $(sanlock version 2>&1 | head -1)"; dpkg-query -W -f "package \${Package} \${Version}\n" lvm2 lvm2-lockd sanlock drbd-utils linux-image-* 2>/dev/null'
-  { echo "Captured by scripts/storage-lab.sh capture on $(date -u +%F) (Debian $(cat "$IMG/info" | sed -n 's/^kernel_pkg=//p'))."
+  C sa VERSIONS.sa 'echo "kernel: $(uname -r) ($(cat /proc/version))"; echo "drbd module: $(head -1 /proc/drbd)"; echo "lvm: $(lvm version | head -3 | tr "\n" ";")"; echo "sanlock: $(sanlock version 2>&1 | head -1)"; dpkg-query -W -f "package \${Package} \${Version}\n" lvm2 lvm2-lockd sanlock drbd-utils'
+  { echo "Captured by scripts/storage-lab.sh capture on $(date -u +%F) (kernel package $(sed -n 's/^kernel_pkg=//p' "$IMG/info"), Debian 12 guests)."
     echo "Guests sa (sanlock host_id 1) and sb (host_id 2); shared VG vg1 on the lab LUN; DRBD r0 64 MiB."
     cat "$out/VERSIONS.sa"; } >"$out/VERSIONS"
   rm -f "$out/VERSIONS.sa"
