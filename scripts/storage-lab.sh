@@ -374,8 +374,11 @@ do_up() {
   # keeps the lock invariants unjudged).
   if G sa 30 'command -v libvirtd' >/dev/null 2>&1; then
     t=$(now)
-    both 180 'mkdir -p /run/libvirt /var/log/libvirt; virtlogd -d && libvirtd -d || exit 1
-      for i in $(seq 300); do virsh -c qemu:///system list >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1' \
+    both 150 'mkdir -p /run/libvirt /var/log/libvirt
+      virtlogd -d || exit 1
+      LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" setsid libvirtd </dev/null >/var/log/libvirt/libvirtd.out 2>&1 &
+      for i in $(seq 120); do virsh -c qemu:///system list >/dev/null 2>&1 && exit 0; sleep 0.5; done
+      echo "libvirtd did not answer; its output and log:"; tail -5 /var/log/libvirt/libvirtd.out; tail -15 /var/log/libvirt/libvirtd.log; exit 1' \
       || die "libvirtd did not start"
     phase "virtlogd + libvirtd started ($(since "$t") s)"
   fi
