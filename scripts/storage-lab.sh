@@ -16,8 +16,8 @@
 # Environment: VMWARDEN_STORAGE_LAB (cache + run dir, default ~/.cache/vmwarden/storage-lab),
 # STORAGE_LAB_RUN (run dir, default $VMWARDEN_STORAGE_LAB/run), STORAGE_LAB_PORT (127.0.0.1 port of the qemu socket link, default 15577), STORAGE_LAB_DRBD
 # (`primary`, the default, or `connected`: up leaves r0 Connected Secondary/Secondary Inconsistent,
-# for a test that watches the initial sync), STORAGE_LAB_LIBVIRT=1 (also put libvirt + qemu into
-# the image, for nested-libvirt work; see docs/storage-lab.md for its cost), MIRROR (apt mirror;
+# for a test that watches the initial sync), STORAGE_LAB_LIBVIRT=0 (leave libvirt + qemu out of
+# the image: they are the groundwork for nested libvirt, docs/storage-lab.md), MIRROR (apt mirror;
 # default: the first one of this machine's apt sources).
 #
 # Nothing leaves the machine: the guests have no network but a qemu socket link between them on
@@ -48,7 +48,7 @@ PKGS_BASE=(lvm2 lvm2-lockd sanlock drbd-utils kmod iproute2 procps util-linux sy
 PKGS_LIBVIRT=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86)
 guest_pkgs() {
   local p=("${PKGS_BASE[@]}")
-  [ "${STORAGE_LAB_LIBVIRT:-0}" = 1 ] && p+=("${PKGS_LIBVIRT[@]}")
+  [ "${STORAGE_LAB_LIBVIRT:-1}" = 1 ] && p+=("${PKGS_LIBVIRT[@]}")
   (IFS=,; echo "${p[*]}")
 }
 SUITE=bookworm
@@ -142,6 +142,14 @@ configure_root() { # root
   grep -q '^[[:space:]]*use_lvmlockd = 1' "$r/etc/lvm/lvm.conf" || die "lvm.conf: use_lvmlockd not set (format changed?)"
   sed -i 's/^\t# host_id = 0/\thost_id = 0/' "$r/etc/lvm/lvmlocal.conf"
   sed -i 's/usage-count yes;/usage-count no;/' "$r/etc/drbd.d/global_common.conf"
+  # libvirt (STORAGE_LAB_LIBVIRT=1): without libvirt-daemon-system there is no libvirt-qemu user,
+  # which libvirtd's qemu driver resolves before it reads qemu.conf; qemu runs as root in the guests.
+  if [ -x "$r/usr/sbin/libvirtd" ]; then
+    grep -q '^libvirt-qemu:' "$r/etc/group" || echo 'libvirt-qemu:x:64055:' >>"$r/etc/group"
+    grep -q '^libvirt-qemu:' "$r/etc/passwd" || echo 'libvirt-qemu:x:64055:64055::/var/lib/libvirt:/usr/sbin/nologin' >>"$r/etc/passwd"
+    mkdir -p "$r/etc/libvirt"
+    printf 'user = "root"\ngroup = "root"\nnamespaces = []\n' >>"$r/etc/libvirt/qemu.conf"
+  fi
   write_guest_init "$r"
 }
 
@@ -249,7 +257,7 @@ write_guest_files() { # dir
 listen = "127.0.0.1:10177"
 
 [libvirt]
-# No libvirtd in the guest: the libvirt collector reports it absent (no domains).
+# libvirtd runs in the guest (no domains); without it (STORAGE_LAB_LIBVIRT=0) the collector reports libvirt absent.
 enabled = true
 
 [lock]
