@@ -309,24 +309,35 @@ do_down() {
     for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
     [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null || true
   done
-  rm -rf "$RUN"
+  # only a directory `up` made (marker file): STORAGE_LAB_RUN could name anything
+  if [ -e "$RUN" ]; then
+    [ -f "$RUN/.storage-lab-run" ] || die "$RUN has no .storage-lab-run marker: not removing it"
+    rm -rf "$RUN"
+  fi
+}
+
+# Whether the output of CMD in GUEST matches PATTERN (grep -E), without a pipe (no SIGPIPE under pipefail).
+has() { # guest timeout cmd pattern
+  local o
+  o=$(G "$1" "$2" "$3" 2>&1) || true
+  grep -qE -- "$4" <<<"$o"
 }
 
 do_drbd_primary() {
   local t0 i
   t0=$(now)
-  G sa 60 'drbdadm cstate r0' | grep -q Connected || die "r0 is not Connected"
-  if ! G sa 30 'cat /proc/drbd' | grep -q 'ds:UpToDate/UpToDate'; then
-    G sa 30 'drbdadm role r0' | grep -q '^Primary' || G sa 60 'drbdadm primary --force r0' >/dev/null
+  has sa 60 'drbdadm cstate r0' '^Connected' || die "r0 is not Connected"
+  if ! has sa 30 'cat /proc/drbd' 'ds:UpToDate/UpToDate'; then
+    has sa 30 'drbdadm role r0' '^Primary' || G sa 60 'drbdadm primary --force r0' >/dev/null
     for i in $(seq 1 300); do
-      G sa 30 'cat /proc/drbd' | grep -q 'ds:UpToDate/UpToDate' && break
+      has sa 30 'cat /proc/drbd' 'ds:UpToDate/UpToDate' && break
       sleep 1
     done
-    G sa 30 'cat /proc/drbd' | grep -q 'ds:UpToDate/UpToDate' || die "r0 initial sync did not finish"
+    has sa 30 'cat /proc/drbd' 'ds:UpToDate/UpToDate' || die "r0 initial sync did not finish"
     phase "r0 initial sync done ($(since "$t0") s)"
   fi
   both 60 'drbdadm primary r0' || die "drbdadm primary failed"
-  G sa 30 'cat /proc/drbd' | grep -q 'cs:Connected ro:Primary/Primary ds:UpToDate/UpToDate' || die "r0 not Primary/Primary"
+  has sa 30 'cat /proc/drbd' 'cs:Connected ro:Primary/Primary ds:UpToDate/UpToDate' || die "r0 not Primary/Primary"
   phase "r0 Connected Primary/Primary ($(since "$t0") s)"
 }
 
@@ -338,6 +349,7 @@ do_up() {
   do_build
   do_down
   mkdir -p "$RUN"
+  touch "$RUN/.storage-lab-run"
   t=$(now)
   # the vmwarden tools disk: binary, per-guest configs, r0.res (read-only in both guests)
   local tools=$RUN/tools
@@ -380,7 +392,7 @@ do_up() {
   # An image with libvirt (STORAGE_LAB_LIBVIRT=1): start virtlogd + libvirtd, so vmwarden's libvirt
   # collector sees a running libvirt with no domains (installed but not running is a failure that
   # keeps the lock invariants unjudged).
-  if G sa 30 'command -v libvirtd' >/dev/null 2>&1; then
+  if has sa 30 'command -v libvirtd' 'libvirtd'; then
     t=$(now)
     both 150 'mkdir -p /run/libvirt /var/log/libvirt
       virtlogd -d || exit 1
@@ -393,8 +405,8 @@ do_up() {
   # DRBD first: in `primary` mode its initial sync runs while the VG is created
   t=$(now)
   both 120 'drbdadm create-md --force r0 >/dev/null 2>&1 && drbdadm up r0' || die "drbdadm up failed"
-  for _ in $(seq 1 120); do G sa 30 'drbdadm cstate r0' | grep -q '^Connected' && break; sleep 0.5; done
-  G sa 30 'drbdadm cstate r0' | grep -q '^Connected' || die "r0 did not connect"
+  for _ in $(seq 1 120); do has sa 30 'drbdadm cstate r0' '^Connected' && break; sleep 0.5; done
+  has sa 30 'drbdadm cstate r0' '^Connected' || die "r0 did not connect"
   phase "r0 up, Connected Secondary/Secondary ($(since "$t") s)"
   if [ "${STORAGE_LAB_DRBD:-primary}" = primary ]; then
     G sa 60 'drbdadm primary --force r0' >/dev/null || die "drbdadm primary --force failed"
@@ -500,7 +512,7 @@ do_capture() {
   C sb proc-drbd-synctarget.txt 'cat /proc/drbd'
   C sa drbdsetup-events2-now-syncsource.txt 'drbdsetup events2 --now'
   grep -q SyncSource "$out/proc-drbd-syncsource.txt" || die "no SyncSource captured (sync too fast?)"
-  for i in $(seq 1 300); do G sb 30 'cat /proc/drbd' | grep -q 'ds:UpToDate/UpToDate' && break; sleep 1; done
+  for i in $(seq 1 300); do has sb 30 'cat /proc/drbd' 'ds:UpToDate/UpToDate' && break; sleep 1; done
   G sb 60 'drbdadm primary r0' >/dev/null || die "primary on sb failed"
   C sa proc-drbd-connected-primary-primary.txt 'cat /proc/drbd'
   C sa drbdsetup-events2-now-primary-primary.txt 'drbdsetup events2 --now'
@@ -514,7 +526,7 @@ do_capture() {
   both 60 'dd if=/dev/urandom of=/dev/drbd0 bs=4k count=16 oflag=direct 2>/dev/null'
   G sa 60 'drbdadm connect r0' >/dev/null || die "connect failed"
   for i in $(seq 1 60); do
-    G sb 30 'cat /proc/drbd' | grep -q 'cs:StandAlone' && G sa 30 'cat /proc/drbd' | grep -q 'cs:StandAlone' && break
+    has sb 30 'cat /proc/drbd' 'cs:StandAlone' && has sa 30 'cat /proc/drbd' 'cs:StandAlone' && break
     sleep 1
   done
   C sa proc-drbd-split-brain-sa.txt 'cat /proc/drbd'
