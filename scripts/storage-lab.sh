@@ -254,7 +254,8 @@ write_guest_files() { # dir
     cat >"$d/$g.toml" <<EOF
 # vmwarden in storage-lab guest $g (scripts/storage-lab.sh)
 [agent]
-listen = "127.0.0.1:10177"
+# the guest's only network is the private link to the other guest (peers call each other there)
+listen = "0.0.0.0:10177"
 
 [libvirt]
 # libvirtd runs in the guest (no domains); without it (STORAGE_LAB_LIBVIRT=0) the collector reports libvirt absent.
@@ -268,7 +269,7 @@ node = "$g"
 host_id = $(hid_of "$g")
 secret_file = "/etc/vmwarden/cluster.secret"
 state_dir = "/var/lib/vmwarden"
-peers = [{ name = "$peer", url = "http://$(ip_of "$peer"):10177", libvirt_uri = "qemu+tcp://$(ip_of "$peer")/system", host_id = $(hid_of "$peer") }]
+peers = [{ name = "$peer", url = "http://$(ip_of "$peer"):10177", libvirt_uri = "qemu+tcp://$(ip_of "$peer")/system", migrate_uri = "tcp://$(ip_of "$peer")", host_id = $(hid_of "$peer") }]
 EOF
   done
   cat >"$d/r0.res" <<'EOF'
@@ -394,9 +395,13 @@ do_up() {
   # keeps the lock invariants unjudged).
   if has sa 30 'command -v libvirtd' 'libvirtd'; then
     t=$(now)
+    # --listen: unauthenticated TCP, reachable only over the guests' private link (10.99.0.0/24
+    # between the two qemu processes), for live migration between sa and sb.
     both 150 'mkdir -p /run/libvirt /var/log/libvirt
+      grep -q "^listen_tcp = 1" /etc/libvirt/libvirtd.conf 2>/dev/null ||
+        printf "listen_tls = 0\nlisten_tcp = 1\nauth_tcp = \"none\"\n" >>/etc/libvirt/libvirtd.conf
       virtlogd -d || exit 1
-      LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" setsid libvirtd </dev/null >/var/log/libvirt/libvirtd.out 2>&1 &
+      LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" setsid libvirtd --listen </dev/null >/var/log/libvirt/libvirtd.out 2>&1 &
       for i in $(seq 120); do virsh -c qemu:///system list >/dev/null 2>&1 && exit 0; sleep 0.5; done
       echo "libvirtd did not answer; its output and log:"; tail -5 /var/log/libvirt/libvirtd.out; tail -15 /var/log/libvirt/libvirtd.log; exit 1' \
       || die "libvirtd did not start"
