@@ -233,7 +233,7 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
         check_leases(map, leases, in_migration, &mut v);
     }
 
-    for r in &map.drbd_split_brain {
+    for (r, name) in &map.drbd_split_brain {
         let res = format!("{}/{}", r.resource, r.volume);
         v.insert(Violation {
             invariant: DRBD_SPLIT_BRAIN,
@@ -247,7 +247,6 @@ pub fn check(map: &NodeMap, in_migration: &BTreeSet<String>) -> Report {
                  {name}; drbdadm connect --discard-my-data {name}`; on the surviving node: `drbdadm connect \
                  {name}`. The resync that follows overwrites the victim's changes.",
                 minor = r.minor,
-                name = if r.resource.starts_with("drbd") { "RESOURCE" } else { r.resource.as_str() },
             ),
         });
     }

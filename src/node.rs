@@ -116,7 +116,8 @@ pub struct NodeMap {
     /// Why lvmlockd's lock modes are unknown, when a shared VG exists and lvmlockd did not answer.
     pub lockd_unknown: Option<String>,
     /// DRBD volumes with an unresolved split brain (reported by DRBD's handler).
-    pub drbd_split_brain: Vec<DrbdRef>,
+    /// With the resource name DRBD's handler reported.
+    pub drbd_split_brain: Vec<(DrbdRef, String)>,
     /// Under the sanlock lease backend (`[lock] backend = "sanlock"`): the VM leases this host
     /// holds. `None` with the lvmlockd backend.
     pub leases: Option<LeaseMap>,
@@ -274,8 +275,7 @@ impl NodeMap {
             .map(|d| {
                 d.volumes
                     .iter()
-                    .filter(|v| v.split_brain)
-                    .map(to_drbd_ref)
+                    .filter_map(|v| Some((to_drbd_ref(v), v.split_brain.clone()?)))
                     .collect()
             })
             .unwrap_or_default();

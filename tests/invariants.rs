@@ -474,7 +474,7 @@ fn lease_backend_judges_leases() {
 #[test]
 fn split_brain_is_a_violation_with_the_way_out() {
     let mut d = drbd("drbd/proc84_standalone.txt");
-    d.volumes[0].split_brain = true;
+    d.volumes[0].split_brain = Some("r0".into());
     let s = snap(vec![], LvmSnapshot::default(), d);
     let r = run(&s, &[]);
     let sb: Vec<_> = r
@@ -484,7 +484,7 @@ fn split_brain_is_a_violation_with_the_way_out() {
         .collect();
     assert_eq!(sb.len(), 1, "{r:?}");
     assert!(
-        sb[0].message.contains("--discard-my-data"),
+        sb[0].message.contains("connect --discard-my-data r0"),
         "{}",
         sb[0].message
     );

@@ -149,7 +149,7 @@ fn drbd84_split_brain_is_standalone_on_both() {
         assert_eq!((role, peer_role), (Role::Primary, Role::Unknown), "{name}");
         assert_eq!(d, DiskState::UpToDate, "{name}");
         // /proc/drbd itself says nothing about the split brain (the handler marker does).
-        assert!(!drbd(name).volumes[0].split_brain, "{name}");
+        assert_eq!(drbd(name).volumes[0].split_brain, None, "{name}");
     }
     let dmesg = real("dmesg-split-brain-sa.txt");
     assert!(

@@ -606,7 +606,7 @@ fn drbd_split_brain(lab: &Lab) {
         assert_eq!(rc, 1, "{out}");
         assert!(out.contains("drbd_split_brain"), "{out}");
         assert!(
-            out.contains("discard-my-data"),
+            out.contains("connect --discard-my-data r0"),
             "check must say how to resolve it: {out}"
         );
     }

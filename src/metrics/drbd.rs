@@ -177,7 +177,7 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
             quorum.set(&l, bool01(q));
         }
         io_suspended.set(&l, bool01(v.io_suspended));
-        split_brain.set(&l, bool01(v.split_brain));
+        split_brain.set(&l, bool01(v.split_brain.is_some()));
         let opt = |fam: &super::GaugeFam, x: Option<u64>| {
             if let Some(x) = x {
                 fam.set(&l, x as f64);

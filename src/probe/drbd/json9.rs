@@ -429,7 +429,7 @@ fn resource(res: &JResource, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut V
             bm_writes: r.u64("bm-writes", &d.bm_writes),
             lower_pending: r.u64("lower-pending", &d.lower_pending),
             upper_pending: r.u64("upper-pending", &d.upper_pending),
-            split_brain: false,
+            split_brain: None,
             peers: Default::default(),
         });
     }

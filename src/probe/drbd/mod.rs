@@ -240,8 +240,9 @@ pub struct DrbdVolume {
     /// Application requests accepted but not completed (8.x `ap`).
     pub upper_pending: Option<u64>,
     /// DRBD's split-brain handler reported a split brain on this volume and the peers have not
-    /// been connected since ([`split_brain`]).
-    pub split_brain: bool,
+    /// been connected since ([`split_brain`]): the resource name DRBD gave its handler (on 8.x
+    /// the real name, where the probe only knows `drbd<minor>`).
+    pub split_brain: Option<String>,
     pub peers: Peers,
 }
 

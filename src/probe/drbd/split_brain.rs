@@ -162,7 +162,7 @@ fn mark(snap: &mut DrbdSnapshot, m: &Marker) -> Outcome {
                 outcome = Outcome::Resolved;
             }
         } else {
-            v.split_brain = true;
+            v.split_brain = Some(m.resource.clone());
             outcome = Outcome::Marked;
         }
     }
@@ -216,13 +216,13 @@ ns:0 nr:0 dw:4 dr:2100 al:1 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0\n";
 
         let mut p = parse_proc_drbd(STANDALONE);
         apply(d, &mut p);
-        assert!(p.value.volumes[0].split_brain);
+        assert_eq!(p.value.volumes[0].split_brain.as_deref(), Some("r0"));
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert!(path.exists());
 
         let mut p = parse_proc_drbd(CONNECTED);
         apply(d, &mut p);
-        assert!(!p.value.volumes[0].split_brain);
+        assert_eq!(p.value.volumes[0].split_brain, None);
         assert!(!path.exists(), "a resolved split brain's marker is removed");
     }
 
@@ -232,7 +232,7 @@ ns:0 nr:0 dw:4 dr:2100 al:1 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0\n";
         std::fs::write(dir.path().join("junk"), "hello").unwrap();
         let mut p = parse_proc_drbd(STANDALONE);
         apply(dir.path().to_str().unwrap(), &mut p);
-        assert!(!p.value.volumes[0].split_brain);
+        assert_eq!(p.value.volumes[0].split_brain, None);
         assert!(
             p.errors[0].contains("not a split-brain marker"),
             "{:?}",
