@@ -143,6 +143,14 @@ enum Ctl {
     Status { vm: String },
 }
 
+/// `--config` or the embedded defaults; a bad file is reported and exits 2.
+fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(path.as_deref()).map_err(|e| {
+        eprintln!("vmwarden: {e}");
+        ExitCode::from(2)
+    })
+}
+
 /// The hook's config: `--config`, else /etc/vmwarden/vmwarden.toml if present, else defaults.
 fn hook_config(path: Option<PathBuf>) -> Result<Config, vmwarden::config::ConfigError> {
     let default = PathBuf::from("/etc/vmwarden/vmwarden.toml");
@@ -404,22 +412,16 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Command::Run { config } => {
-            let cfg = match Config::load(config.as_deref()) {
+            let cfg = match load_config(config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             rt.block_on(run_agent(cfg))
         }
         Command::Collect { config, format } => {
-            let cfg = match Config::load(config.as_deref()) {
+            let cfg = match load_config(config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let c = Collector::new(cfg);
             let text = rt.block_on(c.render());
@@ -430,12 +432,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => {
-            let cfg = match Config::load(config.as_deref()) {
+            let cfg = match load_config(config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let c = Collector::new(cfg);
             let snap = rt.block_on(c.collect());
@@ -453,12 +452,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Ctl { config, json, what } => {
-            let cfg = match Config::load(config.as_deref()) {
+            let cfg = match load_config(config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             rt.block_on(run_ctl(cfg, json, what))
         }
@@ -470,12 +466,9 @@ fn main() -> ExitCode {
             op,
             target,
         } => {
-            let cfg = match Config::load(config.as_deref()) {
+            let cfg = match load_config(config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             use vmwarden::actions::manual_lock::{self, ManualOp};
             use vmwarden::lock::LockOp;

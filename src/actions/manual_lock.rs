@@ -3,8 +3,6 @@
 //! for the storage lab. It refuses what would break the one-instance rule: giving up or sharing
 //! the lock of a VM that runs here, or touching a VM an unfinished action owns.
 
-use std::time::Duration;
-
 use crate::config::Config;
 use crate::lock::{validate_name, LockError, LockOp, NameKind, VolumeLock};
 
@@ -50,12 +48,7 @@ pub fn lock_for_target(
 
 /// Why giving up or sharing `vm`'s lock here is unsafe right now, if it is.
 async fn unsafe_to_weaken(cfg: &Config, vm: &str) -> Option<String> {
-    let virsh = Virsh {
-        program: cfg.actions.virsh.clone(),
-        uri: cfg.libvirt.uri.clone(),
-        timeout: Duration::from_secs_f64(cfg.actions.virsh_timeout_seconds),
-    };
-    match virsh.state(vm).await {
+    match Virsh::from_config(cfg).state(vm).await {
         Ok(s) if s.active() => Some(format!(
             "VM {vm} is {s} here: its lock must stay exclusive while it runs — stop or migrate it \
              (`vmwarden ctl stop {vm}`, `vmwarden ctl migrate {vm} --to NODE`)"

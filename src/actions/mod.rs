@@ -233,11 +233,7 @@ impl Engine {
     }
 
     pub fn virsh(&self) -> Virsh {
-        Virsh {
-            program: self.cfg.actions.virsh.clone(),
-            uri: self.cfg.libvirt.uri.clone(),
-            timeout: Duration::from_secs_f64(self.cfg.actions.virsh_timeout_seconds),
-        }
+        Virsh::from_config(&self.cfg)
     }
 
     fn peer_timeout(&self) -> Duration {

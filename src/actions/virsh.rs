@@ -81,6 +81,15 @@ pub struct Virsh {
 }
 
 impl Virsh {
+    /// virsh as `[actions]` and `[libvirt]` configure it.
+    pub fn from_config(cfg: &crate::config::Config) -> Virsh {
+        Virsh {
+            program: cfg.actions.virsh.clone(),
+            uri: cfg.libvirt.uri.clone(),
+            timeout: Duration::from_secs_f64(cfg.actions.virsh_timeout_seconds),
+        }
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Cmd {
         Cmd::new(self.program.clone())
             .args(["-q", "-c", self.uri.as_str()])
