@@ -85,13 +85,12 @@ fn drbd84_sync_source_and_target() {
         );
         let remaining = rs.remaining_bytes.expect("remaining");
         assert!(remaining < total, "{name}");
-        // The ratio is DRBD's printed "sync'ed: P%". DRBD 8.4 computes P from (left >> 10) and
-        // (total >> 10) in 4 KiB bitmap bits, so on this 64 MiB device it moves in steps of 1/16
-        // (e.g. "25.0% (53208/65496)K", exactly 18.8 % done); the K figures are exact. On real
-        // (GiB-sized) resources the steps are negligible.
+        // The ratio comes from the exact amounts, not DRBD's printed "sync'ed: P%": DRBD 8.4
+        // computes P from (left >> 10) and (total >> 10) in 4 KiB bitmap bits, so on this 64 MiB
+        // device P moves in steps of 1/16 ("25.0% (53208/65496)K" is 18.8 % done).
         let exact = 1.0 - remaining as f64 / total as f64;
         assert!(
-            (rs.done_ratio - exact).abs() <= 1.0 / 16.0 + 0.001,
+            (rs.done_ratio - exact).abs() < 1e-9,
             "{name}: ratio {} vs exact {exact}",
             rs.done_ratio
         );

@@ -600,6 +600,12 @@ fn parse_progress(line: &str, vol: &mut DrbdVolume, errors: &mut Vec<String>) {
             (Some(l), Some(t)) => {
                 r.remaining_bytes = Some(l.saturating_mul(unit));
                 r.total_bytes = Some(t.saturating_mul(unit));
+                // DRBD prints the percentage from the bitmap counts shifted right by 10, so on a
+                // small device it moves in coarse steps ("25.0% (53208/65496)K" is 18.8 % done);
+                // the amounts are exact.
+                if t > 0 && l <= t {
+                    r.done_ratio = 1.0 - l as f64 / t as f64;
+                }
             }
             _ => return bad(errors),
         }
