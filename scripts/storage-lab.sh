@@ -10,6 +10,7 @@
 #   scripts/storage-lab.sh exec GUEST 'CMD'   run CMD (sh -c) in sa|sb: prints its output, exits with its status
 #   scripts/storage-lab.sh status             what is running
 #   scripts/storage-lab.sh drbd-primary       bring r0 to Connected Primary/Primary (part of `up`)
+#   scripts/storage-lab.sh agents             start `vmwarden run` in both guests (hook + secret are set by `up`)
 #   scripts/storage-lab.sh bench-locks [N]    time each lvchange of the lock dance, N rounds (median)
 #   VMWARDEN_BIN=PATH scripts/storage-lab.sh capture   re-capture tests/fixtures/real/ (up, capture, down)
 #
@@ -264,6 +265,10 @@ enabled = true
 [lock]
 backend = "lvmlockd"
 
+[actions]
+# the lab's nested VMs have no OS and ignore ACPI: destroy them soon after asking
+shutdown_timeout_seconds = 8
+
 [cluster]
 node = "$g"
 host_id = $(hid_of "$g")
@@ -358,6 +363,8 @@ do_up() {
   cp "$bin" "$tools/vmwarden"
   strip --strip-debug "$tools/vmwarden" 2>/dev/null || true
   write_guest_files "$tools"
+  # one cluster secret for both agents (node-to-node calls); it lives only in this run dir and the guests
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$tools/cluster.secret")
   truncate -s $(( $(du -sm "$tools" | cut -f1) + 32 ))M "$RUN/tools.img"
   mkfs.ext4 -q -F -L vmwtools -d "$tools" "$RUN/tools.img"
   truncate -s 1G "$RUN/lun.img"
@@ -397,7 +404,11 @@ do_up() {
     t=$(now)
     # --listen: unauthenticated TCP, reachable only over the guests' private link (10.99.0.0/24
     # between the two qemu processes), for live migration between sa and sb.
-    both 150 'mkdir -p /run/libvirt /var/log/libvirt
+    # vmwarden's qemu hook before libvirtd starts (libvirtd reads its hooks at start): a plain
+    # `virsh start` then takes the VM's LV lock first, or is refused naming the holder.
+    both 150 'mkdir -p /run/libvirt /var/log/libvirt /etc/libvirt/hooks
+      ln -sf /opt/vmwarden/vmwarden /etc/libvirt/hooks/qemu
+      install -m 600 /opt/vmwarden/cluster.secret /etc/vmwarden/cluster.secret
       grep -q "^listen_tcp = 1" /etc/libvirt/libvirtd.conf 2>/dev/null ||
         printf "listen_tls = 0\nlisten_tcp = 1\nauth_tcp = \"none\"\n" >>/etc/libvirt/libvirtd.conf
       virtlogd -d || exit 1
@@ -439,6 +450,19 @@ do_up() {
   scripts/storage-lab.sh exec sb '/opt/vmwarden/vmwarden collect'
   scripts/storage-lab.sh down      (guest consoles: $RUN/sa.console.log, $RUN/sb.console.log)
 EOF
+}
+
+# vmwarden's agent (`vmwarden run`) in both guests, listening on the private link (10177); log in the
+# guest's /var/log/vmwarden.log. Not part of `up`: the lock and DRBD tests drive vmwarden by hand.
+do_agents() {
+  [ -n "$(qemu_pid sa)" ] && [ -n "$(qemu_pid sb)" ] || die "the lab is not up"
+  both 90 'if ! ss -ltn | grep -q ":10177 "; then
+      setsid /opt/vmwarden/vmwarden run --config /etc/vmwarden/vmwarden.toml </dev/null >>/var/log/vmwarden.log 2>&1 &
+    fi
+    for i in $(seq 160); do ss -ltn | grep -q ":10177 " && exit 0; sleep 0.5; done
+    echo "the agent did not listen on 10177; its log:"; tail -20 /var/log/vmwarden.log; exit 1' \
+    || die "vmwarden agents did not start"
+  phase "vmwarden agents listening in sa and sb"
 }
 
 do_status() {
@@ -551,6 +575,7 @@ case "${1:-}" in
   down) do_down; phase "down" ;;
   status) do_status ;;
   drbd-primary) do_drbd_primary ;;
+  agents) do_agents ;;
   bench-locks) shift; do_bench_locks "${1:-5}" ;;
   exec)
     [ $# -ge 3 ] || die "usage: exec GUEST 'CMD'"
@@ -559,5 +584,5 @@ case "${1:-}" in
     exec python3 "$CTL" "$RUN" "$2" "${STORAGE_LAB_TIMEOUT:-300}" "$3"
     ;;
   capture) do_capture ;;
-  *) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -68,7 +68,7 @@ enum Command {
         force: bool,
         #[arg(value_enum)]
         op: LockCliOp,
-        /// VG/LV (lvmlockd backend) or VM (sanlock backend).
+        /// VG/LV (lvmlockd backend), or VM: its lease (sanlock) or the LVs of its disks (lvmlockd).
         target: String,
     },
     /// DRBD handler: `split-brain` records DRBD's report of a split brain so the agent exports it
@@ -398,6 +398,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: journald and log files get plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

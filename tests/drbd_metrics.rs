@@ -127,7 +127,9 @@ fn key_samples_have_the_right_values() {
         "vmwarden_drbd_network_sent_bytes_total{{{lp}}} {}",
         3_071_368u64 * 1024
     ));
-    has(&format!("vmwarden_drbd_resync_done_ratio{{{lp}}} 0.19411917772573507"));
+    has(&format!(
+        "vmwarden_drbd_resync_done_ratio{{{lp}}} 0.19411917772573507"
+    ));
     has(&format!(
         "vmwarden_drbd_resync_remaining_seconds{{{lp}}} 660"
     ));

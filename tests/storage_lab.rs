@@ -14,7 +14,11 @@
 //!    StandAlone/WFConnection after a disconnect;
 //! 4. split brain: writes on both disconnected primaries, reconnect → both StandAlone, DRBD's
 //!    split-brain handler (`vmwarden drbd-handler split-brain`) → `vmwarden_drbd_split_brain` 1 and
-//!    `vmwarden check` says what to do.
+//!    `vmwarden check` says what to do;
+//! 5. the whole seed stack: `vmwarden run` in both guests (qemu hook installed), an OS-less nested
+//!    VM on vg1/lv3 defined on both; `vmwarden ctl start` on sa, the second start on sb refused
+//!    through vmwarden and through plain `virsh start` (the hook names sa), `vmwarden ctl migrate`
+//!    sa→sb live with the lvmlockd dance (the guest's CMOS byte survives), `ctl stop` on sb.
 //!
 //! Needs root, qemu-system-x86_64, python3, and for the first (cached) image build debootstrap,
 //! cpio and the machine's apt mirror. Without them: a loud SKIPPED line, or a failure under
@@ -246,6 +250,12 @@ fn storage_lab() {
     let t = Instant::now();
     drbd_split_brain(&lab);
     eprintln!("drbd split brain: {:.0} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    seed_stack(&lab);
+    eprintln!(
+        "seed stack (agents, start, refusals, live migration, stop): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     eprintln!(
         "storage lab test: {:.0} s in all",
         t0.elapsed().as_secs_f64()
@@ -628,4 +638,174 @@ fn drbd_split_brain(lab: &Lab) {
         });
         assert!(m.is_some(), "[{g}] split brain mark clears once connected");
     }
+}
+
+const VM: &str = "vmt";
+
+/// The nested VM: OS-less (the BIOS finds nothing to boot and waits), its disk the LV vg1/lv3 of
+/// the shared VG, `cache="none"` as a live migration between hosts needs.
+const VM_XML: &str = "<domain type='qemu'>
+  <name>vmt</name>
+  <uuid>7f1d2a4e-5b3c-4e8f-9a0b-1c2d3e4f5a6b</uuid>
+  <memory unit='MiB'>32</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='block' device='disk'>
+      <driver name='qemu' type='raw' cache='none'/>
+      <source dev='/dev/vg1/lv3'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>
+";
+
+impl Lab {
+    /// `vmwarden SUB --config … ARGS` in `guest`.
+    fn vmw(&self, guest: &str, sub: &str, args: &str) -> (i32, String) {
+        let t = Instant::now();
+        let r = self.exec_t(
+            guest,
+            &format!("{VMW} {sub} --config /etc/vmwarden/vmwarden.toml {args} 2>&1"),
+            300,
+        );
+        eprintln!(
+            "[{guest}] vmwarden {sub} {args}: exit {} in {:.1} s:\n{}",
+            r.0,
+            t.elapsed().as_secs_f64(),
+            r.1.trim_end()
+        );
+        r
+    }
+
+    fn domstate(&self, guest: &str) -> String {
+        let (_, out) = self.exec(
+            guest,
+            &format!("virsh -c qemu:///system domstate --reason {VM} 2>&1"),
+        );
+        out.trim().to_string()
+    }
+
+    /// A byte of the nested guest's CMOS (register 0x7e) through qemu's monitor, written first
+    /// when `write` is given; CMOS is migrated device state. Repeated a few times: the BIOS uses
+    /// the CMOS index port too while it boots.
+    fn cmos(&self, guest: &str, write: Option<u8>, expect: u8) -> u8 {
+        let mut last = 0;
+        for _ in 0..20 {
+            let set = write
+                .map(|v| {
+                    format!(
+                        "$M 'o/b 0x70 0x7e' >/dev/null && $M 'o/b 0x71 {v:#04x}' >/dev/null && "
+                    )
+                })
+                .unwrap_or_default();
+            let out = self.ok(
+                guest,
+                &format!(
+                    "M='virsh -c qemu:///system qemu-monitor-command {VM} --hmp'; \
+                     {set}$M 'o/b 0x70 0x7e' >/dev/null && $M 'i/b 0x71'"
+                ),
+            );
+            let hex = out.trim().rsplit("0x").next().unwrap_or("").trim();
+            last = u8::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+            if last == expect {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        last
+    }
+}
+
+/// vmwarden's own lifecycle on the seed stack: agents, hook, real lvmlockd locks, nested libvirt
+/// in both guests, live migration over the guests' private link.
+fn seed_stack(lab: &Lab) {
+    // The locks the earlier parts left behind (lv1 ex on sb, lv2 sh on both) go first, so that
+    // `vmwarden check` below judges only the VM.
+    lab.lock_ok("sb", "release", "vg1/lv1");
+    lab.lock_ok("sa", "release", "vg1/lv2");
+    lab.lock_ok("sb", "release", "vg1/lv2");
+    let out = lab.script(&["agents"], 180);
+    assert!(
+        out.status.success(),
+        "storage-lab.sh agents: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for g in ["sa", "sb"] {
+        lab.ok(
+            g,
+            &format!(
+                "cat >/tmp/{VM}.xml <<'EOF'\n{VM_XML}EOF\nvirsh -c qemu:///system define /tmp/{VM}.xml"
+            ),
+        );
+    }
+    let lock_of = |g: &str| lab.status(g, "vg1/lv3");
+
+    // Start on sa: its LV lock exclusive there, then the VM.
+    let (rc, out) = lab.vmw("sa", "ctl", &format!("start {VM}"));
+    assert_eq!(rc, 0, "ctl start on sa: {out}");
+    assert_eq!(lab.domstate("sa"), "running (booted)");
+    assert_eq!(lock_of("sa"), "exclusive");
+    assert_eq!(lock_of("sb"), "unlocked");
+    // `vmwarden lock status VM` under lvmlockd: the LVs of its disks, from libvirt.
+    assert_eq!(lab.status("sa", VM), "exclusive");
+
+    // A second start on sb: refused by vmwarden (it asks sa) and by the hook (lvmlockd refuses
+    // the lock, the hook names the holder).
+    let (rc, out) = lab.vmw("sb", "ctl", &format!("start {VM}"));
+    assert_eq!(rc, 1, "a second start on sb must be refused: {out}");
+    assert!(
+        out.contains("already runs on node sa"),
+        "the refusal names sa: {out}"
+    );
+    let (rc, out) = lab.exec("sb", &format!("virsh -c qemu:///system start {VM} 2>&1"));
+    eprintln!("[sb] plain virsh start {VM}: exit {rc}\n{out}");
+    assert_ne!(rc, 0, "plain virsh start on sb must fail: {out}");
+    assert!(
+        out.contains("vmwarden refuses to start vmt")
+            && out.contains("locked by host 1")
+            && out.contains("host 1 is node sa"),
+        "the hook's refusal names sa: {out}"
+    );
+    assert_ne!(lab.domstate("sb").split(' ').next(), Some("running"));
+    assert_eq!(lock_of("sb"), "unlocked");
+    assert_eq!(lab.domstate("sa"), "running (booted)");
+
+    // Live migration sa → sb: ex→sh on sa, sh on sb, libvirt over the private link, release on
+    // sa, sh→ex on sb. The same guest arrives: a CMOS byte set before is there after.
+    let mark = 0x5a;
+    assert_eq!(lab.cmos("sa", Some(mark), mark), mark);
+    let (rc, out) = lab.vmw("sa", "ctl", &format!("migrate {VM} --to sb"));
+    assert_eq!(rc, 0, "ctl migrate sa -> sb: {out}");
+    for step in [
+        "source_to_shared",
+        "target_acquire_shared",
+        "libvirt_migrate",
+        "source_release",
+        "target_to_exclusive",
+    ] {
+        assert!(out.contains(step), "the migration ran {step}: {out}");
+    }
+    assert_eq!(lab.domstate("sb"), "running (migrated)");
+    // --persistent --undefinesource: the definition moved with the VM.
+    let sa = lab.domstate("sa");
+    assert!(sa.contains("failed to get domain"), "vmt left on sa: {sa}");
+    assert_eq!(lock_of("sb"), "exclusive");
+    assert_eq!(lab.status("sb", VM), "exclusive");
+    assert_eq!(lock_of("sa"), "unlocked");
+    assert_eq!(lab.cmos("sb", None, mark), mark, "not the same guest on sb");
+    for g in ["sa", "sb"] {
+        let (rc, out) = lab.vmw(g, "check", "");
+        assert_eq!(
+            rc, 0,
+            "[{g}] all invariants hold after the migration: {out}"
+        );
+    }
+
+    // Stop on sb: the VM goes down, its lock is released.
+    let (rc, out) = lab.vmw("sb", "ctl", &format!("stop {VM}"));
+    assert_eq!(rc, 0, "ctl stop on sb: {out}");
+    assert!(lab.domstate("sb").starts_with("shut off"));
+    assert_eq!(lock_of("sb"), "unlocked");
 }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::lock::{validate_name, LockError, LockOp, NameKind, VolumeLock};
 
 use super::virsh::Virsh;
+use super::vmlocks::VmLocks;
 
 /// What `vmwarden lock` was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,25 +25,67 @@ pub enum ManualError {
     Refused(String),
 }
 
-/// `VG/LV` (lvmlockd backend; the VM name defaults to the LV's) or `VM` (sanlock backend).
-pub fn lock_for_target(
-    cfg: &Config,
-    target: &str,
-    vm: Option<&str>,
-) -> Result<VolumeLock, ManualError> {
+/// What the operator named: one lock, or (lvmlockd backend) a VM whose LVs libvirt knows.
+#[derive(Debug)]
+pub enum Named {
+    Lock(VolumeLock),
+    VmOnLvs(String),
+}
+
+/// `VG/LV` (lvmlockd; the VM name defaults to the LV's), `VM` (sanlock: its lease; lvmlockd: the
+/// LVs its disks are on).
+pub fn parse_target(cfg: &Config, target: &str, vm: Option<&str>) -> Result<Named, ManualError> {
     match (cfg.lock.backend.as_str(), target.split_once('/')) {
-        ("sanlock", None) => Ok(VolumeLock::for_vm(cfg, target, "", "")?),
+        ("sanlock", None) => Ok(Named::Lock(VolumeLock::for_vm(cfg, target, "", "")?)),
         ("sanlock", Some(_)) => Err(ManualError::Refused(format!(
             "lock.backend is \"sanlock\": name the VM whose lease to lock, not {target:?}"
         ))),
         (_, Some((vg, lv))) => {
             let vm = vm.unwrap_or(lv);
-            Ok(VolumeLock::for_vm(cfg, vm, vg, lv)?)
+            Ok(Named::Lock(VolumeLock::for_vm(cfg, vm, vg, lv)?))
         }
-        (_, None) => Err(ManualError::Refused(format!(
-            "lock.backend is {:?}: name the LV as VG/LV, not {target:?}",
-            cfg.lock.backend
-        ))),
+        (_, None) => {
+            validate_name(NameKind::Vm, target)?;
+            Ok(Named::VmOnLvs(target.to_string()))
+        }
+    }
+}
+
+/// The locks `target` names, with the VM they belong to.
+async fn resolve(
+    cfg: &Config,
+    target: &str,
+    vm: Option<&str>,
+) -> Result<(VmLocks, String), ManualError> {
+    match parse_target(cfg, target, vm)? {
+        Named::Lock(l) => {
+            let vm_name = match &l {
+                VolumeLock::Lvmlockd(_) => {
+                    vm.unwrap_or_else(|| target.rsplit('/').next().unwrap_or(target))
+                }
+                VolumeLock::Sanlock(_) => target,
+            };
+            Ok((
+                VmLocks {
+                    vm: vm_name.to_string(),
+                    locks: vec![l],
+                },
+                vm_name.to_string(),
+            ))
+        }
+        Named::VmOnLvs(name) => {
+            let disks = Virsh::from_config(cfg).disks(&name).await.map_err(|e| {
+                ManualError::Refused(format!(
+                    "cannot read VM {name}'s disks from libvirt ({e}): name the LV as VG/LV instead"
+                ))
+            })?;
+            match VmLocks::for_vm(cfg, &name, &disks)? {
+                Some(l) => Ok((l, name)),
+                None => Err(ManualError::Refused(format!(
+                    "VM {name} has no disk on an LV ({disks:?}): nothing for lvmlockd to lock"
+                ))),
+            }
+        }
     }
 }
 
@@ -79,20 +122,15 @@ pub async fn run(
     if let Some(v) = vm {
         validate_name(NameKind::Vm, v)?;
     }
-    let lock = lock_for_target(cfg, target, vm)?;
+    let (locks, vm_name) = resolve(cfg, target, vm).await?;
     let op = match op {
-        ManualOp::Status => return Ok(lock.mode().await?.as_str().to_string()),
+        ManualOp::Status => return status_text(&locks).await,
         ManualOp::Op(op) => op,
     };
     if dry_run {
-        return Ok(format!("would run: {}", lock.describe(op)));
+        return Ok(format!("would run: {}", locks.describe(op).join("; ")));
     }
-    let vm_name = match &lock {
-        VolumeLock::Lvmlockd(_) => {
-            vm.unwrap_or_else(|| target.rsplit('/').next().unwrap_or(target))
-        }
-        VolumeLock::Sanlock(_) => target,
-    };
+    let vm_name = vm_name.as_str();
     if super::journal::in_migration(&cfg.cluster.state_dir).contains(vm_name)
         || super::journal::unfinished(&cfg.cluster.state_dir)
             .iter()
@@ -109,17 +147,30 @@ pub async fn run(
             return Err(ManualError::Refused(why));
         }
     }
-    match lock.apply(op).await {
-        Ok(()) => Ok(format!(
-            "{}: {}",
-            lock.target(),
-            lock.mode().await?.as_str()
-        )),
+    match locks.apply(op).await {
+        Ok(()) => modes_text(&locks).await,
         Err(e) => Err(match super::name_holder(cfg, &e) {
             Some(text) => ManualError::Refused(text),
             None => ManualError::Lock(e),
         }),
     }
+}
+
+/// One lock: its mode alone (`exclusive`), as scripts read it; several: `TARGET: mode` lines.
+async fn status_text(locks: &VmLocks) -> Result<String, ManualError> {
+    match locks.locks.as_slice() {
+        [one] => Ok(one.mode().await?.as_str().to_string()),
+        _ => modes_text(locks).await,
+    }
+}
+
+/// `TARGET: mode`, a line per lock.
+async fn modes_text(locks: &VmLocks) -> Result<String, ManualError> {
+    let mut out = Vec::new();
+    for (target, mode) in locks.modes().await {
+        out.push(format!("{target}: {}", mode?.as_str()));
+    }
+    Ok(out.join("\n"))
 }
 
 #[cfg(test)]
@@ -134,16 +185,28 @@ mod tests {
 
     #[test]
     fn target_must_match_backend() {
-        let l = lock_for_target(&cfg("lvmlockd"), "vg1/lv1", None).unwrap();
-        assert_eq!(l.target(), "lv1's LV vg1/lv1");
-        let l = lock_for_target(&cfg("lvmlockd"), "vg1/lv1", Some("web")).unwrap();
-        assert_eq!(l.target(), "web's LV vg1/lv1");
-        let e = lock_for_target(&cfg("lvmlockd"), "lv1", None).unwrap_err();
-        assert!(e.to_string().contains("VG/LV"), "{e}");
-        let e = lock_for_target(&cfg("sanlock"), "vg1/lv1", None).unwrap_err();
-        assert!(e.to_string().contains("name the VM"), "{e}");
-        let e = lock_for_target(&cfg("lvmlockd"), "vg1/-aey", None).unwrap_err();
-        assert!(e.to_string().contains("invalid"), "{e}");
+        let target =
+            |backend: &str, t: &str, vm: Option<&str>| match parse_target(&cfg(backend), t, vm) {
+                Ok(Named::Lock(l)) => Ok(l.target()),
+                Ok(Named::VmOnLvs(vm)) => Ok(format!("the LVs of {vm}")),
+                Err(e) => Err(e.to_string()),
+            };
+        assert_eq!(
+            target("lvmlockd", "vg1/lv1", None).unwrap(),
+            "lv1's LV vg1/lv1"
+        );
+        assert_eq!(
+            target("lvmlockd", "vg1/lv1", Some("web")).unwrap(),
+            "web's LV vg1/lv1"
+        );
+        // A VM name under lvmlockd: its LVs, looked up in libvirt when it runs.
+        assert_eq!(target("lvmlockd", "web", None).unwrap(), "the LVs of web");
+        let e = target("lvmlockd", "-web", None).unwrap_err();
+        assert!(e.contains("invalid"), "{e}");
+        let e = target("sanlock", "vg1/lv1", None).unwrap_err();
+        assert!(e.contains("name the VM"), "{e}");
+        let e = target("lvmlockd", "vg1/-aey", None).unwrap_err();
+        assert!(e.contains("invalid"), "{e}");
     }
 
     #[tokio::test]
