@@ -11,6 +11,8 @@
 #   scripts/storage-lab.sh status             what is running
 #   scripts/storage-lab.sh drbd-primary       bring r0 to Connected Primary/Primary (part of `up`)
 #   scripts/storage-lab.sh agents             start `vmwarden run` in both guests (hook + secret are set by `up`)
+#   scripts/storage-lab.sh define-vm          define the nested VM vmt (disk vg1/lv3) on both guests
+#   scripts/storage-lab.sh bench-migrate [N]  live migration by hand vs `vmwarden ctl migrate`, N round trips
 #   scripts/storage-lab.sh bench-locks [N]    time each lvchange of the lock dance, N rounds (median)
 #   VMWARDEN_BIN=PATH scripts/storage-lab.sh capture   re-capture tests/fixtures/real/ (up, capture, down)
 #
@@ -465,6 +467,94 @@ do_agents() {
   phase "vmwarden agents listening in sa and sb"
 }
 
+# The nested VM `vmt` defined on both guests: OS-less (the BIOS finds nothing to boot and waits),
+# its disk the LV vg1/lv3 of the shared VG, cache=none as a live migration between hosts needs.
+do_define_vm() {
+  both 60 'cat >/tmp/vmt.xml <<EOF
+<domain type="qemu">
+  <name>vmt</name>
+  <uuid>7f1d2a4e-5b3c-4e8f-9a0b-1c2d3e4f5a6b</uuid>
+  <memory unit="MiB">32</memory>
+  <vcpu>1</vcpu>
+  <os><type arch="x86_64">hvm</type></os>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type="block" device="disk">
+      <driver name="qemu" type="raw" cache="none"/>
+      <source dev="/dev/vg1/lv3"/>
+      <target dev="vda" bus="virtio"/>
+    </disk>
+  </devices>
+</domain>
+EOF
+virsh -c qemu:///system define /tmp/vmt.xml' || die "defining vmt failed"
+  phase "vmt (disk vg1/lv3) defined on sa and sb"
+}
+
+# vmwarden's qemu hook on|off in both guests; libvirtd reads hooks when it starts, so it restarts
+# (running domains survive a libvirtd restart).
+set_hook() { # on|off
+  local link='rm -f /etc/libvirt/hooks/qemu'
+  [ "$1" = on ] && link='ln -sf /opt/vmwarden/vmwarden /etc/libvirt/hooks/qemu'
+  both 120 "$link
+    pkill -x libvirtd; for i in \$(seq 100); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
+    LIBVIRT_LOG_OUTPUTS='3:file:/var/log/libvirt/libvirtd.log' setsid libvirtd --listen </dev/null >>/var/log/libvirt/libvirtd.out 2>&1 &
+    for i in \$(seq 120); do virsh -c qemu:///system list >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1" \
+    || die "restarting libvirtd (hook $1) failed"
+}
+
+# In-guest wall time of a command, in seconds (the command channel's own cost left out).
+timed() { # guest cmd
+  local v
+  v=$(G "$1" 300 "t=\$(date +%s.%N); { $2; } >/tmp/timed.out 2>&1 || { cat /tmp/timed.out; exit 1; }; awk -v a=\$t -v b=\$(date +%s.%N) 'BEGIN { printf \"%.3f\", b - a }'") \
+    || die "[$1] $2 failed: $v"
+  echo "$v"
+}
+
+median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Live migration of vmt, N round trips: by hand as the seed clusters do it today (the lvchange dance
+# around a plain `virsh migrate`, no hook; the sum of the five commands' in-guest times) against
+# `vmwarden ctl migrate` (agents, hook, journal, peer calls). The by-hand block first, then vmwarden's.
+do_bench_migrate() {
+  local n=${1:-5} i src dst t1 t2 t3 t4 t5
+  do_agents
+  do_define_vm
+  rm -f "$RUN"/bmig.*
+  set_hook off
+  G sa 120 'lvchange -aey vg1/lv3 && virsh -c qemu:///system start vmt' >/dev/null || die "plain start failed"
+  for i in $(seq 1 "$n"); do
+    for src in sa sb; do
+      dst=$(other "$src")
+      t1=$(timed "$src" 'lvchange -asy vg1/lv3')
+      t2=$(timed "$dst" 'lvchange -asy vg1/lv3')
+      t3=$(timed "$src" "virsh -c qemu:///system migrate --live --persistent --undefinesource vmt qemu+tcp://$(ip_of "$dst")/system tcp://$(ip_of "$dst")")
+      t4=$(timed "$src" 'lvchange -an vg1/lv3')
+      t5=$(timed "$dst" 'lvchange -aey vg1/lv3')
+      awk -v a="$t1" -v b="$t2" -v c="$t3" -v d="$t4" -v e="$t5" 'BEGIN { printf "%.3f\n", a + b + c + d + e }' >>"$RUN/bmig.plain"
+      echo "$t3" >>"$RUN/bmig.plain-virsh"
+      phase "round $i by hand $src -> $dst: $(tail -1 "$RUN/bmig.plain") s (virsh migrate $t3 s)"
+    done
+  done
+  G sa 120 'virsh -c qemu:///system destroy vmt && lvchange -an vg1/lv3' >/dev/null || die "cleanup after the by-hand block failed"
+  set_hook on
+  G sa 120 '/opt/vmwarden/vmwarden ctl start vmt' >/dev/null || die "vmwarden ctl start failed"
+  for i in $(seq 1 "$n"); do
+    for src in sa sb; do
+      dst=$(other "$src")
+      timed "$src" "/opt/vmwarden/vmwarden ctl migrate vmt --to $dst" >>"$RUN/bmig.vmwarden"
+      phase "round $i vmwarden $src -> $dst: $(tail -1 "$RUN/bmig.vmwarden") s"
+    done
+  done
+  G sa 120 '/opt/vmwarden/vmwarden ctl stop vmt' >/dev/null || die "vmwarden ctl stop failed"
+  local p v
+  p=$(median "$RUN/bmig.plain"); v=$(median "$RUN/bmig.vmwarden")
+  echo "live migration of vmt (vg1/lv3), $n round trips, medians:"
+  echo "  by hand (lvchange dance + virsh migrate): $p s   (virsh migrate alone $(median "$RUN/bmig.plain-virsh") s)   all: $(tr '\n' ' ' <"$RUN/bmig.plain")"
+  echo "  vmwarden ctl migrate:                     $v s   all: $(tr '\n' ' ' <"$RUN/bmig.vmwarden")"
+  awk -v p="$p" -v v="$v" 'BEGIN { printf "  ratio vmwarden / by hand: %.2f\n", v / p }'
+}
+
 do_status() {
   local g pid
   [ -f "$IMG/stamp" ] && say "image $IMG/base.img (stamp $(cat "$IMG/stamp"); $(tr '\n' ' ' <"$IMG/info"))" || say "no image (build)"
@@ -576,6 +666,8 @@ case "${1:-}" in
   status) do_status ;;
   drbd-primary) do_drbd_primary ;;
   agents) do_agents ;;
+  define-vm) do_define_vm ;;
+  bench-migrate) shift; do_bench_migrate "${1:-5}" ;;
   bench-locks) shift; do_bench_locks "${1:-5}" ;;
   exec)
     [ $# -ge 3 ] || die "usage: exec GUEST 'CMD'"
@@ -584,5 +676,5 @@ case "${1:-}" in
     exec python3 "$CTL" "$RUN" "$2" "${STORAGE_LAB_TIMEOUT:-300}" "$3"
     ;;
   capture) do_capture ;;
-  *) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

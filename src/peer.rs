@@ -54,7 +54,7 @@ pub struct PeerReply {
     /// A qemu process exists for the VM there.
     #[serde(default)]
     pub active: bool,
-    /// "exclusive", "shared", "unlocked", or "unknown: why".
+    /// "exclusive", "shared", "unlocked", or "unknown: why" (status requests only; empty otherwise).
     #[serde(default)]
     pub lock: String,
     /// Disks of the request the peer cannot see.

@@ -642,25 +642,6 @@ fn drbd_split_brain(lab: &Lab) {
 
 const VM: &str = "vmt";
 
-/// The nested VM: OS-less (the BIOS finds nothing to boot and waits), its disk the LV vg1/lv3 of
-/// the shared VG, `cache="none"` as a live migration between hosts needs.
-const VM_XML: &str = "<domain type='qemu'>
-  <name>vmt</name>
-  <uuid>7f1d2a4e-5b3c-4e8f-9a0b-1c2d3e4f5a6b</uuid>
-  <memory unit='MiB'>32</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='block' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source dev='/dev/vg1/lv3'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-  </devices>
-</domain>
-";
-
 impl Lab {
     /// `vmwarden SUB --config … ARGS` in `guest`.
     fn vmw(&self, guest: &str, sub: &str, args: &str) -> (i32, String) {
@@ -732,14 +713,13 @@ fn seed_stack(lab: &Lab) {
         "storage-lab.sh agents: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for g in ["sa", "sb"] {
-        lab.ok(
-            g,
-            &format!(
-                "cat >/tmp/{VM}.xml <<'EOF'\n{VM_XML}EOF\nvirsh -c qemu:///system define /tmp/{VM}.xml"
-            ),
-        );
-    }
+    // vmt: OS-less, its disk vg1/lv3, defined on both (scripts/storage-lab.sh define-vm).
+    let out = lab.script(&["define-vm"], 120);
+    assert!(
+        out.status.success(),
+        "storage-lab.sh define-vm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lock_of = |g: &str| lab.status(g, "vg1/lv3");
 
     // Start on sa: its LV lock exclusive there, then the VM.

@@ -682,28 +682,32 @@ impl Engine {
             }
         }
         .await;
-        // Under lvmlockd an LV this node has not activated has no /dev node yet; lvm knowing it
-        // (its lock mode could be read, which looks it up in the VG) is what "seen" means then.
-        let mut lvs_known = false;
-        if let Some(l) = &locks {
-            rep.lock = match l.mode().await {
-                Ok(m) => {
-                    lvs_known = self.cfg.lock.backend == "lvmlockd";
-                    m.as_str().to_string()
-                }
-                Err(e) => format!("unknown: {e}"),
-            };
+        // Only a status reports the lock and the disks: the other operations verified what they
+        // changed, and each lock read costs two lvm commands on the migration path.
+        if req.op == PeerOp::Status {
+            // Under lvmlockd an LV this node has not activated has no /dev node yet; lvm knowing
+            // it (its lock mode could be read, which looks it up in the VG) is what "seen" means.
+            let mut lvs_known = false;
+            if let Some(l) = &locks {
+                rep.lock = match l.mode().await {
+                    Ok(m) => {
+                        lvs_known = self.cfg.lock.backend == "lvmlockd";
+                        m.as_str().to_string()
+                    }
+                    Err(e) => format!("unknown: {e}"),
+                };
+            }
+            rep.missing_disks = req
+                .disks
+                .iter()
+                .filter(|d| {
+                    let seen = std::path::Path::new(d).exists()
+                        || (lvs_known && vmlocks::lv_of_path(d).is_some());
+                    !seen
+                })
+                .cloned()
+                .collect();
         }
-        rep.missing_disks = req
-            .disks
-            .iter()
-            .filter(|d| {
-                let seen = std::path::Path::new(d).exists()
-                    || (lvs_known && vmlocks::lv_of_path(d).is_some());
-                !seen
-            })
-            .cloned()
-            .collect();
         match result {
             Ok(()) => rep.ok = true,
             Err(e) => rep.error = Some(self.explain(e).to_string()),
