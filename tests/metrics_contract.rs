@@ -287,11 +287,7 @@ fn alert_rules_use_documented_families_and_labels() {
             if let Some(sel) = tail[end..].strip_prefix('{') {
                 let sel = &sel[..sel.find('}').expect("closing brace")];
                 for m in sel.split(',') {
-                    let key = m
-                        .split(|c| c == '=' || c == '!')
-                        .next()
-                        .unwrap_or("")
-                        .trim();
+                    let key = m.split(['=', '!']).next().unwrap_or("").trim();
                     assert!(
                         labels.contains(key),
                         "alert rule matches {name} on label {key:?}, which it does not have ({labels:?}): {line}"
