@@ -51,12 +51,8 @@ pub fn parse_target(cfg: &Config, target: &str, vm: Option<&str>) -> Result<Name
     }
 }
 
-/// The locks `target` names, with the VM they belong to.
-async fn resolve(
-    cfg: &Config,
-    target: &str,
-    vm: Option<&str>,
-) -> Result<(VmLocks, String), ManualError> {
+/// The locks `target` names (`.vm`: the VM they belong to).
+async fn resolve(cfg: &Config, target: &str, vm: Option<&str>) -> Result<VmLocks, ManualError> {
     match parse_target(cfg, target, vm)? {
         Named::Lock(l) => {
             let vm_name = match &l {
@@ -65,13 +61,10 @@ async fn resolve(
                 }
                 VolumeLock::Sanlock(_) => target,
             };
-            Ok((
-                VmLocks {
-                    vm: vm_name.to_string(),
-                    locks: vec![l],
-                },
-                vm_name.to_string(),
-            ))
+            Ok(VmLocks {
+                vm: vm_name.to_string(),
+                locks: vec![l],
+            })
         }
         Named::VmOnLvs(name) => {
             let disks = Virsh::from_config(cfg).disks(&name).await.map_err(|e| {
@@ -80,7 +73,7 @@ async fn resolve(
                 ))
             })?;
             match VmLocks::for_vm(cfg, &name, &disks)? {
-                Some(l) => Ok((l, name)),
+                Some(l) => Ok(l),
                 None => Err(ManualError::Refused(format!(
                     "VM {name} has no disk on an LV ({disks:?}): nothing for lvmlockd to lock"
                 ))),
@@ -122,7 +115,7 @@ pub async fn run(
     if let Some(v) = vm {
         validate_name(NameKind::Vm, v)?;
     }
-    let (locks, vm_name) = resolve(cfg, target, vm).await?;
+    let locks = resolve(cfg, target, vm).await?;
     let op = match op {
         ManualOp::Status => return status_text(&locks).await,
         ManualOp::Op(op) => op,
@@ -130,7 +123,7 @@ pub async fn run(
     if dry_run {
         return Ok(format!("would run: {}", locks.describe(op).join("; ")));
     }
-    let vm_name = vm_name.as_str();
+    let vm_name = locks.vm.as_str();
     if super::journal::in_migration(&cfg.cluster.state_dir).contains(vm_name)
         || super::journal::unfinished(&cfg.cluster.state_dir)
             .iter()

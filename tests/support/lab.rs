@@ -1,6 +1,9 @@
 //! Shared by the namespace-lab tests (lab_actions.rs, lab_real.rs), included with `#[path]`:
 //! running `scripts/lab.sh`, the lab's guest, process checks.
 
+#[path = "domain-xml.rs"]
+mod domain_xml;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -47,26 +50,5 @@ pub fn running(pid: i32) -> bool {
 /// The lab's OS-less guest: raw disk on the shared directory with `cache='none'` (what a live
 /// migration between hosts needs), a serial console, nothing else.
 pub fn guest_xml(ty: &str, name: &str, uuid: Option<&str>, disk: &Path) -> String {
-    let uuid = uuid
-        .map(|u| format!("\n  <uuid>{u}</uuid>"))
-        .unwrap_or_default();
-    format!(
-        "<domain type='{ty}'>
-  <name>{name}</name>{uuid}
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source file='{}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'/>
-  </devices>
-</domain>
-",
-        disk.display()
-    )
+    domain_xml::os_less_domain(ty, name, uuid, disk, Some("none"), false)
 }

@@ -2,6 +2,9 @@
 //! themselves, and virsh. Included by the libvirt_*.rs test binaries with `#[path]`.
 #![allow(dead_code)]
 
+#[path = "domain-xml.rs"]
+mod domain_xml;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -173,29 +176,7 @@ impl Drop for Guest {
 }
 
 pub fn guest_xml(name: &str, disk: &Path) -> String {
-    format!(
-        "<domain type='{ty}'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type></os>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='ethernet'>
-      <model type='virtio'/>
-    </interface>
-    <serial type='pty'/>
-  </devices>
-</domain>
-",
-        ty = domain_type(),
-        disk = disk.display()
-    )
+    domain_xml::os_less_domain(domain_type(), name, None, disk, None, true)
 }
 
 /// Remove guests left by test processes that died before their Drop ran (kill -9, timeout).
