@@ -4,17 +4,21 @@
 //! migrate` as safe as `vmwarden ctl`:
 //!
 //! - `prepare begin` (before qemu starts): the VM's lock must be held here — exclusive (a start;
-//!   taken now if needed, and a refusal aborts the start, naming the holder) or shared (the
-//!   incoming end of a migration vmwarden orchestrates).
-//! - `migrate begin` (incoming migration, on the target): the lock is taken shared. That only
-//!   works when the source has converted its lock to shared, i.e. in a migration vmwarden runs:
-//!   a plain `virsh migrate` is refused because the source holds the lock exclusively.
+//!   taken now if needed, and a refusal aborts the start, naming the holder) or shared, and then
+//!   only as the incoming end of a migration vmwarden declared whose libvirt part has begun.
+//! - `migrate begin` (incoming migration, on the target): allowed only when vmwarden declared
+//!   this migration to this node (`STATE_DIR/incoming/VM`, written by this node's agent when the
+//!   source's agent asked it to join the lock); the lock is then held (or taken) shared. A plain
+//!   `virsh migrate` is refused at once, naming the node that holds the lock — also in the
+//!   window after a vmwarden migration's switchover, when the source still holds a share.
 //! - `started begin`: the sanlock lease is tied to qemu's pid.
-//! - `release end` (qemu is gone): the lock is released.
+//! - `release end` (qemu is gone): the lock is released — except the share of a declared
+//!   incoming migration whose libvirt part has not begun (the qemu that went was a refused start).
 //!
 //! Domains without a lockable disk (lvmlockd backend and no disk on an LV) are not vmwarden's:
 //! the hook lets them pass, and says so in libvirt's log.
 
+use crate::actions::journal;
 use crate::actions::vmlocks::VmLocks;
 use crate::config::Config;
 use crate::lock::{validate_name, Held, LockOp, NameKind};
@@ -57,9 +61,18 @@ pub async fn qemu(
         }
         Err(e) => return Err(format!("vmwarden: {domain}: {e}")),
     };
+    let sd = &cfg.cluster.state_dir;
     match (op, subop) {
         ("prepare", "begin") => match locks.mode().await.map_err(|e| e.to_string())? {
-            Held::Exclusive | Held::Shared => Ok(()),
+            Held::Exclusive => Ok(()),
+            // Shared only for the incoming end of a declared migration whose libvirt part has
+            // begun: a plain `virsh start` in that window would run the VM twice.
+            Held::Shared => match journal::incoming(sd, domain) {
+                Some(m) if m.libvirt_began_unix.is_some() => Ok(()),
+                _ => Err(format!(
+                    "vmwarden refuses to start {domain} here: its lock is held shared on this node for a live migration in progress, and a start now would run it twice — wait for the migration to finish (`vmwarden ctl status {domain}`)"
+                )),
+            },
             Held::None => locks
                 .apply(LockOp::AcquireExclusive)
                 .await
@@ -68,17 +81,41 @@ pub async fn qemu(
                     format!("vmwarden refuses to start {domain} here: {why}")
                 }),
         },
-        ("migrate", "begin") => match locks.mode().await.map_err(|e| e.to_string())? {
-            Held::Shared => Ok(()),
-            Held::Exclusive => Err(format!(
-                "vmwarden: {domain}'s lock is held exclusively on this node: it cannot be migrated in"
-            )),
-            Held::None => locks.apply(LockOp::AcquireShared).await.map_err(|e| {
-                format!(
-                    "vmwarden refuses this incoming migration of {domain}: {e} — live migrations must go through `vmwarden ctl migrate {domain} --to NODE`, which hands the lock over"
-                )
-            }),
-        },
+        ("migrate", "begin") => {
+            // Only a migration vmwarden declared to this node gets in (the source's agent asked
+            // this node's agent to join the lock): a lock that merely happens to be shared — the
+            // source's own share during the window after libvirt's switchover, say — is not
+            // a way in. Refused at once, naming who holds the lock.
+            let Some(mut m) = journal::incoming(sd, domain) else {
+                let holder = match locks.other_holder().await {
+                    Some(h) => match crate::actions::node_of_host(cfg, h) {
+                        Some(n) => format!("; its lock is held by host {h} (node {n})"),
+                        None => format!("; its lock is held by host {h}"),
+                    },
+                    None => String::new(),
+                };
+                return Err(format!(
+                    "vmwarden refuses this incoming migration of {domain}: no vmwarden migration of it to node {} was declared{holder} — live migrations must go through `vmwarden ctl migrate {domain} --to {}`, which hands the lock over",
+                    cfg.node_name(),
+                    cfg.node_name()
+                ));
+            };
+            match locks.mode().await.map_err(|e| e.to_string())? {
+                Held::Shared => {}
+                Held::Exclusive => {
+                    return Err(format!(
+                        "vmwarden: {domain}'s lock is held exclusively on this node: it cannot be migrated in"
+                    ))
+                }
+                Held::None => locks.apply(LockOp::AcquireShared).await.map_err(|e| {
+                    format!(
+                        "vmwarden refuses this incoming migration of {domain}: {e} — live migrations must go through `vmwarden ctl migrate {domain} --to NODE`, which hands the lock over"
+                    )
+                })?,
+            }
+            m.libvirt_began_unix = Some(crate::actions::journal::now_unix());
+            journal::write_incoming(sd, domain, &m).map_err(|e| format!("vmwarden: {e}"))
+        }
         ("started", "begin") => {
             if let Some(pid) = crate::actions::plan_qemu_pid(cfg, domain) {
                 if let Err(e) = locks.attach_vm(pid).await {
@@ -88,6 +125,12 @@ pub async fn qemu(
             Ok(())
         }
         ("release", "end") => {
+            // A declared incoming migration whose libvirt part has not begun owns this node's
+            // share: the qemu that just went was a start refused above, not the migration's.
+            if journal::incoming(sd, domain).is_some_and(|m| m.libvirt_began_unix.is_none()) {
+                eprintln!("vmwarden hook: {domain}: keeping the shared lock of the migration declared to this node");
+                return Ok(());
+            }
             if let Err(e) = locks.apply(LockOp::Release).await {
                 // Nothing to abort any more: say it loudly; `vmwarden check` shows the leak.
                 eprintln!("vmwarden hook: {domain} stopped but its lock could not be released: {e}");

@@ -283,13 +283,7 @@ async fn run_agent(cfg: Config) -> ExitCode {
         let e = e.clone();
         // Unfinished journals (an agent that died mid-action) are finished or rolled back from
         // what libvirt and the locks show; retried until they are.
-        tokio::spawn(async move {
-            loop {
-                let left = e.recover_all().await;
-                let pause = if left > 0 { 3 } else { 30 };
-                tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
-            }
-        });
+        tokio::spawn(e.recovery_loop());
     }
     let srv = Server::with_engine(collector, engine);
     server::serve(srv, listener, shutdown_signal()).await;

@@ -10,6 +10,10 @@
 //! - the agent killed with SIGKILL after each migration step, restarted: the journal is
 //!   recovered, exactly one instance runs, its lease is exclusive where it runs and absent on the
 //!   other node;
+//! - the migration's commit after libvirt's switchover: the target's agent SIGKILLed, and the
+//!   target's libvirtd stopped, right after `virsh migrate` returned — the action goes forward
+//!   (never undone), recovery finishes it, the lease ends exclusive on the target; in that
+//!   window a plain `virsh migrate` back is refused by the hook, naming the holder;
 //! - stop of a guest that ignores ACPI (OS-less): destroyed after the timeout, lease released.
 //!
 //! Needs root, iproute2, util-linux, sanlock, libvirt + qemu. Without them: a loud SKIPPED line,
@@ -310,6 +314,25 @@ fn lifecycle_in_the_lab() {
         Held::Shared,
         "n1 joined the lease before the libvirt step"
     );
+    // n1 holds the lease shared for the declared migration, but libvirt's part has not begun:
+    // a plain `virsh start` there (a stale definition) would run the VM twice — the hook
+    // refuses it.
+    virsh("n1", &["define", xml.to_str().unwrap()]).unwrap();
+    let err = virsh("n1", &["start", VM]).expect_err("a start on a shared lease must fail");
+    assert!(
+        err.contains("vmwarden refuses to start") && err.contains("held shared"),
+        "{err}"
+    );
+    assert!(
+        active("n2") && !active("n1"),
+        "the refused start ran the VM twice"
+    );
+    assert_eq!(
+        lease("n1"),
+        Held::Shared,
+        "the refused start changed n1's share"
+    );
+    virsh("n1", &["undefine", VM]).unwrap();
     lab_ok(&["libvirtd-stop", "n1"]);
     std::fs::remove_file(&flag).unwrap();
     let (code, out) = mig.join().unwrap();
@@ -375,6 +398,11 @@ fn lifecycle_in_the_lab() {
         at = now;
     }
 
+    // The commit of a live migration is what libvirt did, whoever else fails right after the
+    // switchover: the target's agent killed, then the target's libvirtd stopped.
+    at = target_agent_killed_after_switchover(at, mark);
+    at = target_libvirtd_stopped_after_switchover(at, mark);
+
     // Stop: the OS-less guest ignores ACPI, so it is destroyed after the timeout.
     let (code, out) = ctl(at, &["--json", "stop", VM]);
     assert_eq!(code, 0, "stop: {out}");
@@ -427,4 +455,188 @@ fn lifecycle_in_the_lab() {
         "lab_actions: migration {t_mig:.1?}, whole test {:.1?}",
         t0.elapsed()
     );
+}
+
+fn ip(node: &str) -> &'static str {
+    if node == "n1" {
+        "10.77.0.1"
+    } else {
+        "10.77.0.2"
+    }
+}
+
+const COMMIT_PAUSE: &str = "VMWARDEN_TEST_PAUSE_BEFORE_STEP=migrate:libvirt_migrate.commit";
+
+/// `vmwarden ctl --json migrate` from `at` to the other node, its agent paused right after
+/// `virsh migrate` returned (the guest has switched over; the commit is not decided yet);
+/// `during` runs in that window. Returns ctl's exit code and report.
+fn migrate_paused_after_switchover(
+    at: &'static str,
+    during: impl FnOnce(),
+) -> (i32, serde_json::Value) {
+    let to = other(at);
+    lab_ok(&["agent-stop", at]);
+    lab_ok(&["agent-start", at, COMMIT_PAUSE]);
+    let mig = std::thread::spawn(move || ctl(at, &["--json", "migrate", VM, "--to", to]));
+    let flag = lab_dir()
+        .join(at)
+        .join("state/paused-libvirt_migrate.commit");
+    assert!(
+        wait_for(120, || flag.exists().then_some(())).is_some(),
+        "the agent on {at} never got past `virsh migrate`"
+    );
+    assert!(
+        active(to) && !active(at),
+        "libvirt has not switched the guest over to {to}"
+    );
+    during();
+    std::fs::remove_file(&flag).unwrap();
+    let (code, out) = mig.join().unwrap();
+    let rep = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (code, rep)
+}
+
+/// After the journal on `at` is closed: the VM runs once, on `to`, its lease exclusive there and
+/// absent on `at`, the same guest, nothing undone, `vmwarden check` passes on both nodes.
+fn assert_migrated_forward(context: &str, at: &str, to: &str, mark: u8) -> String {
+    let t = Instant::now();
+    assert!(
+        wait_for(30, || unfinished(at).is_empty().then_some(())).is_some(),
+        "{context}: the journal on {at} was not finished by recovery; agent log:\n{}",
+        std::fs::read_to_string(lab_dir().join(format!("{at}.vmwarden.log"))).unwrap_or_default()
+    );
+    eprintln!(
+        "lab_actions: {context}: journal on {at} closed {:.2?} later",
+        t.elapsed()
+    );
+    assert_eq!(assert_one_instance(context), to, "{context}");
+    assert_eq!(cmos(to, None, mark), mark, "{context}: not the same guest");
+    assert!(
+        !lab_dir().join(to).join("state/incoming").join(VM).exists(),
+        "{context}: the incoming marker on {to} was left"
+    );
+    let newest = std::fs::read_dir(journal_dir(at).join("done"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .max()
+        .unwrap();
+    let closed = std::fs::read_to_string(&newest).unwrap();
+    assert!(
+        !closed.contains("\"kind\":\"undo\""),
+        "{context}: a step before the commit was undone after the switchover:\n{closed}"
+    );
+    for n in ["n1", "n2"] {
+        let (code, out) = vmw(n, "check", &[]);
+        assert_eq!(code, 0, "{context}: check on {n}: {out}");
+    }
+    closed
+}
+
+/// The target's agent dies (SIGKILL) after libvirt switched the guest over: the source commits
+/// from what libvirt did, releases, leaves the target's part to recovery; in the window a plain
+/// `virsh migrate` back is refused by the source's hook, at once and naming the holder.
+fn target_agent_killed_after_switchover(at: &'static str, mark: u8) -> &'static str {
+    let to = other(at);
+    let (code, rep) = migrate_paused_after_switchover(at, || {
+        // The source's share went with its qemu (the lease holder watches it); the target's
+        // share is what a careless node could join.
+        assert_eq!(lease(to), Held::Shared, "target share in the window");
+        let t = Instant::now();
+        let err = virsh(
+            to,
+            &[
+                "migrate",
+                "--live",
+                "--persistent",
+                "--undefinesource",
+                "--unsafe",
+                VM,
+                &format!("qemu+tcp://{}/system", ip(at)),
+                &format!("tcp://{}", ip(at)),
+            ],
+        )
+        .expect_err("a plain virsh migrate back in the window must be refused");
+        eprintln!(
+            "lab_actions: plain virsh migrate refused in {:.2?}",
+            t.elapsed()
+        );
+        assert!(
+            err.contains("vmwarden refuses this incoming migration")
+                && err.contains("no vmwarden migration")
+                && err.contains(&format!("node {to}")),
+            "{err}"
+        );
+        assert!(
+            active(to) && !active(at),
+            "the refused migration moved the guest"
+        );
+        lab_ok(&["agent-stop", to, "KILL"]);
+    });
+    assert!(
+        code == 0 || code == 3,
+        "the migration happened: completed or incomplete, never rolled back: {rep}"
+    );
+    assert!(
+        rep["rollback"].as_array().is_some_and(|r| r.is_empty()),
+        "{rep}"
+    );
+    let libvirt_ok = rep["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["step"] == "libvirt_migrate" && s["ok"] == true);
+    assert!(libvirt_ok, "libvirt_migrate must count as done: {rep}");
+    eprintln!(
+        "lab_actions: target agent killed: ctl exit {code}, {}",
+        rep["message"]
+    );
+    // The source let go at once, without the target.
+    assert_eq!(lease(at), Held::None, "the source kept its share: {rep}");
+    lab_ok(&["agent-start", to]);
+    let closed = assert_migrated_forward("target agent killed after the switchover", at, to, mark);
+    if code == 3 {
+        assert!(
+            closed.contains("finished by recovery") && !closed.contains("agent crash"),
+            "no agent crashed on {at}: {closed}"
+        );
+    }
+    to
+}
+
+/// The target's libvirtd stops after the switchover: the target's agent still takes the lock
+/// exclusively (qemu's process runs there), the migration goes forward.
+fn target_libvirtd_stopped_after_switchover(at: &'static str, mark: u8) -> &'static str {
+    let to = other(at);
+    let (code, rep) = migrate_paused_after_switchover(at, || {
+        lab_ok(&["libvirtd-stop", to]);
+    });
+    assert!(
+        code == 0 || code == 3,
+        "the migration happened: completed or incomplete, never rolled back: {rep}"
+    );
+    assert!(
+        rep["rollback"].as_array().is_some_and(|r| r.is_empty()),
+        "{rep}"
+    );
+    eprintln!(
+        "lab_actions: target libvirtd stopped: ctl exit {code}, {}",
+        rep["message"]
+    );
+    assert!(
+        wait_for(30, || unfinished(at).is_empty().then_some(())).is_some(),
+        "the journal on {at} was not finished with libvirtd stopped on {to}: {rep}"
+    );
+    assert_eq!(lease(to), Held::Exclusive, "lease on {to} (libvirtd down)");
+    assert_eq!(lease(at), Held::None, "lease on {at}");
+    lab_ok(&["libvirtd-start", to]);
+    assert!(
+        wait_for(30, || active(to).then_some(())).is_some(),
+        "{VM} does not run on {to} after its libvirtd came back"
+    );
+    assert_migrated_forward("target libvirtd stopped after the switchover", at, to, mark);
+    // The source's agent runs without the pause switch again.
+    lab_ok(&["agent-stop", at]);
+    lab_ok(&["agent-start", at]);
+    to
 }

@@ -51,7 +51,13 @@ pub enum Record {
         #[serde(default)]
         error: Option<String>,
     },
-    /// A recovery attempt after a crash: what it saw and decided.
+    /// The agent that ran the action left it unfinished on purpose (a step after the commit, or
+    /// the commit decision itself, could not be completed): recovery takes it over. Without this
+    /// record an unfinished journal means the agent died mid-action.
+    Incomplete {
+        reason: String,
+    },
+    /// A recovery attempt: what it saw and decided.
     Recovery {
         observed: String,
         decision: String,
@@ -214,17 +220,47 @@ impl ReadJournal {
             .filter(|r| matches!(r, Record::Header { .. }))
     }
 
-    /// Steps whose Done was written (in order), minus those undone.
+    /// Steps whose Done was written (in order), minus those undone (an undo that failed leaves
+    /// its step done: whatever it changed is still in place).
     pub fn done_steps(&self) -> Vec<String> {
         let mut done: Vec<String> = Vec::new();
         for r in &self.records {
             match r {
                 Record::Done { step } => done.push(step.clone()),
-                Record::Undone { step, .. } => done.retain(|s| s != step),
+                Record::Undone { step, error: None } => done.retain(|s| s != step),
                 _ => {}
             }
         }
         done
+    }
+
+    /// The last step that failed, with its error.
+    pub fn failed_step(&self) -> Option<(String, String)> {
+        self.records.iter().rev().find_map(|r| match r {
+            Record::Failed { step, error } => Some((step.clone(), error.clone())),
+            _ => None,
+        })
+    }
+
+    /// Why a live agent left the action unfinished (None: the agent died mid-action).
+    pub fn left_incomplete(&self) -> Option<String> {
+        self.records.iter().rev().find_map(|r| match r {
+            Record::Incomplete { reason } => Some(reason.clone()),
+            _ => None,
+        })
+    }
+
+    /// How far the action got, for recovery's log and journal: the steps done, and the step
+    /// that failed or was running when the agent stopped.
+    pub fn progress(&self) -> String {
+        let done = self.done_steps().join(", ");
+        let mut s = format!("done: [{done}]");
+        if let Some(step) = self.interrupted_step() {
+            s.push_str(&format!("; interrupted in {step}"));
+        } else if let Some((step, error)) = self.failed_step() {
+            s.push_str(&format!("; {step} failed: {error}"));
+        }
+        s
     }
 
     /// The step that began and has no Done/Failed: where the crash happened.
@@ -292,27 +328,102 @@ pub fn in_migration(state_dir: &str) -> std::collections::BTreeSet<String> {
             }
         }
     }
-    if let Ok(rd) = std::fs::read_dir(Path::new(state_dir).join("incoming")) {
-        for e in rd.flatten() {
-            out.insert(e.file_name().to_string_lossy().into_owned());
-        }
-    }
+    out.extend(incoming_vms(state_dir));
     out
 }
 
-/// Mark or unmark `vm` as arriving here by live migration (the target's side, for invariants).
-pub fn set_incoming(state_dir: &str, vm: &str, on: bool) -> Result<(), JournalError> {
+/// A live migration of a VM *into* this node that vmwarden declared: the source's agent asked
+/// this node's agent to join the VM's lock shared (`STATE_DIR/incoming/VM`). The hook lets an
+/// incoming migration in only with one of these, so a lock that merely happens to be shared is
+/// never a way in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Incoming {
+    /// The source's action id.
+    #[serde(default)]
+    pub action_id: String,
+    #[serde(default)]
+    pub declared_unix: u64,
+    /// Set by the hook when libvirt's incoming migration began (`migrate begin`): only then may
+    /// qemu be prepared on a shared lock — a plain `virsh start` in the window may not.
+    #[serde(default)]
+    pub libvirt_began_unix: Option<u64>,
+}
+
+fn incoming_path(state_dir: &str, vm: &str) -> PathBuf {
+    Path::new(state_dir).join("incoming").join(vm)
+}
+
+/// The VMs with an incoming marker here.
+pub fn incoming_vms(state_dir: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(Path::new(state_dir).join("incoming")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The incoming marker of `vm`, if there is one. A marker left by an older agent (an empty file)
+/// still counts as declared, without details.
+pub fn incoming(state_dir: &str, vm: &str) -> Option<Incoming> {
+    let text = std::fs::read_to_string(incoming_path(state_dir, vm)).ok()?;
+    Some(serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// Write (replace) the incoming marker of `vm`, atomically: a reader sees the old or the new one.
+pub fn write_incoming(state_dir: &str, vm: &str, m: &Incoming) -> Result<(), JournalError> {
     let dir = Path::new(state_dir).join("incoming");
-    let p = dir.join(vm);
-    if on {
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        File::create(&p).map_err(io(&p))?;
-    } else if let Err(e) = std::fs::remove_file(&p) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(io(&p)(e));
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let p = incoming_path(state_dir, vm);
+    let tmp = dir.join(format!(".{vm}.tmp"));
+    let text = serde_json::to_vec(m).map_err(|e| JournalError::Io {
+        path: p.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&text).map_err(io(&tmp))?;
+    f.sync_data().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &p).map_err(io(&p))?;
+    sync_dir(&dir).or(Ok(()))
+}
+
+/// Declare (or withdraw) an incoming migration of `vm` to this node (the target's side).
+pub fn set_incoming(
+    state_dir: &str,
+    vm: &str,
+    action_id: Option<&str>,
+) -> Result<(), JournalError> {
+    match action_id {
+        Some(id) => write_incoming(
+            state_dir,
+            vm,
+            &Incoming {
+                action_id: id.to_string(),
+                declared_unix: now_unix(),
+                libvirt_began_unix: None,
+            },
+        ),
+        None => {
+            let p = incoming_path(state_dir, vm);
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(io(&p)(e));
+                }
+            }
+            sync_dir(&Path::new(state_dir).join("incoming")).or(Ok(()))
         }
     }
-    sync_dir(&dir).or(Ok(()))
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -372,13 +483,79 @@ mod tests {
     }
 
     #[test]
+    fn progress_names_what_stayed_done() {
+        let d = tempfile::tempdir().unwrap();
+        let sd = d.path().to_str().unwrap();
+        let mut j = Journal::create(sd, "vm1", header("vm1")).unwrap();
+        for r in [
+            Record::Begin { step: "a".into() },
+            Record::Done { step: "a".into() },
+            Record::Begin { step: "b".into() },
+            Record::Done { step: "b".into() },
+            Record::Begin { step: "c".into() },
+            Record::Failed {
+                step: "c".into(),
+                error: "boom".into(),
+            },
+            Record::Undo { step: "b".into() },
+            Record::Undone {
+                step: "b".into(),
+                error: Some("agent down".into()),
+            },
+            Record::Undo { step: "a".into() },
+            Record::Undone {
+                step: "a".into(),
+                error: None,
+            },
+        ] {
+            j.write(&r).unwrap();
+        }
+        let r = read(j.path()).unwrap();
+        // b's undo failed: b is still done; a was undone.
+        assert_eq!(r.done_steps(), ["b"]);
+        assert_eq!(r.interrupted_step(), None);
+        assert_eq!(r.progress(), "done: [b]; c failed: boom");
+        assert_eq!(r.left_incomplete(), None);
+        j.write(&Record::Incomplete {
+            reason: "undo failed".into(),
+        })
+        .unwrap();
+        let r = read(j.path()).unwrap();
+        assert_eq!(r.left_incomplete().as_deref(), Some("undo failed"));
+        j.write(&Record::Begin { step: "d".into() }).unwrap();
+        assert_eq!(
+            read(j.path()).unwrap().progress(),
+            "done: [b]; interrupted in d"
+        );
+    }
+
+    #[test]
     fn incoming_markers() {
         let d = tempfile::tempdir().unwrap();
         let sd = d.path().to_str().unwrap();
-        set_incoming(sd, "vm2", true).unwrap();
+        assert!(incoming(sd, "vm2").is_none());
+        set_incoming(sd, "vm2", Some("vm2-migrate-1")).unwrap();
         assert!(in_migration(sd).contains("vm2"));
-        set_incoming(sd, "vm2", false).unwrap();
-        set_incoming(sd, "vm2", false).unwrap();
+        let m = incoming(sd, "vm2").unwrap();
+        assert_eq!(m.action_id, "vm2-migrate-1");
+        assert!(m.libvirt_began_unix.is_none());
+        write_incoming(
+            sd,
+            "vm2",
+            &Incoming {
+                libvirt_began_unix: Some(5),
+                ..m
+            },
+        )
+        .unwrap();
+        assert_eq!(incoming(sd, "vm2").unwrap().libvirt_began_unix, Some(5));
+        // No temporary file is mistaken for a VM.
+        assert_eq!(incoming_vms(sd), ["vm2"]);
+        set_incoming(sd, "vm2", None).unwrap();
+        set_incoming(sd, "vm2", None).unwrap();
         assert!(in_migration(sd).is_empty());
+        // An older agent's empty marker still declares the migration.
+        std::fs::write(d.path().join("incoming/vm3"), b"").unwrap();
+        assert_eq!(incoming(sd, "vm3"), Some(Incoming::default()));
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod journal;
 pub mod manual_lock;
+pub mod outcome;
 mod plan;
 mod recover;
 pub mod stats;
@@ -156,6 +157,10 @@ pub enum ActionError {
     Peer(#[from] crate::peer::PeerError),
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
+    /// Whether the step happened cannot be told yet (a migration libvirt may still be
+    /// finishing): nothing is undone, the journal stays and recovery decides from what it sees.
+    #[error("{0}")]
+    Unsettled(String),
 }
 
 /// The agent's action engine: one per agent, shared by the HTTP handlers and recovery.
@@ -166,6 +171,8 @@ pub struct Engine {
     /// VMs with an action, a peer call or a recovery in progress in this process.
     busy: Mutex<HashSet<String>>,
     pub stats: Arc<stats::ActionStats>,
+    /// Wakes the recovery loop at once (an action just ended incomplete).
+    recovery_wake: tokio::sync::Notify,
 }
 
 /// Marks a VM busy while alive.
@@ -182,13 +189,6 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Test-only fault point: `VMWARDEN_FAULT_AFTER_STEP=ACTION:STEP` makes the agent kill itself
 /// with SIGKILL right after STEP of ACTION is journaled done — a crash at the worst moment, for
 /// the recovery tests. Never set it in production.
@@ -202,6 +202,10 @@ fn fault_point(action: &str, step: &str) {
             }
         }
     }
+}
+
+enum FailureKind {
+    Unsettled,
 }
 
 /// Everything one action needs.
@@ -225,6 +229,7 @@ impl Engine {
             secret,
             busy: Mutex::new(HashSet::new()),
             stats: Arc::new(stats::ActionStats::new()),
+            recovery_wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -307,7 +312,9 @@ impl Engine {
     }
 
     /// Whether a qemu process for `vm` exists here: libvirt's answer, or — when libvirtd cannot
-    /// be asked (stopped, hung) — qemu's pid file and the process itself.
+    /// be asked (stopped, hung) — qemu's pid file and the process itself. Then the state is
+    /// `unknown (libvirtd not answering; …)`, active when qemu runs: nothing that asks may take
+    /// a running qemu for a stopped VM.
     pub(crate) async fn active_here(&self, vm: &str) -> Result<(DomState, bool), ActionError> {
         match self.virsh().state(vm).await {
             Ok(s) => {
@@ -316,9 +323,16 @@ impl Engine {
             }
             Err(e) => match plan::qemu_pid(&self.cfg, vm) {
                 Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
-                    Err(ActionError::Refused(format!(
-                        "libvirt cannot be asked ({e}) and qemu {pid} of {vm} still runs here"
-                    )))
+                    tracing::warn!(
+                        vm,
+                        "libvirt cannot be asked ({e}); qemu {pid} of the VM runs here"
+                    );
+                    Ok((
+                        DomState::parse(&format!(
+                            "unknown (libvirtd not answering; qemu {pid} runs)"
+                        )),
+                        true,
+                    ))
                 }
                 _ => {
                     tracing::warn!(
@@ -326,12 +340,17 @@ impl Engine {
                         "libvirt cannot be asked ({e}); no qemu process of the VM runs here"
                     );
                     Ok((
-                        DomState::parse("unknown (libvirtd unreachable, no qemu process)"),
+                        DomState::parse("unknown (libvirtd not answering; no qemu process)"),
                         false,
                     ))
                 }
             },
         }
+    }
+
+    /// Wake the recovery loop now (an action was left incomplete).
+    pub fn wake_recovery(&self) {
+        self.recovery_wake.notify_one();
     }
 
     /// Plan and (unless dry-run) run an action. Never panics; every outcome is a report.
@@ -352,7 +371,7 @@ impl Engine {
         if let Err(e) = validate_name(NameKind::Vm, &req.vm) {
             return refuse(rep, e.to_string());
         }
-        let Some(_guard) = self.try_busy(&req.vm) else {
+        let Some(guard) = self.try_busy(&req.vm) else {
             return refuse(
                 rep,
                 format!(
@@ -379,6 +398,11 @@ impl Engine {
         }
         let rep = self.execute(&ctx, &req, plan, rep, t0).await;
         self.stats.observe(&rep.action, &rep.result, rep.seconds);
+        // Recovery takes the VM over at once: free it first, or the pass would find it busy.
+        drop(guard);
+        if rep.result == "incomplete" {
+            self.wake_recovery();
+        }
         rep
     }
 
@@ -448,7 +472,7 @@ impl Engine {
             node: self.node.clone(),
             to: req.to.clone(),
             live: plan.live,
-            started_unix: now_unix(),
+            started_unix: journal::now_unix(),
             steps: plan.steps.iter().map(|s| s.name().to_string()).collect(),
             disks: ctx.disks.clone(),
         };
@@ -465,6 +489,7 @@ impl Engine {
         let mut done: Vec<Step> = Vec::new();
         let mut committed = false;
         let mut failure: Option<(Step, String)> = None;
+        let mut failure_kind: Option<FailureKind> = None;
         for step in &plan.steps {
             if let Err(e) = j.write(&Record::Begin {
                 step: step.name().into(),
@@ -503,6 +528,9 @@ impl Engine {
                     committed |= step.commits();
                 }
                 Err(e) => {
+                    if matches!(e, ActionError::Unsettled(_)) {
+                        failure_kind = Some(FailureKind::Unsettled);
+                    }
                     let msg = e.to_string();
                     tracing::warn!(id = %ctx.id, step = step.name(), "failed: {msg}");
                     let _ = j.write(&Record::Failed {
@@ -524,12 +552,22 @@ impl Engine {
             }
             return rep;
         };
-        if committed && failed.forward_only() {
-            rep.result = "incomplete".into();
-            rep.message = format!(
-                "{} failed after the point of no return: {why} — the journal is kept and the agent keeps retrying (recovery); `vmwarden check` shows the state",
-                failed.name()
-            );
+        // A step that cannot tell whether it happened (the migration commit when libvirt has not
+        // settled): no undo — recovery decides from what it sees.
+        let unsettled = matches!(failure_kind, Some(FailureKind::Unsettled));
+        if unsettled || (committed && failed.forward_only()) {
+            let (result, message) = if unsettled {
+                ("incomplete", format!("{} could not be decided: {why} — nothing was undone; the journal is kept and the agent's recovery finishes or rolls it back from what libvirt and the locks show (every 3 s)", failed.name()))
+            } else {
+                outcome::conclude(&ctx.vm, &done, committed, failed, &why, false)
+            };
+            rep.result = result.into();
+            rep.message = message;
+            if let Err(e) = j.write(&Record::Incomplete {
+                reason: rep.message.clone(),
+            }) {
+                tracing::error!("journal of {}: {e}", ctx.id);
+            }
             return rep;
         }
         // Undo what was done since the last commit, newest first.
@@ -559,36 +597,18 @@ impl Engine {
         }
         rep.seconds = t0.elapsed().as_secs_f64();
         let undo_failed = rep.rollback.iter().any(|s| !s.ok);
+        let (result, message) =
+            outcome::conclude(&ctx.vm, &done, committed, failed, &why, undo_failed);
+        rep.result = result.into();
+        rep.message = message;
         if undo_failed {
-            rep.result = "incomplete".into();
-            rep.message = format!(
-                "{} failed: {why}; undoing it also failed — the journal is kept and the agent's recovery will set it right from what libvirt and the locks show",
-                failed.name()
-            );
+            if let Err(e) = j.write(&Record::Incomplete {
+                reason: rep.message.clone(),
+            }) {
+                tracing::error!("journal of {}: {e}", ctx.id);
+            }
             return rep;
         }
-        rep.result = if committed {
-            "failed"
-        } else if done.is_empty() {
-            "refused"
-        } else {
-            "rolled_back"
-        }
-        .into();
-        rep.message = if committed {
-            format!(
-                "{} failed: {why} (done before it: {})",
-                failed.name(),
-                done.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
-            )
-        } else if done.is_empty() {
-            format!("{} failed: {why} (nothing was changed)", failed.name())
-        } else {
-            format!(
-                "{} failed: {why}; everything done before it was undone",
-                failed.name()
-            )
-        };
         if let Err(e) = j.finish(&rep.result, &rep.message) {
             tracing::error!("closing the journal of {}: {e}", ctx.id);
         }
@@ -645,15 +665,19 @@ impl Engine {
                             req.vm
                         )));
                     }
-                    journal::set_incoming(sd, &req.vm, true)?;
+                    // Declared before the lock is joined: the hook lets libvirt's incoming
+                    // migration in only for a migration declared here.
+                    journal::set_incoming(sd, &req.vm, Some(&req.action_id))?;
                     let r = locks.apply(LockOp::AcquireShared).await;
                     if r.is_err() {
-                        let _ = journal::set_incoming(sd, &req.vm, false);
+                        let _ = journal::set_incoming(sd, &req.vm, None);
                     }
                     Ok(r?)
                 }
                 PeerOp::ConvertToExclusive => {
-                    if state.state != "running" && state.state != "paused" {
+                    // A qemu of the VM runs here (libvirt says so, or libvirtd is down and qemu's
+                    // process is alive). The lock itself refuses while the source still holds it.
+                    if !active || state.incoming_migration() {
                         return Err(ActionError::Refused(format!(
                             "{} does not run here ({state}): refusing to take its lock exclusively",
                             req.vm
@@ -665,7 +689,7 @@ impl Engine {
                             tracing::warn!(vm = %req.vm, "could not tie the lease to qemu {pid}: {e}");
                         }
                     }
-                    journal::set_incoming(sd, &req.vm, false)?;
+                    journal::set_incoming(sd, &req.vm, None)?;
                     Ok(())
                 }
                 PeerOp::Release => {
@@ -676,7 +700,7 @@ impl Engine {
                         )));
                     }
                     locks.apply(LockOp::Release).await?;
-                    journal::set_incoming(sd, &req.vm, false)?;
+                    journal::set_incoming(sd, &req.vm, None)?;
                     Ok(())
                 }
             }
@@ -743,10 +767,15 @@ impl Engine {
         out
     }
 
-    /// Finish or roll back every unfinished journal (start-up, then periodically while any is
-    /// left). Returns how many are still unfinished.
+    /// Finish or roll back every unfinished journal and incoming migration once. Returns how
+    /// many are still unfinished.
     pub async fn recover_all(&self) -> usize {
         recover::recover_all(self).await
+    }
+
+    /// The agent's recovery loop (start-up pass, woken by incomplete actions, then on cadence).
+    pub async fn recovery_loop(self: Arc<Self>) {
+        recover::run_loop(self).await
     }
 }
 
@@ -759,22 +788,26 @@ pub fn name_holder(cfg: &Config, e: &LockError) -> Option<String> {
     else {
         return None;
     };
-    let who = if cfg.cluster.host_id == *h {
+    node_of_host(cfg, *h).map(|n| format!("{e} [host {h} is node {n}]"))
+}
+
+/// The node whose sanlock host id is `host_id` (this node or a configured peer).
+pub fn node_of_host(cfg: &Config, host_id: u64) -> Option<String> {
+    if cfg.cluster.host_id == host_id {
         Some(cfg.node_name())
     } else {
         cfg.cluster
             .peers
             .iter()
-            .find(|p| p.host_id == *h)
+            .find(|p| p.host_id == host_id)
             .map(|p| p.name.clone())
-    };
-    who.map(|n| format!("{e} [host {h} is node {n}]"))
+    }
 }
 
 /// Test-only pause: `VMWARDEN_TEST_PAUSE_BEFORE_STEP=ACTION:STEP` makes the agent create
 /// `STATE_DIR/paused-STEP` before STEP and wait (at most 120 s) until that file is removed, so a
 /// test can break something at exactly that point. Never set it in production.
-async fn pause_point(cfg: &Config, action: &str, step: &str) {
+pub(crate) async fn pause_point(cfg: &Config, action: &str, step: &str) {
     let Ok(p) = std::env::var("VMWARDEN_TEST_PAUSE_BEFORE_STEP") else {
         return;
     };

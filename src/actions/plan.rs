@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::outcome::{decide_migration_commit, Commit, SourceAfter};
 use super::{state_refusal, ActionError, ActionKind, ActionRequest, Ctx};
 use crate::config::Config;
 use crate::lock::{Held, LockOp};
@@ -71,6 +72,25 @@ impl Step {
             self,
             Step::ReleaseLock | Step::SourceRelease | Step::TargetToExclusive
         )
+    }
+
+    /// Whether the step changes anything (the preflights only look).
+    pub fn changes(self) -> bool {
+        !matches!(
+            self,
+            Step::StartPreflight | Step::MigratePreflight | Step::ColdPreflight
+        )
+    }
+
+    /// What stays of a step that changed something and has no undo, for the operator.
+    pub fn cannot_undo(self) -> &'static str {
+        match self {
+            Step::AcpiShutdown => {
+                "the guest was asked to power off (ACPI) and may still do so; its lock is released when it does"
+            }
+            Step::AttachLease => "the lease was tied to qemu's process",
+            _ => "it has no undo",
+        }
     }
 
     pub fn has_undo(self) -> bool {
@@ -257,17 +277,38 @@ impl Step {
                 let args = migrate_args(&e.cfg, peer, vm, true);
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
                 let limit = Duration::from_secs_f64(e.cfg.actions.migrate_timeout_seconds);
-                virsh.run(&a, limit).await?;
-                let r = e
-                    .call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id)
-                    .await?;
-                if !r.active {
-                    return Err(ActionError::Refused(format!(
-                        "libvirt reported the migration done but {vm} is {} on {}",
-                        r.state, peer.name
-                    )));
+                let migrated = virsh.run(&a, limit).await;
+                super::pause_point(&e.cfg, "migrate", "libvirt_migrate.commit").await;
+                // The commit is what libvirt did: where the domain is now on this node. The
+                // target is asked only when that alone would roll back (is it active there
+                // too?), and its silence never turns a migration that happened into a rollback.
+                let (state, active) = e.active_here(vm).await?;
+                let here = SourceAfter::from_state(&state, active);
+                let virsh_error = migrated.as_ref().err().map(|e| e.to_string());
+                let target_active = if here == SourceAfter::Gone || virsh_error.is_none() {
+                    None
+                } else {
+                    e.call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id)
+                        .await
+                        .ok()
+                        .map(|r| r.active)
+                };
+                match decide_migration_commit(vm, virsh_error.as_deref(), &here, target_active) {
+                    Commit::Committed => {
+                        if let Some(err) = &virsh_error {
+                            tracing::warn!(
+                                vm,
+                                "`virsh migrate` failed ({err}) but {vm} no longer runs here ({state}): the migration happened; going forward"
+                            );
+                        }
+                        Ok(())
+                    }
+                    Commit::NotMigrated(err) => Err(ActionError::Refused(format!(
+                        "{err} ({vm} still {state} on {})",
+                        e.node
+                    ))),
+                    Commit::Unsettled(why) => Err(ActionError::Unsettled(why)),
                 }
-                Ok(())
             }
             Step::TargetToExclusive => {
                 e.call_peer(

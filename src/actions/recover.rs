@@ -1,23 +1,51 @@
-//! Recovery of unfinished journals (an agent that crashed or was killed mid-action). Nothing is
-//! re-run from the journal: the journal says *what* was being done; libvirt and the locks say
-//! *where it got*, and only that decides whether to finish or roll back.
+//! Recovery of unfinished journals (an agent that crashed or was killed mid-action, or an action
+//! its agent left incomplete). Nothing is re-run from the journal: the journal says *what* was
+//! being done; libvirt and the locks say *where it got*, and only that decides whether to finish
+//! or roll back.
 //!
 //! - start / stop / restart: the VM runs here → its lock must be exclusive here (taken again if
 //!   needed, lease tied to qemu); it does not → release the lock here. Never starts or stops it.
-//! - live migration: runs on the source only → roll back (target releases, source back to ex);
-//!   on the target only → finish (source releases, target sh→ex); on both (a libvirt migration
-//!   still running) or the target unreachable → wait and try again later; on neither → release
-//!   both sides.
+//! - live migration (the source's journal): the VM is gone from the source → forward: the source
+//!   releases at once (no peer needed), then the target takes its lock exclusively (or, if it
+//!   runs nowhere, releases); it runs on the source only → roll back (target releases, source
+//!   back to ex); active on both (a libvirt migration still running) or the target
+//!   unreachable when it is needed → wait and try again.
+//! - the target's side (an incoming marker, no journal here): the VM runs here and its lock is
+//!   shared → convert it to exclusive. The lock manager allows that only once the source holds
+//!   nothing, so this finishes a migration whose source already let go even when the source's
+//!   agent cannot reach this one.
+//!
+//! Cadence ([`run_loop`]): a pass at start-up, at once when an action ends incomplete, every
+//! [`RETRY`] while anything is left, else every [`IDLE`].
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::journal::{self, Journal, Record};
 use super::{ActionError, Engine};
 use crate::lock::{Held, LockOp};
 use crate::peer::PeerOp;
 
+/// Between passes while a journal or an incoming migration is left.
+pub const RETRY: Duration = Duration::from_secs(3);
+/// Between passes when nothing was left (a new unfinished journal wakes the loop itself).
+pub const IDLE: Duration = Duration::from_secs(30);
+
+/// The agent's recovery loop.
+pub async fn run_loop(engine: Arc<Engine>) {
+    loop {
+        let left = recover_all(&engine).await;
+        let pause = if left > 0 { RETRY } else { IDLE };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = engine.recovery_wake.notified() => {}
+        }
+    }
+}
+
 pub(super) async fn recover_all(engine: &Engine) -> usize {
-    let mut left = 0;
+    let mut left = settle_incoming_all(engine).await;
     for path in journal::unfinished(&engine.cfg.cluster.state_dir) {
         match recover_one(engine, &path).await {
             Ok(true) => {}
@@ -60,13 +88,20 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
         Journal::reopen(path)?.finish("completed", "closed by recovery")?;
         return Ok(true);
     }
-    let virsh = engine.virsh();
-    let here = virsh.state(&vm).await?;
     let locks = super::VmLocks::for_vm(&engine.cfg, &vm, &disks)?;
-    let interrupted = read.interrupted_step().unwrap_or_default();
-    let done = read.done_steps().join(",");
+    let progress = read.progress();
+    let left_incomplete = read.left_incomplete();
     let mut j = Journal::reopen(path)?;
     let (observed, decision, result);
+    let (here, here_active) = engine.active_here(&vm).await?;
+    // Without libvirt here nothing is decided: a missing pid file is not proof enough that no
+    // qemu of the VM runs, and the locks are only ever changed on what libvirt shows.
+    if here.state == "unknown" {
+        return Err(ActionError::Refused(format!(
+            "{vm} is {here} on {}: waiting until libvirt answers",
+            engine.node
+        )));
+    }
     match (action.as_str(), live) {
         ("migrate", true) => {
             let peer = to
@@ -79,14 +114,28 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
                         path.display()
                     ))
                 })?;
+            if !here_active {
+                // Gone from the source: whatever else is true, nothing here needs the lock.
+                // Released first, without the peer, so the target can take it exclusively
+                // (its own recovery does when this node cannot reach it).
+                if let Some(l) = &locks {
+                    l.apply(LockOp::Release).await?;
+                }
+            }
             let there = engine
                 .call_peer(&peer, PeerOp::Status, &vm, &disks, &id)
-                .await?;
+                .await
+                .map_err(|e| {
+                    ActionError::Refused(format!(
+                        "{vm} is {here} on {}; {progress}; the target is needed now and cannot be asked: {e}",
+                        engine.node
+                    ))
+                })?;
             observed = format!(
-                "{vm} {here} on {}, {} on {}; done: [{done}]; interrupted in: {interrupted:?}",
+                "{vm} {here} on {}, {} on {}; {progress}",
                 engine.node, there.state, peer.name
             );
-            match (here.active(), there.active) {
+            match (here_active, there.active) {
                 (true, false) => {
                     decision = "roll back: the VM runs on the source".to_string();
                     j.write(&Record::Recovery {
@@ -105,9 +154,6 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
                         observed: observed.clone(),
                         decision: decision.clone(),
                     })?;
-                    if let Some(l) = &locks {
-                        l.apply(LockOp::Release).await?;
-                    }
                     engine
                         .call_peer(&peer, PeerOp::ConvertToExclusive, &vm, &disks, &id)
                         .await?;
@@ -127,19 +173,13 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
                     engine
                         .call_peer(&peer, PeerOp::Release, &vm, &disks, &id)
                         .await?;
-                    if let Some(l) = &locks {
-                        l.apply(LockOp::Release).await?;
-                    }
                     result = "failed";
                 }
             }
         }
         _ => {
-            observed = format!(
-                "{vm} {here} on {}; done: [{done}]; interrupted in: {interrupted:?}",
-                engine.node
-            );
-            if here.active() {
+            observed = format!("{vm} {here} on {}; {progress}", engine.node);
+            if here_active {
                 decision = "the VM runs here: keep its lock exclusive".to_string();
                 j.write(&Record::Recovery {
                     observed: observed.clone(),
@@ -168,11 +208,94 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
             }
         }
     }
-    let message = format!("recovered after an agent crash: {observed} → {decision}");
+    let why = match &left_incomplete {
+        Some(_) => "finished by recovery (the action was left incomplete)",
+        None => "recovered after an agent crash (it stopped mid-action)",
+    };
+    let message = format!("{why}: {observed} → {decision}");
     tracing::warn!(id = %id, "{message}");
     engine.stats.observe(&action, result, 0.0);
     j.finish(result, &message)?;
     Ok(true)
+}
+
+/// The target's side of every incoming migration declared here. Returns how many are left to
+/// retry soon (the VM runs here on a shared lock the source has not let go of yet).
+async fn settle_incoming_all(engine: &Engine) -> usize {
+    let mut left = 0;
+    for vm in journal::incoming_vms(&engine.cfg.cluster.state_dir) {
+        match settle_incoming(engine, &vm).await {
+            Ok(true) => {}
+            Ok(false) => left += 1,
+            Err(e) => {
+                left += 1;
+                tracing::warn!(
+                    vm,
+                    "incoming migration: cannot settle it yet (retrying): {e}"
+                );
+            }
+        }
+    }
+    left
+}
+
+/// Ok(true): nothing (more) to do here; Ok(false): retry soon.
+async fn settle_incoming(engine: &Engine, vm: &str) -> Result<bool, ActionError> {
+    let sd = &engine.cfg.cluster.state_dir;
+    if journal::incoming(sd, vm).is_none()
+        || crate::lock::validate_name(crate::lock::NameKind::Vm, vm).is_err()
+    {
+        return Ok(true);
+    }
+    let Some(_g) = engine.try_busy(vm) else {
+        return Ok(false);
+    };
+    let virsh = engine.virsh();
+    let st = virsh.state(vm).await?;
+    // Only a VM libvirt shows running here is ours to finish; anything else (the migration not
+    // there yet, rolled back, never started) is the source's journal to settle.
+    if !st.active() || st.incoming_migration() || st.state == "paused" {
+        return Ok(true);
+    }
+    // One attempt per pass, no retry budget: while the source still holds its share this is
+    // refused at once, and the pass must not hold the VM busy against the source's own call.
+    let mut cfg = engine.cfg.clone();
+    cfg.lock.convert_retry_attempts = 1;
+    let disks = virsh.disks(vm).await?;
+    let Some(locks) = super::VmLocks::for_vm(&cfg, vm, &disks)? else {
+        journal::set_incoming(sd, vm, None)?;
+        return Ok(true);
+    };
+    match locks.mode().await? {
+        Held::Exclusive => {
+            journal::set_incoming(sd, vm, None)?;
+            Ok(true)
+        }
+        // Runs here with no lock at all: not a migration's to fix; `vmwarden check` says so.
+        Held::None => Ok(true),
+        Held::Shared => match locks.apply(LockOp::ConvertToExclusive).await {
+            Ok(()) => {
+                if let Some(pid) = super::plan::qemu_pid(&engine.cfg, vm) {
+                    if let Err(e) = locks.attach_vm(pid).await {
+                        tracing::warn!(vm, "could not tie the lease to qemu {pid}: {e}");
+                    }
+                }
+                journal::set_incoming(sd, vm, None)?;
+                tracing::warn!(
+                    vm,
+                    "incoming migration finished here: the VM runs on this node and the source let go of its lock, so it is exclusive here now"
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::debug!(
+                    vm,
+                    "incoming migration: the source still holds the lock: {e}"
+                );
+                Ok(false)
+            }
+        },
+    }
 }
 
 /// The VM runs here: make its lock exclusive here (whatever was left of it) and tie the lease to

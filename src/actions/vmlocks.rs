@@ -116,6 +116,16 @@ impl VmLocks {
         out
     }
 
+    /// Another host holding one of the locks (its sanlock host id), if sanlock can tell.
+    pub async fn other_holder(&self) -> Option<u64> {
+        for l in &self.locks {
+            if let Some(h) = l.other_holder().await {
+                return Some(h);
+            }
+        }
+        None
+    }
+
     /// Tie sanlock leases to the VM's qemu (no-op for lvmlockd).
     pub async fn attach_vm(&self, pid: u32) -> Result<(), LockError> {
         for l in &self.locks {

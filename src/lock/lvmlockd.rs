@@ -194,6 +194,21 @@ impl LvmlockdLock {
         Ok(parse_lvmlockctl_info(&out.stdout, &uuid))
     }
 
+    /// The sanlock host id of another host holding the LV's lock, if sanlock can tell (only used
+    /// to word a refusal).
+    pub async fn other_holder(&self) -> Option<u64> {
+        let (_, offset) = self.uuid_and_offset().await.ok()?;
+        let lockspace = format!("lvm_{}", self.vg);
+        who_holds(
+            &self.sanlock,
+            self.tuning.command_timeout,
+            &lockspace,
+            offset?,
+        )
+        .await
+        .map(|h| h.host_id)
+    }
+
     async fn uuid_and_offset(&self) -> Result<(String, Option<u64>), LockError> {
         let cmd = Cmd::new(&self.lvm).args([
             "lvs",

@@ -228,6 +228,15 @@ impl VolumeLock {
         }
     }
 
+    /// The sanlock host id of another host holding the lock, when sanlock can tell. Best effort,
+    /// for wording refusals: never a reason to act.
+    pub async fn other_holder(&self) -> Option<u64> {
+        match self {
+            VolumeLock::Lvmlockd(l) => l.other_holder().await,
+            VolumeLock::Sanlock(l) => l.other_holder().await,
+        }
+    }
+
     /// What this host holds now, asked from the lock manager (never from cached state).
     pub async fn mode(&self) -> Result<Held, LockError> {
         match self {

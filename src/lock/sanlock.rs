@@ -529,6 +529,11 @@ impl SanlockLease {
         })
     }
 
+    /// The sanlock host id of another host holding this lease, if sanlock can tell.
+    pub async fn other_holder(&self) -> Option<u64> {
+        self.holder().await.map(|h| h.host_id)
+    }
+
     /// Another host holding this lease, if sanlock can tell.
     async fn holder(&self) -> Option<Holder> {
         who_holds(
