@@ -155,7 +155,7 @@ impl Collector {
                 .zip(mem.iter())
                 .map(|(c, m)| (*c, m.parse_errors))
                 .collect(),
-            in_migration: crate::actions::journal::in_migration(&self.cfg.cluster.state_dir),
+            in_migration: crate::actions::journal::in_migration(&self.cfg),
             lease_lockspace: self.cfg.lease_lockspace(),
             actions: self.actions.clone(),
         }

@@ -67,7 +67,7 @@ pub async fn qemu(
             Held::Exclusive => Ok(()),
             // Shared only for the incoming end of a declared migration whose libvirt part has
             // begun: a plain `virsh start` in that window would run the VM twice.
-            Held::Shared => match journal::incoming(sd, domain) {
+            Held::Shared => match journal::incoming_declared(cfg, domain) {
                 Some(m) if m.libvirt_began_unix.is_some() => Ok(()),
                 _ => Err(format!(
                     "vmwarden refuses to start {domain} here: its lock is held shared on this node for a live migration in progress, and a start now would run it twice — wait for the migration to finish (`vmwarden ctl status {domain}`)"
@@ -86,7 +86,7 @@ pub async fn qemu(
             // this node's agent to join the lock): a lock that merely happens to be shared — the
             // source's own share during the window after libvirt's switchover, say — is not
             // a way in. Refused at once, naming who holds the lock.
-            let Some(mut m) = journal::incoming(sd, domain) else {
+            let Some(mut m) = journal::incoming_declared(cfg, domain) else {
                 let holder = match locks.other_holder().await {
                     Some(h) => match crate::actions::node_of_host(cfg, h) {
                         Some(n) => format!("; its lock is held by host {h} (node {n})"),

@@ -441,7 +441,7 @@ fn main() -> ExitCode {
                 &snap,
                 c.config().lease_lockspace().as_deref(),
             );
-            let migrating = vmwarden::actions::journal::in_migration(&c.config().cluster.state_dir);
+            let migrating = vmwarden::actions::journal::in_migration(c.config());
             let report = vmwarden::invariants::check(&map, &migrating);
             print!("{}", vmwarden::invariants::format_report(&report));
             if report.violations.is_empty() {

@@ -315,9 +315,29 @@ pub fn unfinished(state_dir: &str) -> Vec<PathBuf> {
     v
 }
 
-/// VMs this node is migrating (an unfinished migrate journal) or receiving (incoming marker):
-/// their locks may be shared.
-pub fn in_migration(state_dir: &str) -> std::collections::BTreeSet<String> {
+/// VMs this node is migrating (an unfinished migrate journal) or receiving (an incoming marker
+/// younger than the migration timeout plus a minute): their locks may be shared. An older marker
+/// is a migration nobody finished — its shared lock is then reported, not excused.
+pub fn in_migration(cfg: &crate::config::Config) -> std::collections::BTreeSet<String> {
+    let stale_after =
+        std::time::Duration::from_secs_f64(cfg.actions.migrate_timeout_seconds.max(0.0) + 60.0);
+    in_migration_at(&cfg.cluster.state_dir, stale_after)
+}
+
+/// The incoming marker of `vm` if it is not stale (see [`in_migration`]): what the hook accepts.
+pub fn incoming_declared(cfg: &crate::config::Config, vm: &str) -> Option<Incoming> {
+    if in_migration(cfg).contains(vm) {
+        incoming(&cfg.cluster.state_dir, vm)
+    } else {
+        None
+    }
+}
+
+/// [`in_migration`] for a state directory and a marker age limit.
+pub fn in_migration_at(
+    state_dir: &str,
+    stale_after: std::time::Duration,
+) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     for p in unfinished(state_dir) {
         if let Ok(j) = read(&p) {
@@ -328,7 +348,16 @@ pub fn in_migration(state_dir: &str) -> std::collections::BTreeSet<String> {
             }
         }
     }
-    out.extend(incoming_vms(state_dir));
+    for vm in incoming_vms(state_dir) {
+        // The hook rewrites the marker when libvirt's part begins: its age is since then.
+        let age = std::fs::metadata(incoming_path(state_dir, &vm))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.map_or(true, |a| a <= stale_after) {
+            out.insert(vm);
+        }
+    }
     out
 }
 
@@ -456,7 +485,12 @@ mod tests {
         j.write(&Record::Begin { step: "a".into() }).unwrap();
         j.write(&Record::Done { step: "a".into() }).unwrap();
         j.write(&Record::Begin { step: "b".into() }).unwrap();
-        assert_eq!(in_migration(sd).into_iter().collect::<Vec<_>>(), ["vm1"]);
+        assert_eq!(
+            in_migration_at(sd, std::time::Duration::from_secs(60))
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["vm1"]
+        );
         // A torn last line (crash mid-write) is skipped and counted.
         let path = j.path().to_path_buf();
         std::fs::OpenOptions::new()
@@ -474,7 +508,7 @@ mod tests {
         let j = Journal::reopen(&path).unwrap();
         j.finish("completed", "ok").unwrap();
         assert!(unfinished(sd).is_empty());
-        assert!(in_migration(sd).is_empty());
+        assert!(in_migration_at(sd, std::time::Duration::from_secs(60)).is_empty());
         let done: Vec<_> = std::fs::read_dir(journal_dir(sd).join("done"))
             .unwrap()
             .collect();
@@ -535,7 +569,7 @@ mod tests {
         let sd = d.path().to_str().unwrap();
         assert!(incoming(sd, "vm2").is_none());
         set_incoming(sd, "vm2", Some("vm2-migrate-1")).unwrap();
-        assert!(in_migration(sd).contains("vm2"));
+        assert!(in_migration_at(sd, std::time::Duration::from_secs(60)).contains("vm2"));
         let m = incoming(sd, "vm2").unwrap();
         assert_eq!(m.action_id, "vm2-migrate-1");
         assert!(m.libvirt_began_unix.is_none());
@@ -551,9 +585,12 @@ mod tests {
         assert_eq!(incoming(sd, "vm2").unwrap().libvirt_began_unix, Some(5));
         // No temporary file is mistaken for a VM.
         assert_eq!(incoming_vms(sd), ["vm2"]);
+        // Older than the limit: a migration nobody finished, no longer excused.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(in_migration_at(sd, std::time::Duration::from_millis(10)).is_empty());
         set_incoming(sd, "vm2", None).unwrap();
         set_incoming(sd, "vm2", None).unwrap();
-        assert!(in_migration(sd).is_empty());
+        assert!(in_migration_at(sd, std::time::Duration::from_secs(60)).is_empty());
         // An older agent's empty marker still declares the migration.
         std::fs::write(d.path().join("incoming/vm3"), b"").unwrap();
         assert_eq!(incoming(sd, "vm3"), Some(Incoming::default()));

@@ -124,7 +124,7 @@ pub async fn run(
         return Ok(format!("would run: {}", locks.describe(op).join("; ")));
     }
     let vm_name = locks.vm.as_str();
-    if super::journal::in_migration(&cfg.cluster.state_dir).contains(vm_name)
+    if super::journal::in_migration(cfg).contains(vm_name)
         || super::journal::unfinished(&cfg.cluster.state_dir)
             .iter()
             .any(|p| p.file_stem().is_some_and(|s| s == vm_name))
