@@ -218,6 +218,8 @@ pub(crate) struct Ctx<'a> {
     pub id: String,
     /// The VM's state here when the action was planned.
     pub state: DomState,
+    /// Set by a live migration's commit: the VM was seen gone from this node.
+    pub gone_after_migrate: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -444,6 +446,7 @@ impl Engine {
             locks,
             peer,
             state,
+            gone_after_migrate: std::sync::atomic::AtomicBool::new(false),
             id: format!(
                 "{}-{}-{}",
                 req.vm,

@@ -210,15 +210,23 @@ impl Step {
                 Ok(())
             }
             Step::ReleaseLock | Step::SourceRelease => {
-                let st = virsh.state(vm).await?;
-                if st.active() {
-                    return Err(state_refusal(vm, &e.node, &st, "its lock must stay"));
+                // The migration's commit has just seen the VM gone from here (and the hook
+                // refuses to start it on the shared lock meanwhile): no second look needed.
+                let seen_gone = self == Step::SourceRelease
+                    && ctx.gone_after_migrate.load(std::sync::atomic::Ordering::SeqCst);
+                if !seen_gone {
+                    let st = virsh.state(vm).await?;
+                    if st.active() {
+                        return Err(state_refusal(vm, &e.node, &st, "its lock must stay"));
+                    }
                 }
                 Ok(Self::locks(ctx)?.apply(LockOp::Release).await?)
             }
             Step::MigratePreflight => {
                 let peer = Self::peer(ctx)?;
-                let st = virsh.state(vm).await?;
+                // The first step: the state read while planning, under this action's busy mark,
+                // moments ago.
+                let st = &ctx.state;
                 if st.state != "running" {
                     return Err(state_refusal(
                         vm,
@@ -295,6 +303,8 @@ impl Step {
                 };
                 match decide_migration_commit(vm, virsh_error.as_deref(), &here, target_active) {
                     Commit::Committed => {
+                        ctx.gone_after_migrate
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
                         if let Some(err) = &virsh_error {
                             tracing::warn!(
                                 vm,

@@ -179,6 +179,21 @@ pub(crate) async fn who_holds(
     Some(Holder { host_id, failing })
 }
 
+/// Whether the holder process `holder` (a `sanlock client command ... --pid=P` we started) watches
+/// `vm_pid`, from its command line in /proc.
+fn holder_watches(holder: u32, vm_pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{holder}/cmdline")) else {
+        return false;
+    };
+    cmdline_watches(&cmdline, vm_pid)
+}
+
+/// `/proc/PID/cmdline` (NUL-separated argv) of a holder → whether it has `--pid=vm_pid`.
+pub fn cmdline_watches(cmdline: &[u8], vm_pid: u32) -> bool {
+    let want = format!("--pid={vm_pid}");
+    cmdline.split(|b| *b == 0).any(|a| a == want.as_bytes())
+}
+
 /// What a sanlock return value means (tests/fixtures/lock/sanlock-*: real ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SanlockRefusal {
@@ -339,6 +354,11 @@ impl SanlockLease {
         let Some((mode, old)) = self.local().await? else {
             return Err(self.incompatible(Held::None, "attached", "acquire it first"));
         };
+        // Already tied to this qemu (the hook's `started begin` did it): sanlock lists `old` as
+        // the holder of our lease and its own argv says it watches `vm_pid` — nothing to move.
+        if holder_watches(old, vm_pid) {
+            return Ok(());
+        }
         let new_lease = self.clone().watching(vm_pid);
         if mode == Held::Exclusive {
             self.verb("convert", true, old).await?;
@@ -441,6 +461,7 @@ impl SanlockLease {
             })?;
         let deadline =
             std::time::Instant::now() + self.tuning.command_timeout.min(Duration::from_secs(10));
+        let mut poll = Duration::from_millis(5);
         loop {
             let out = Cmd::new(&self.sanlock)
                 .args(["client", "status"])
@@ -457,7 +478,9 @@ impl SanlockLease {
                     stderr: "the lease holder did not register with sanlock (is the sanlock daemon running? `sanlock client status`)".into(),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // It registers within a few ms: look again soon, then back off.
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -552,5 +575,20 @@ impl SanlockLease {
             wanted,
             hint,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cmdline_watches;
+
+    #[test]
+    fn holder_argv_names_the_watched_pid() {
+        let argv = b"sanlock\0client\0command\0-c\0/usr/bin/true\0--pid=4242\0-f\0/dev/null\0";
+        assert!(cmdline_watches(argv, 4242));
+        assert!(!cmdline_watches(argv, 424));
+        assert!(!cmdline_watches(argv, 42421));
+        assert!(!cmdline_watches(b"sanlock\0client\0command\0-f\0/dev/null\0", 4242));
+        assert!(!cmdline_watches(b"", 1));
     }
 }
