@@ -20,6 +20,7 @@ pub struct Config {
     pub lock: LockConfig,
     pub cluster: ClusterConfig,
     pub actions: ActionsConfig,
+    pub watchdog: WatchdogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -127,6 +128,23 @@ pub struct ActionsConfig {
     pub peer_timeout_seconds: f64,
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogConfig {
+    pub enabled: bool,
+    /// "running": a running domain without intent is adopted as "should run"; "none": only VMs
+    /// whose intent vmwarden recorded (started or stopped through it).
+    pub adopt: String,
+    pub exclude: Vec<String>,
+    pub user_shutdown: bool,
+    pub reconcile_seconds: f64,
+    pub max_attempts: u32,
+    pub window_seconds: f64,
+    pub backoff_initial_seconds: f64,
+    pub backoff_max_seconds: f64,
+    pub stable_seconds: f64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -216,7 +234,50 @@ impl Config {
             ));
         }
         self.validate_lock()?;
+        self.validate_watchdog()?;
         self.validate_cluster()
+    }
+
+    fn validate_watchdog(&self) -> Result<(), String> {
+        let w = &self.watchdog;
+        if w.adopt != "running" && w.adopt != "none" {
+            return Err(format!(
+                "watchdog.adopt = {:?}: expected \"running\" or \"none\"",
+                w.adopt
+            ));
+        }
+        for (key, t, max) in [
+            ("watchdog.reconcile_seconds", w.reconcile_seconds, 10.0),
+            ("watchdog.window_seconds", w.window_seconds, 7.0 * 86400.0),
+            (
+                "watchdog.backoff_initial_seconds",
+                w.backoff_initial_seconds,
+                3600.0,
+            ),
+            (
+                "watchdog.backoff_max_seconds",
+                w.backoff_max_seconds,
+                86400.0,
+            ),
+            ("watchdog.stable_seconds", w.stable_seconds, 86400.0),
+        ] {
+            if !(t.is_finite() && t > 0.0 && t <= max) {
+                return Err(format!(
+                    "{key} = {t}: must be a number of seconds in (0, {max}]"
+                ));
+            }
+        }
+        if w.max_attempts == 0 || w.max_attempts > 100 {
+            return Err(format!(
+                "watchdog.max_attempts = {}: must be 1 to 100",
+                w.max_attempts
+            ));
+        }
+        for vm in &w.exclude {
+            crate::lock::validate_name(crate::lock::NameKind::Vm, vm)
+                .map_err(|e| format!("watchdog.exclude: {e}"))?;
+        }
+        Ok(())
     }
 
     fn validate_cluster(&self) -> Result<(), String> {

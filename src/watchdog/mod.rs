@@ -1,0 +1,8 @@
+//! The watchdog: brings back VMs that died unexpectedly (ERROR_down) and never ones stopped on
+//! purpose. Policy is pure (status.rs, policy.rs, simulated by sim.rs); the driver (driver.rs)
+//! observes libvirt and acts only through the action engine's start — one way to act.
+
+pub mod intent;
+pub mod policy;
+pub mod sim;
+pub mod status;
