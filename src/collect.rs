@@ -57,6 +57,7 @@ pub struct Collector {
     /// Size of the last rendering: the next one allocates that much at once instead of growing.
     last_len: std::sync::atomic::AtomicUsize,
     actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
+    watchdog: Option<std::sync::Arc<crate::watchdog::Watchdog>>,
 }
 
 impl Collector {
@@ -68,6 +69,7 @@ impl Collector {
             memory: Mutex::new(Default::default()),
             last_len: Default::default(),
             actions: None,
+            watchdog: None,
         }
     }
 
@@ -158,6 +160,7 @@ impl Collector {
             in_migration: crate::actions::journal::in_migration(&self.cfg),
             lease_lockspace: self.cfg.lease_lockspace(),
             actions: self.actions.clone(),
+            watchdog: self.watchdog.clone(),
         }
     }
 
@@ -167,6 +170,12 @@ impl Collector {
         s: std::sync::Arc<crate::actions::stats::ActionStats>,
     ) -> Self {
         self.actions = Some(s);
+        self
+    }
+
+    /// Export the watchdog's view with every scrape.
+    pub fn with_watchdog(mut self, w: std::sync::Arc<crate::watchdog::Watchdog>) -> Self {
+        self.watchdog = Some(w);
         self
     }
 

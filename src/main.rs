@@ -139,8 +139,12 @@ enum Ctl {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Where the VM is and who holds its lock, on this node and every peer.
+    /// Where the VM is and who holds its lock, on this node and every peer; the watchdog's status.
     Status { vm: String },
+    /// Forget the watchdog's restart attempts of VM (and a give-up); it is looked at again now.
+    Reset { vm: String },
+    /// The watchdog's status of every VM on this node.
+    Watchdog,
 }
 
 /// `--config` or the embedded defaults; a bad file is reported and exits 2.
@@ -191,6 +195,7 @@ async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
             .await;
             return match r {
                 Ok(nodes) => {
+                    let wd = watchdog_call(&url, &secret, "status", None).await.ok();
                     if json {
                         println!(
                             "{}",
@@ -203,8 +208,72 @@ async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
                                 _ => println!("{:<12} {:<22} lock {}", n.node, n.state, n.lock),
                             }
                         }
+                        let me = wd
+                            .iter()
+                            .flat_map(|r| r.vms.iter())
+                            .find(|v| v["vm"] == vm.as_str());
+                        if let Some(v) = me {
+                            println!(
+                                "watchdog here: {} (attempts {}{}) {}",
+                                v["status_word"].as_str().unwrap_or("?"),
+                                v["attempts"],
+                                if v["gave_up"] == true {
+                                    ", gave up"
+                                } else {
+                                    ""
+                                },
+                                v["decision"].as_str().unwrap_or("")
+                            );
+                        }
                     }
                     ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vmwarden: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Ctl::Reset { vm } => {
+            return match watchdog_call(&url, &secret, "reset", Some(vm)).await {
+                Ok(r) => {
+                    println!("{}", r.message);
+                    if r.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("vmwarden: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Ctl::Watchdog => {
+            return match watchdog_call(&url, &secret, "status", None).await {
+                Ok(r) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r.vms).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) if r.ok => {
+                    for v in &r.vms {
+                        println!(
+                            "{:<20} {:<16} attempts {:<3} {}",
+                            v["vm"].as_str().unwrap_or("?"),
+                            v["status_word"].as_str().unwrap_or("?"),
+                            v["attempts"],
+                            v["decision"].as_str().unwrap_or("")
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!("vmwarden: {}", r.message);
+                    ExitCode::from(1)
                 }
                 Err(e) => {
                     eprintln!("vmwarden: {e}");
@@ -258,6 +327,26 @@ async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
     }
 }
 
+/// `POST /v1/watchdog` on this node's agent.
+async fn watchdog_call(
+    url: &str,
+    secret: &vmwarden::secret::Secret,
+    op: &str,
+    vm: Option<String>,
+) -> Result<vmwarden::server::WatchdogReply, vmwarden::peer::PeerError> {
+    vmwarden::peer::call(
+        url,
+        "/v1/watchdog",
+        secret,
+        &vmwarden::server::WatchdogRequest {
+            op: op.to_string(),
+            vm,
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .await
+}
+
 async fn run_agent(cfg: Config) -> ExitCode {
     let listen = cfg.agent.listen.clone();
     let (listener, addr) = match server::bind(&listen).await {
@@ -277,15 +366,21 @@ async fn run_agent(cfg: Config) -> ExitCode {
             Err(format!("this agent cannot act: {e}"))
         }
     };
-    let mut collector = Collector::new(cfg);
+    let mut collector = Collector::new(cfg.clone());
+    let mut watchdog = None;
     if let Ok(e) = &engine {
         collector = collector.with_action_stats(e.stats.clone());
-        let e = e.clone();
         // Unfinished journals (an agent that died mid-action) are finished or rolled back from
         // what libvirt and the locks show; retried until they are.
-        tokio::spawn(e.recovery_loop());
+        tokio::spawn(e.clone().recovery_loop());
+        if cfg.watchdog.enabled && cfg.libvirt.enabled {
+            let w = vmwarden::watchdog::Watchdog::new(cfg.clone(), e.clone());
+            collector = collector.with_watchdog(w.clone());
+            tokio::spawn(w.clone().run());
+            watchdog = Some(w);
+        }
     }
-    let srv = Server::with_engine(collector, engine);
+    let srv = Server::with_engine(collector, engine).with_watchdog(watchdog);
     server::serve(srv, listener, shutdown_signal()).await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS

@@ -33,6 +33,8 @@ pub struct Server {
     last: Mutex<Option<(Instant, Bytes)>>,
     /// Scrapes queued on `last`.
     waiting: AtomicUsize,
+    /// The watchdog (`/v1/watchdog`), when it runs.
+    watchdog: Option<Arc<crate::watchdog::Watchdog>>,
 }
 
 impl Server {
@@ -50,7 +52,20 @@ impl Server {
             engine,
             last: Mutex::new(None),
             waiting: AtomicUsize::new(0),
+            watchdog: None,
         })
+    }
+
+    /// Serve `/v1/watchdog` from this watchdog.
+    pub fn with_watchdog(self: Arc<Self>, w: Option<Arc<crate::watchdog::Watchdog>>) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut s) => {
+                s.watchdog = w;
+                Arc::new(s)
+            }
+            // Only called right after construction: nothing else holds it yet.
+            Err(s) => s,
+        }
     }
 
     /// Metrics for a request that arrived at `asked`: one collection at a time, and a scrape that
@@ -194,10 +209,14 @@ impl Server {
                 Ok(r) => serde_json::to_vec(&engine.cluster_status(&r.vm).await),
                 Err(resp) => return *resp,
             },
+            "/v1/watchdog" => match parse::<WatchdogRequest>(&body) {
+                Ok(r) => serde_json::to_vec(&self.watchdog_call(r)),
+                Err(resp) => return *resp,
+            },
             _ => {
                 return text(
                     StatusCode::NOT_FOUND,
-                    "unknown API path: /v1/action, /v1/peer, /v1/status\n",
+                    "unknown API path: /v1/action, /v1/peer, /v1/status, /v1/watchdog\n",
                 )
             }
         };
@@ -219,6 +238,61 @@ impl Server {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct StatusRequest {
     pub vm: String,
+}
+
+/// `POST /v1/watchdog`: `{"op": "status"}` (every VM) or `{"op": "reset", "vm": "VM"}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct WatchdogRequest {
+    pub op: String,
+    #[serde(default)]
+    pub vm: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct WatchdogReply {
+    pub ok: bool,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub vms: Vec<serde_json::Value>,
+}
+
+impl Server {
+    fn watchdog_call(&self, r: WatchdogRequest) -> WatchdogReply {
+        let Some(w) = &self.watchdog else {
+            return WatchdogReply {
+                message: "the watchdog does not run on this agent ([watchdog] enabled = false, or libvirt disabled)".into(),
+                ..Default::default()
+            };
+        };
+        match (r.op.as_str(), r.vm) {
+            ("status", _) => WatchdogReply {
+                ok: true,
+                vms: w
+                    .views()
+                    .iter()
+                    .filter_map(|v| serde_json::to_value(v).ok())
+                    .collect(),
+                ..Default::default()
+            },
+            ("reset", Some(vm)) => match crate::lock::validate_name(crate::lock::NameKind::Vm, &vm)
+            {
+                Ok(()) => WatchdogReply {
+                    ok: true,
+                    message: w.reset(&vm),
+                    ..Default::default()
+                },
+                Err(e) => WatchdogReply {
+                    message: e.to_string(),
+                    ..Default::default()
+                },
+            },
+            (op, _) => WatchdogReply {
+                message: format!("unknown watchdog op {op:?} (status, or reset with a vm)"),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -74,6 +74,7 @@ fn snapshot() -> LibvirtSnapshot {
                 stats: None,
             },
         ],
+        intent: None,
     };
     let vm2 = LibvirtDomain {
         name: "vm2".into(),
@@ -93,6 +94,7 @@ fn snapshot() -> LibvirtSnapshot {
             stats: None,
         }],
         interfaces: vec![],
+        intent: None,
     };
     let vm3 = LibvirtDomain {
         name: "vm3".into(),
@@ -106,6 +108,7 @@ fn snapshot() -> LibvirtSnapshot {
         cpu_seconds: Some(0.25),
         disks: vec![],
         interfaces: vec![],
+        intent: None,
     };
     // A state a newer libvirt might report.
     let vm4 = LibvirtDomain {

@@ -45,8 +45,27 @@ fn agent_rendering() -> String {
         in_migration: Default::default(),
         lease_lockspace: None,
         actions: Some(actions),
+        watchdog: None,
     };
-    render(&snap, &counters, 0)
+    let mut text = render(&snap, &counters, 0);
+    // The watchdog's families, from views of the kinds it reports.
+    let views = [vmwarden::watchdog::VmView {
+        vm: "vm1".into(),
+        status: vmwarden::watchdog::Status::ErrorDown,
+        status_word: "ERROR_down",
+        intent: Some(vmwarden::watchdog::intent::Want::Run),
+        decision: "restart attempt 1: started".into(),
+        attempts: 1,
+        gave_up: false,
+        restarts: 1,
+        elsewhere: None,
+    }];
+    let mut reg = prometheus_client::registry::Registry::default();
+    vmwarden::watchdog::metrics::encode_views(&mut reg, &views, &[("vm1".into(), "started", 1)]);
+    let mut wd = String::new();
+    prometheus_client::encoding::text::encode(&mut wd, &reg).unwrap();
+    text = text.replace("# EOF\n", "") + &wd;
+    text
 }
 
 /// name -> (type, label names) from OpenMetrics text. Counter samples carry `_total`.

@@ -255,6 +255,17 @@ impl Engine {
         })
     }
 
+    /// Whether an action, peer call or recovery holds `vm` in this process, or an unfinished
+    /// journal or incoming migration owns it: the watchdog leaves such a VM alone.
+    pub fn owned_by_action(&self, vm: &str) -> bool {
+        let busy = self.busy.lock().map(|b| b.contains(vm)).unwrap_or(true);
+        let sd = &self.cfg.cluster.state_dir;
+        busy || journal::incoming(sd, vm).is_some()
+            || journal::unfinished(sd)
+                .iter()
+                .any(|p| p.file_stem().is_some_and(|s| s == vm))
+    }
+
     /// Wait (bounded) until `vm` is free in this process, then hold it.
     async fn wait_busy(&self, vm: &str, max: Duration) -> Option<BusyGuard<'_>> {
         let until = Instant::now() + max;

@@ -153,6 +153,15 @@ impl Step {
             }
             Step::LockExclusive => Ok(Self::locks(ctx)?.apply(LockOp::AcquireExclusive).await?),
             Step::VirshStart => {
+                // Intent "should run" first, in the definition the start copies to the live XML:
+                // the watchdog brings it back if it dies. Not recorded is not fatal here (the
+                // watchdog then leaves the VM alone, the safe side).
+                let intent =
+                    crate::watchdog::intent::Intent::new(crate::watchdog::intent::Want::Run, "ctl");
+                if let Err(err) = crate::watchdog::intent::record(&virsh, vm, &intent, false).await
+                {
+                    tracing::warn!(vm, "could not record the intent to run: {err}");
+                }
                 virsh.run(&["start", vm], virsh.timeout).await?;
                 Ok(())
             }
@@ -169,6 +178,15 @@ impl Step {
             }
             Step::AcpiShutdown => {
                 let st = virsh.state(vm).await?;
+                // Intent "should be stopped" before anything stops: the watchdog must never take
+                // this stop for a crash. Not recorded, not stopped.
+                let intent = crate::watchdog::intent::Intent::new(
+                    crate::watchdog::intent::Want::Stop,
+                    "ctl",
+                );
+                if st.defined() {
+                    crate::watchdog::intent::record(&virsh, vm, &intent, st.active()).await?;
+                }
                 if !st.active() {
                     return Ok(());
                 }
@@ -422,7 +440,10 @@ impl Step {
             ),
             Step::LockExclusive => (locks(LockOp::AcquireExclusive), locks(LockOp::Release)),
             Step::VirshStart => (
-                vec![virsh(&["start", vm])],
+                vec![
+                    intent_cmd(&v, vm, crate::watchdog::intent::Want::Run, false),
+                    virsh(&["start", vm]),
+                ],
                 vec![virsh(&["destroy", vm])],
             ),
             Step::AttachLease => (
@@ -436,7 +457,13 @@ impl Step {
                 }],
                 vec![],
             ),
-            Step::AcpiShutdown => (vec![virsh(&["shutdown", vm])], vec![]),
+            Step::AcpiShutdown => (
+                vec![
+                    intent_cmd(&v, vm, crate::watchdog::intent::Want::Stop, true),
+                    virsh(&["shutdown", vm]),
+                ],
+                vec![],
+            ),
             Step::WaitOrDestroy => (
                 vec![
                     format!(
@@ -481,6 +508,24 @@ impl Step {
             ),
         }
     }
+}
+
+/// The `virsh metadata` command that records an intent (for plan printouts).
+fn intent_cmd(
+    v: &super::virsh::Virsh,
+    vm: &str,
+    want: crate::watchdog::intent::Want,
+    live: bool,
+) -> String {
+    use crate::watchdog::intent::{Intent, KEY, NS};
+    let xml = Intent::new(want, "ctl").to_xml();
+    let mut a = vec![
+        "metadata", vm, "--uri", NS, "--key", KEY, "--set", &xml, "--config",
+    ];
+    if live {
+        a.push("--live");
+    }
+    v.cmd(&a).display()
 }
 
 /// `migrate --live --persistent --undefinesource [extra] VM URI [MIGRATE_URI]` (or `--offline`).

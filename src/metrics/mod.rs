@@ -210,6 +210,8 @@ pub struct AgentCounters {
     pub lease_lockspace: Option<String>,
     /// The agent's action counters (absent in `vmwarden collect`).
     pub actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
+    /// The agent's watchdog (absent in `vmwarden collect` and when disabled).
+    pub watchdog: Option<std::sync::Arc<crate::watchdog::Watchdog>>,
 }
 
 /// Render a snapshot as OpenMetrics text.
@@ -292,6 +294,9 @@ pub fn render(snap: &Snapshot, counters: &AgentCounters, capacity: usize) -> Str
     );
     if let Some(a) = &counters.actions {
         a.register(&mut reg);
+    }
+    if let Some(w) = &counters.watchdog {
+        crate::watchdog::metrics::encode(&mut reg, w);
     }
 
     let mut out = String::with_capacity(capacity.max(16 * 1024));

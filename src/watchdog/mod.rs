@@ -2,7 +2,12 @@
 //! purpose. Policy is pure (status.rs, policy.rs, simulated by sim.rs); the driver (driver.rs)
 //! observes libvirt and acts only through the action engine's start — one way to act.
 
+mod driver;
 pub mod intent;
+pub mod metrics;
 pub mod policy;
 pub mod sim;
 pub mod status;
+
+pub use driver::{VmView, Watchdog};
+pub use status::Status;

@@ -70,6 +70,8 @@ pub struct LibvirtDomain {
     pub cpu_seconds: Option<f64>,
     pub disks: Vec<Disk>,
     pub interfaces: Vec<Interface>,
+    /// vmwarden's intent recorded in the domain's metadata (the watchdog's).
+    pub intent: Option<crate::watchdog::intent::Intent>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -423,6 +425,7 @@ fn domain(
     let DomainDevices {
         mut disks,
         mut interfaces,
+        intent,
     } = devices.value;
 
     let active = state.is_active();
@@ -469,6 +472,7 @@ fn domain(
         cpu_seconds: active.then(|| info.cpu_time as f64 / 1e9),
         disks,
         interfaces,
+        intent,
     })
 }
 

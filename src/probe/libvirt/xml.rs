@@ -12,6 +12,8 @@ use crate::probe::Parsed;
 pub struct DomainDevices {
     pub disks: Vec<Disk>,
     pub interfaces: Vec<Interface>,
+    /// vmwarden's intent from `<metadata>` (watchdog/intent.rs), if recorded.
+    pub intent: Option<crate::watchdog::intent::Intent>,
 }
 
 /// Extract disks and interfaces from `<domain><devices>`. DTDs are refused by the parser (no
@@ -26,6 +28,7 @@ pub fn parse_domain_xml(xml: &str) -> Parsed<DomainDevices> {
             return out;
         }
     };
+    out.value.intent = crate::watchdog::intent::Intent::from_domain(&doc);
     let root = doc.root_element();
     if root.tag_name().name() != "domain" {
         out.errors.push(format!(

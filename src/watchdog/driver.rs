@@ -1,0 +1,452 @@
+//! The watchdog's driver: the effects around the pure policy. It observes libvirt (the same
+//! probe the exporter uses, one read-only connection of its own) every `reconcile_seconds` and at
+//! once when woken (a lifecycle event, the end of a backoff, a reset), computes each managed VM's
+//! status, asks the policy, and acts only through the action engine's `start` — so every lock
+//! rule, the journal, `--dry-run` semantics and the hook apply to restarts too. What the policy
+//! remembers is persisted in `STATE_DIR/watchdog.json` (attempts survive an agent restart).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::actions::{ActionKind, ActionRequest, Engine};
+use crate::config::Config;
+use crate::probe::libvirt::{LibvirtDomain, LibvirtProbe};
+
+use super::intent::{self, Intent, Want};
+use super::policy::{self, Decision, PolicyConfig, StartOutcome, VmRecord};
+use super::status::{self, Status, StopCause};
+
+/// One VM as the watchdog sees it (metrics, `vmwarden ctl status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VmView {
+    pub vm: String,
+    pub status: Status,
+    pub status_word: &'static str,
+    pub intent: Option<Want>,
+    /// What the policy decided last (human words).
+    pub decision: String,
+    pub attempts: u32,
+    pub gave_up: bool,
+    pub restarts: u64,
+    pub elsewhere: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    records: BTreeMap<String, VmRecord>,
+    views: BTreeMap<String, VmView>,
+    /// How a VM stopped, from a lifecycle event (kept until it runs again).
+    causes: BTreeMap<String, StopCause>,
+    /// Earliest time each VM wants to be looked at again (end of a backoff).
+    wake_at: BTreeMap<String, f64>,
+    /// Restarts by result, for the metrics: (vm, result) → count.
+    results: BTreeMap<(String, &'static str), u64>,
+}
+
+pub struct Watchdog {
+    cfg: Config,
+    policy: PolicyConfig,
+    engine: Arc<Engine>,
+    probe: LibvirtProbe,
+    inner: Mutex<Inner>,
+    wake: tokio::sync::Notify,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watchdog")
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Watchdog {
+    pub fn new(cfg: Config, engine: Arc<Engine>) -> Arc<Watchdog> {
+        let path = std::path::Path::new(&cfg.cluster.state_dir).join("watchdog.json");
+        let records = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "{}: not readable as the watchdog's memory ({e}); starting with no attempts counted",
+                    path.display()
+                );
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        };
+        Arc::new(Watchdog {
+            policy: PolicyConfig::from_config(&cfg.watchdog),
+            probe: LibvirtProbe::new(cfg.libvirt.clone()),
+            engine,
+            inner: Mutex::new(Inner {
+                records,
+                ..Default::default()
+            }),
+            wake: tokio::sync::Notify::new(),
+            path,
+            cfg,
+        })
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Look again now (a lifecycle event arrived, or an operator reset a VM).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A lifecycle event said how `vm` stopped (better than libvirt's shut-off reason).
+    pub fn stopped(&self, vm: &str, cause: StopCause) {
+        self.inner().causes.insert(vm.to_string(), cause);
+        self.poke();
+    }
+
+    /// The watchdog's view of every VM it saw, sorted by name.
+    pub fn views(&self) -> Vec<VmView> {
+        self.inner().views.values().cloned().collect()
+    }
+
+    /// Restart results per VM: (vm, result, count).
+    pub fn results(&self) -> Vec<(String, &'static str, u64)> {
+        self.inner()
+            .results
+            .iter()
+            .map(|((vm, r), n)| (vm.clone(), *r, *n))
+            .collect()
+    }
+
+    /// `vmwarden ctl reset VM`: forget attempts and give-up; look again at once.
+    pub fn reset(&self, vm: &str) -> String {
+        let msg = {
+            let mut g = self.inner();
+            let rec = g.records.entry(vm.to_string()).or_default();
+            let before = rec.attempts.len();
+            let gave_up = rec.gave_up_at.is_some();
+            policy::reset(rec);
+            format!(
+                "{vm}: watchdog reset ({before} attempts forgotten{})",
+                if gave_up { ", no longer given up" } else { "" }
+            )
+        };
+        self.persist();
+        tracing::warn!("{msg}");
+        self.poke();
+        msg
+    }
+
+    fn persist(&self) {
+        let text = match serde_json::to_vec_pretty(&self.inner().records) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("watchdog memory cannot be encoded: {e}");
+                return;
+            }
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let r = std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = r {
+            tracing::warn!(
+                "cannot save the watchdog's memory in {}: {e} — attempts are kept in memory only",
+                self.path.display()
+            );
+        }
+    }
+
+    /// The loop: a pass, then wait for the reconcile period, a wake-up time or a poke.
+    pub async fn run(self: Arc<Self>) {
+        let period = Duration::from_secs_f64(self.cfg.watchdog.reconcile_seconds);
+        let timeout = Duration::from_secs_f64(self.cfg.agent.collector_timeout_seconds);
+        tracing::info!(
+            "watchdog: reconciling every {:.1} s (adopt = {:?}, user_shutdown = {})",
+            period.as_secs_f64(),
+            self.cfg.watchdog.adopt,
+            self.cfg.watchdog.user_shutdown
+        );
+        let mut failing = false;
+        loop {
+            match self.probe.probe(timeout).await {
+                Ok(p) => {
+                    if failing {
+                        tracing::warn!("watchdog: libvirt answers again");
+                        failing = false;
+                    }
+                    self.pass(&p.value.domains).await;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(
+                            "watchdog: cannot look at libvirt ({e}); retrying every {:.1} s",
+                            period.as_secs_f64()
+                        );
+                        failing = true;
+                    }
+                }
+            }
+            let next_wake = self
+                .inner()
+                .wake_at
+                .values()
+                .copied()
+                .fold(f64::INFINITY, f64::min);
+            let until_wake = (next_wake - now()).max(0.0);
+            let pause = period.min(Duration::from_secs_f64(until_wake.min(3600.0)));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One look at every domain.
+    async fn pass(&self, domains: &[LibvirtDomain]) {
+        let mut changed = false;
+        for d in domains {
+            changed |= self.evaluate(d).await;
+        }
+        // Domains gone from this node (migrated away, undefined): forget their view.
+        let names: std::collections::BTreeSet<&str> =
+            domains.iter().map(|d| d.name.as_str()).collect();
+        {
+            let mut g = self.inner();
+            g.views.retain(|k, _| names.contains(k.as_str()));
+            g.causes.retain(|k, _| names.contains(k.as_str()));
+            let before = g.records.len();
+            g.records.retain(|k, _| names.contains(k.as_str()));
+            changed |= g.records.len() != before;
+        }
+        if changed {
+            self.persist();
+        }
+    }
+
+    fn managed_intent(&self, d: &LibvirtDomain) -> Result<Option<Intent>, &'static str> {
+        let w = &self.cfg.watchdog;
+        if w.exclude.iter().any(|x| x == &d.name) {
+            return Err("excluded in [watchdog] exclude");
+        }
+        let disks: Vec<String> = d
+            .disks
+            .iter()
+            .filter(|k| k.device == "disk" || k.device == "lun")
+            .filter_map(|k| k.source.clone())
+            .collect();
+        match crate::actions::vmlocks::VmLocks::for_vm(&self.cfg, &d.name, &disks) {
+            Ok(Some(_)) => {}
+            _ => return Err("no disk vmwarden can lock"),
+        }
+        match &d.intent {
+            Some(i) if !i.managed => Err("opted out (managed=\"no\")"),
+            Some(i) => Ok(Some(i.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// Evaluate one domain; true when the persisted memory changed.
+    async fn evaluate(&self, d: &LibvirtDomain) -> bool {
+        let vm = d.name.as_str();
+        let t = now();
+        let mut intent = match self.managed_intent(d) {
+            Ok(i) => i,
+            Err(why) => {
+                self.set_view(vm, Status::Unmanaged, None, why.to_string());
+                return false;
+            }
+        };
+        if intent.is_none() && self.cfg.watchdog.adopt == "running" && d.state.is_active() {
+            let i = Intent::new(Want::Run, "adopted");
+            match intent::record(&self.engine.virsh(), vm, &i, true).await {
+                Ok(()) => {
+                    tracing::info!(
+                        vm,
+                        "watchdog: adopted a running VM without intent as \"should run\""
+                    );
+                    intent = Some(i);
+                }
+                Err(e) => tracing::warn!(vm, "watchdog: cannot record the adopted intent: {e}"),
+            }
+        }
+        let Some(intent) = intent else {
+            self.set_view(vm, Status::Unmanaged, None, "no intent recorded".into());
+            return false;
+        };
+        let cause = if d.state.is_active() {
+            self.inner().causes.remove(vm);
+            None
+        } else {
+            self.inner().causes.get(vm).copied()
+        };
+        let st = status::compute(
+            intent.want,
+            intent.by == "guest",
+            &d.state,
+            cause,
+            self.cfg.watchdog.user_shutdown,
+        );
+        // A VM an action owns is that action's: look, never act.
+        if self.engine.owned_by_action(vm) {
+            self.set_view(vm, st, Some(intent.want), "an action owns it".into());
+            return false;
+        }
+        // Stopped on purpose: record it in the intent so it stays down (after a reboot too).
+        if matches!(st, Status::AdminDown | Status::UserDown) && intent.want == Want::Run {
+            let by = if st == Status::UserDown {
+                "guest"
+            } else {
+                "operator"
+            };
+            let stop = Intent::new(Want::Stop, by);
+            let why = cause
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_else(|| d.state.reason().into_owned());
+            match intent::record(&self.engine.virsh(), vm, &stop, false).await {
+                Ok(()) => tracing::warn!(
+                    vm,
+                    "watchdog: {} ({why}): left down, intent recorded as \"should be stopped\" — `vmwarden ctl start {vm}` brings it back",
+                    st.as_str(),
+                ),
+                Err(e) => tracing::warn!(vm, "watchdog: cannot record the stop intent: {e}"),
+            }
+        }
+        let decision = {
+            let mut g = self.inner();
+            let rec = g.records.entry(vm.to_string()).or_default();
+            let d = policy::decide(&self.policy, rec, st, t);
+            if let Decision::Wait { until } = d {
+                g.wake_at.insert(vm.to_string(), until);
+            } else {
+                g.wake_at.remove(vm);
+            }
+            d
+        };
+        let mut changed = !matches!(
+            decision,
+            Decision::Nothing
+                | Decision::Wait { .. }
+                | Decision::GivenUp
+                | Decision::Elsewhere { .. }
+        );
+        let words = match &decision {
+            Decision::Nothing => String::new(),
+            Decision::Restart { attempt } => {
+                tracing::warn!(
+                    vm,
+                    "watchdog: {} — restarting (attempt {attempt} of {})",
+                    st.as_str(),
+                    self.policy.max_attempts
+                );
+                let outcome = self.restart(vm).await;
+                let result = match &outcome {
+                    StartOutcome::Started => "started",
+                    StartOutcome::RunsElsewhere { .. } => "elsewhere",
+                    StartOutcome::Failed(_) => "failed",
+                };
+                match &outcome {
+                    StartOutcome::Started => tracing::warn!(vm, "watchdog: restarted (attempt {attempt})"),
+                    StartOutcome::RunsElsewhere { node } => tracing::warn!(vm, "watchdog: not restarted: it runs on node {node} (its lock is held there); not fighting it"),
+                    StartOutcome::Failed(e) => tracing::warn!(vm, "watchdog: restart attempt {attempt} failed: {e}"),
+                }
+                let mut g = self.inner();
+                *g.results.entry((vm.to_string(), result)).or_default() += 1;
+                let rec = g.records.entry(vm.to_string()).or_default();
+                policy::started(rec, &outcome);
+                if let StartOutcome::Failed(_) = outcome {
+                    let n = rec.attempts.len();
+                    let last = rec.attempts.last().copied().unwrap_or(t);
+                    let until = last + self.policy.backoff(n);
+                    g.wake_at.insert(vm.to_string(), until);
+                }
+                changed = true;
+                format!("restart attempt {attempt}: {result}")
+            }
+            Decision::Wait { until } => format!("next restart in {:.1} s", (until - t).max(0.0)),
+            Decision::GiveUp { attempts } => {
+                tracing::error!(
+                    vm,
+                    "watchdog: gave up after {attempts} restarts within {:.0} s; `vmwarden ctl reset {vm}` to try again",
+                    self.policy.window
+                );
+                format!("gave up after {attempts} attempts")
+            }
+            Decision::GivenUp => "given up: `vmwarden ctl reset VM`".into(),
+            Decision::Elsewhere { node } => format!("runs on node {node}: not fought"),
+            Decision::Stable => {
+                tracing::info!(vm, "watchdog: stable again, restart count reset");
+                "stable: attempts reset".into()
+            }
+            Decision::WindowPassed => {
+                self.poke();
+                "window passed: trying again".into()
+            }
+        };
+        self.set_view(vm, st, Some(intent.want), words);
+        changed
+    }
+
+    async fn restart(&self, vm: &str) -> StartOutcome {
+        let rep = self
+            .engine
+            .run(ActionRequest {
+                action: ActionKind::Start,
+                vm: vm.to_string(),
+                to: None,
+                dry_run: false,
+            })
+            .await;
+        if rep.result == "completed" {
+            return StartOutcome::Started;
+        }
+        // The start's refusal names the node when the VM runs elsewhere ("already runs on node
+        // X", or a lock held by "[host N is node X]").
+        let m = &rep.message;
+        let node = m
+            .split("already runs on node ")
+            .nth(1)
+            .or_else(|| m.split(" is node ").nth(1))
+            .and_then(|r| r.split([' ', ']', ')']).next())
+            .filter(|n| !n.is_empty());
+        match node {
+            Some(n) => StartOutcome::RunsElsewhere {
+                node: n.to_string(),
+            },
+            None => StartOutcome::Failed(format!("{}: {}", rep.result, rep.message)),
+        }
+    }
+
+    fn set_view(&self, vm: &str, st: Status, want: Option<Want>, decision: String) {
+        let mut g = self.inner();
+        let rec = g.records.get(vm).cloned().unwrap_or_default();
+        let keep = g
+            .views
+            .get(vm)
+            .filter(|v| decision.is_empty() && v.status == st)
+            .map(|v| v.decision.clone());
+        g.views.insert(
+            vm.to_string(),
+            VmView {
+                vm: vm.to_string(),
+                status: st,
+                status_word: st.as_str(),
+                intent: want,
+                decision: keep.unwrap_or(decision),
+                attempts: rec.attempts.len() as u32,
+                gave_up: rec.gave_up_at.is_some(),
+                restarts: rec.restarts,
+                elsewhere: rec.elsewhere,
+            },
+        );
+    }
+}

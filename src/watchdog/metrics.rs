@@ -1,0 +1,47 @@
+//! The watchdog's metric families. One status series per VM (its current status as a label at
+//! value 1): a dashboard or an alert selects `vmwarden_vm_status{status="ERROR_down"}` and the
+//! series count stays one per VM, not one per status word.
+
+use prometheus_client::registry::Registry;
+
+use crate::metrics::{counter, gauge};
+
+use super::{VmView, Watchdog};
+
+pub fn encode(reg: &mut Registry, wd: &Watchdog) {
+    encode_views(reg, &wd.views(), &wd.results());
+}
+
+/// The families from a list of views and restart results (pure; the contract test renders it).
+pub fn encode_views(reg: &mut Registry, views: &[VmView], results: &[(String, &'static str, u64)]) {
+    let status = gauge(
+        reg,
+        "vmwarden_vm_status",
+        "The watchdog's status of each VM defined on this node, value 1 with the status as a label: running, paused, paused_io_error, ERROR_up, ADMIN_down, USER_down, ERROR_down, migrated, unmanaged",
+    );
+    let attempts = gauge(
+        reg,
+        "vmwarden_watchdog_attempts",
+        "Restart attempts of a managed VM within the current window",
+    );
+    let gave_up = gauge(
+        reg,
+        "vmwarden_watchdog_gave_up",
+        "1 if the watchdog gave up restarting the VM (until `vmwarden ctl reset VM` or the window passes)",
+    );
+    let restarts = counter(
+        reg,
+        "vmwarden_watchdog_restarts_total",
+        "Restarts the watchdog attempted since the agent started, by result: started, failed, elsewhere (the VM runs on another node)",
+    );
+    for v in views {
+        status.set(&[("domain", &v.vm), ("status", v.status_word)], 1.0);
+        if v.status != super::Status::Unmanaged {
+            attempts.set(&[("domain", &v.vm)], v.attempts as f64);
+            gave_up.set(&[("domain", &v.vm)], if v.gave_up { 1.0 } else { 0.0 });
+        }
+    }
+    for (vm, result, n) in results {
+        restarts.set(&[("domain", vm), ("result", result)], *n as f64);
+    }
+}
