@@ -324,6 +324,8 @@ shutdown_timeout_seconds = ${VMWARDEN_LAB_SHUTDOWN_TIMEOUT:-5}
 # libvirt counts a disk file on a local filesystem as unshared storage even with cache='none'.
 migrate_extra_args = ["--unsafe"]
 CONF
+  # Tests add sections of their own (e.g. a faster [watchdog]).
+  [ -z "${VMWARDEN_LAB_EXTRA_TOML:-}" ] || printf '%s\n' "$VMWARDEN_LAB_EXTRA_TOML" >>"$d/vmwarden.toml"
   mkdir -p "$d/etc/hooks"
   # libvirt runs hooks with argv only; this wrapper adds the node's config.
   printf '#!/bin/sh\nexec %s hook --config %s qemu "$@"\n' "$VMWARDEN_BIN" "$d/vmwarden.toml" >"$d/etc/hooks/qemu"

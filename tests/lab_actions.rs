@@ -38,6 +38,8 @@ const TEST: &str = "lab_actions::lifecycle_in_the_lab";
 const VM: &str = "vmw-a";
 const UUID: &str = "5f0e3a4c-1b2d-4e6f-8a9b-0c1d2e3f4a5b";
 const SHUTDOWN_TIMEOUT: u64 = 3;
+/// The watchdog as the lab runs it: short periods so a crash loop reaches the limit quickly.
+const WATCHDOG_TOML: &str = "[watchdog]\nreconcile_seconds = 1\nmax_attempts = 3\nbackoff_initial_seconds = 0.5\nbackoff_max_seconds = 2\n";
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
@@ -51,6 +53,7 @@ fn lab(args: &[&str]) -> Output {
             "VMWARDEN_LAB_SHUTDOWN_TIMEOUT",
             SHUTDOWN_TIMEOUT.to_string(),
         ),
+        ("VMWARDEN_LAB_EXTRA_TOML", WATCHDOG_TOML.to_string()),
     ];
     lab_support::lab_sh(&repo(), 300, &env, args)
 }
@@ -451,10 +454,160 @@ fn lifecycle_in_the_lab() {
     let (code, out) = vmw(at, "check", &[]);
     assert_eq!(code, 0, "check after the release: {out}");
 
+    watchdog_in_the_lab(at, mark);
+
     eprintln!(
         "lab_actions: migration {t_mig:.1?}, whole test {:.1?}",
         t0.elapsed()
     );
+}
+
+/// qemu's pid of the VM on `node` (libvirt's pid file), checked to be a qemu process.
+fn qemu_pid(node: &str) -> Option<String> {
+    let pid = lab(&["exec", node, "cat", &format!("/run/libvirt/qemu/{VM}.pid")]);
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let comm = lab(&["exec", node, "cat", &format!("/proc/{pid}/comm")]);
+    String::from_utf8_lossy(&comm.stdout)
+        .starts_with("qemu-system")
+        .then_some(pid)
+}
+
+/// `kill -9` of the VM's qemu on `node` (by its recorded pid, name checked); waits until the
+/// watchdog has it running again with a new qemu, or `None` after 30 s. Returns the time taken.
+fn crash_and_wait(node: &str) -> Option<std::time::Duration> {
+    let old = qemu_pid(node).expect("the VM's qemu runs");
+    lab_ok(&["exec", node, "kill", "-9", &old]);
+    let t = Instant::now();
+    wait_for(30, || {
+        (active(node) && qemu_pid(node).is_some_and(|p| p != old)).then_some(())
+    })?;
+    Some(t.elapsed())
+}
+
+fn agent_log(node: &str) -> String {
+    std::fs::read_to_string(lab_dir().join(format!("{node}.vmwarden.log"))).unwrap_or_default()
+}
+
+fn watchdog_line(node: &str) -> String {
+    let (code, out) = ctl(node, &["watchdog"]);
+    assert_eq!(code, 0, "ctl watchdog on {node}: {out}");
+    out.lines()
+        .find(|l| l.starts_with(VM))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The watchdog for real: a killed qemu is back with its lease, a crash loop stops at the limit
+/// and `ctl reset` revives it, a VM migrated away is restarted where it runs now, never on the
+/// source, and a `virsh destroy` is left down with its intent recorded.
+fn watchdog_in_the_lab(at: &'static str, mark: u8) {
+    let _ = mark;
+    // The other node's refused `vmwarden lock exclusive` above may still be queued in its
+    // sanlock daemon for a moment after the release: wait until neither node holds the lease.
+    assert!(
+        wait_for(30, || (lease("n1") == Held::None
+            && lease("n2") == Held::None)
+            .then_some(()))
+        .is_some(),
+        "the lease is still held after the release: n1 {:?}, n2 {:?}\n{}",
+        lease("n1"),
+        lease("n2"),
+        lab_ok(&["exec", other(at), "sanlock", "client", "status"])
+    );
+    let (code, out) = ctl(at, &["start", VM]);
+    assert_eq!(code, 0, "start for the watchdog: {out}");
+    let took = crash_and_wait(at).unwrap_or_else(|| {
+        panic!(
+            "the watchdog did not restart the killed VM on {at}: {}\n{}",
+            watchdog_line(at),
+            agent_log(at)
+        )
+    });
+    eprintln!("lab_actions: watchdog: killed qemu running again after {took:.2?}");
+    assert_eq!(assert_one_instance("after the watchdog's restart"), at);
+    // The view is the watchdog's last pass: the next one (within a reconcile) sees it running.
+    assert!(
+        wait_for(10, || watchdog_line(at).contains("running").then_some(())).is_some(),
+        "{}\n{}",
+        watchdog_line(at),
+        agent_log(at)
+    );
+    // Two more crashes use attempts 2 and 3; the fourth is one too many: given up.
+    for n in 2..=3 {
+        assert!(
+            crash_and_wait(at).is_some(),
+            "crash {n} was not restarted: {}",
+            watchdog_line(at)
+        );
+    }
+    let old = qemu_pid(at).unwrap();
+    lab_ok(&["exec", at, "kill", "-9", &old]);
+    assert!(
+        wait_for(20, || watchdog_line(at).contains("gave up").then_some(())).is_some(),
+        "no give-up after the limit: {}\n{}",
+        watchdog_line(at),
+        agent_log(at)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!active(at), "restarted after giving up");
+    assert_eq!(lease(at), Held::None, "the lease outlived the given-up VM");
+    let (code, out) = ctl(at, &["reset", VM]);
+    assert_eq!(code, 0, "reset: {out}");
+    assert!(out.contains("no longer given up"), "{out}");
+    assert!(
+        wait_for(30, || active(at).then_some(())).is_some(),
+        "reset did not revive it: {}",
+        watchdog_line(at)
+    );
+    // The restart action is over once a later pass sees it running.
+    assert!(
+        wait_for(10, || watchdog_line(at).contains("running").then_some(())).is_some(),
+        "{}",
+        watchdog_line(at)
+    );
+    assert_eq!(assert_one_instance("after the reset"), at);
+
+    // Migrated away, then killed: restarted where it runs now; the source has nothing to restart.
+    let to = other(at);
+    let (code, out) = ctl(at, &["migrate", VM, "--to", to]);
+    assert_eq!(code, 0, "migrate for the watchdog: {out}");
+    assert!(
+        crash_and_wait(to).is_some(),
+        "not restarted on {to}: {}",
+        watchdog_line(to)
+    );
+    assert!(
+        wait_for(10, || watchdog_line(to).contains("running").then_some(())).is_some(),
+        "{}",
+        watchdog_line(to)
+    );
+    assert_eq!(assert_one_instance("a migrated VM killed"), to);
+
+    // virsh destroy by an operator: left down, the intent says so.
+    virsh(to, &["destroy", VM]).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(!active(to) && !active(at), "a destroyed VM was restarted");
+    assert!(
+        watchdog_line(to).contains("ADMIN_down"),
+        "{}",
+        watchdog_line(to)
+    );
+    let meta = virsh(
+        to,
+        &[
+            "metadata",
+            VM,
+            "--uri",
+            vmwarden::watchdog::intent::NS,
+            "--config",
+        ],
+    )
+    .unwrap();
+    assert!(meta.contains("state=\"stop\""), "{meta}");
+    assert_eq!(lease(to), Held::None, "the lease outlived the destroyed VM");
 }
 
 fn ip(node: &str) -> &'static str {
