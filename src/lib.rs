@@ -14,3 +14,4 @@ pub mod peer;
 pub mod probe;
 pub mod secret;
 pub mod server;
+pub mod watchdog;
