@@ -361,3 +361,45 @@ fn stream_survives_a_libvirtd_restart() {
     );
     s.stop();
 }
+
+/// A libvirtd that hangs instead of dying (SIGSTOP: the socket stays open, nothing answers) is
+/// noticed by keepalive (5 s × 3), reported as Lost, and the stream is back once it runs again.
+#[test]
+fn stream_notices_a_hung_libvirtd() {
+    let name = "stream_notices_a_hung_libvirtd";
+    for p in ["libvirtd", "virsh", "setpriv"] {
+        if !have(p) {
+            skip_or_fail(name, &format!("`{p}` is not installed"));
+            return;
+        }
+    }
+    let rt = rt();
+    let mut d = PrivateLibvirtd::new();
+    d.start();
+    let mut s = EventStream::start(&d.uri()).unwrap();
+    expect_connected(&rt, &mut s, Duration::from_secs(15));
+
+    let pid = d.child.as_ref().map(|c| c.id() as i32).unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "libvirtd", "our child {pid} is not libvirtd");
+    // SAFETY: kill(2) on our own unreaped child; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let lost = next_item(&rt, &mut s, Duration::from_secs(90));
+    // SAFETY: as above; resume it whatever happened, so its drop can reap it.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    match lost {
+        Some(EventItem::Lost(why)) => {
+            eprintln!("lost: {why}");
+            assert!(why.contains("keepalive"), "{why}");
+        }
+        other => panic!("wanted Lost while libvirtd was stopped, got {other:?}"),
+    }
+    expect_connected(&rt, &mut s, Duration::from_secs(60));
+    define_test_domain(&d, "after-hang", d.dir.path());
+    assert_event(
+        &next_for(&rt, &mut s, "after-hang"),
+        LifecycleKind::Defined,
+        "added",
+    );
+    s.stop();
+}
