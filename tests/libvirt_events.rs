@@ -22,6 +22,21 @@ use std::time::{Duration, Instant};
 use guest::{is_root, libvirtd_available, skip_or_fail, virsh, Guest, URI};
 use vmwarden::watchdog::events::{DomainEvent, EventItem, EventStream, LifecycleKind};
 
+/// Stop the stream and check that libvirt freed every callback context: each holds a sender, so
+/// the channel ends (after any queued items) only when all were released.
+fn stop_and_check_released(rt: &tokio::runtime::Runtime, s: EventStream) {
+    let mut rx = s.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+            Ok(None) => return,
+            Ok(Some(_)) => continue, // queued before the stop (other domains' events)
+            Err(_) => panic!("a libvirt callback context still holds a sender after stop"),
+        }
+    }
+}
+
 /// Bounded wait for the next item.
 fn next_item(rt: &tokio::runtime::Runtime, s: &mut EventStream, t: Duration) -> Option<EventItem> {
     rt.block_on(async { tokio::time::timeout(t, s.receiver().recv()).await })
@@ -187,7 +202,7 @@ fn lifecycle_events_of_a_real_guest() {
     );
     drop(g2);
 
-    s.stop();
+    stop_and_check_released(&rt, s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,7 +374,7 @@ fn stream_survives_a_libvirtd_restart() {
         LifecycleKind::Defined,
         "added",
     );
-    s.stop();
+    stop_and_check_released(&rt, s);
 }
 
 /// A libvirtd that hangs instead of dying (SIGSTOP: the socket stays open, nothing answers) is
@@ -401,5 +416,5 @@ fn stream_notices_a_hung_libvirtd() {
         LifecycleKind::Defined,
         "added",
     );
-    s.stop();
+    stop_and_check_released(&rt, s);
 }

@@ -275,8 +275,13 @@ impl EventStream {
     }
 
     /// End the subscription: deregister, close the connection, end the thread (bounded wait).
-    pub fn stop(mut self) {
+    /// Returns the receiver so items already queued can still be read; it yields `None` once
+    /// libvirt has released every callback context (each holds a sender), which tests use to
+    /// check that nothing registered is leaked.
+    pub fn stop(mut self) -> UnboundedReceiver<EventItem> {
         self.shutdown();
+        let (_, empty) = unbounded_channel();
+        std::mem::replace(&mut self.rx, empty)
     }
 
     fn shutdown(&mut self) {
@@ -964,6 +969,10 @@ mod tests {
             second.is_err(),
             "a second item during one outage: {second:?}"
         );
-        s.stop();
+        // The thread is gone and no libvirt context holds a sender: the channel ends.
+        let mut rx = s.stop();
+        let end =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await });
+        assert_eq!(end, Ok(None));
     }
 }
