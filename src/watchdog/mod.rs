@@ -3,6 +3,7 @@
 //! observes libvirt and acts only through the action engine's start — one way to act.
 
 mod driver;
+pub mod events;
 pub mod intent;
 pub mod metrics;
 pub mod policy;
