@@ -213,7 +213,9 @@ impl Step {
                 // The migration's commit has just seen the VM gone from here (and the hook
                 // refuses to start it on the shared lock meanwhile): no second look needed.
                 let seen_gone = self == Step::SourceRelease
-                    && ctx.gone_after_migrate.load(std::sync::atomic::Ordering::SeqCst);
+                    && ctx
+                        .gone_after_migrate
+                        .load(std::sync::atomic::Ordering::SeqCst);
                 if !seen_gone {
                     let st = virsh.state(vm).await?;
                     if st.active() {
@@ -231,7 +233,7 @@ impl Step {
                     return Err(state_refusal(
                         vm,
                         &e.node,
-                        &st,
+                        st,
                         "only a running VM can be live-migrated (a stopped one moves with a cold migration)",
                     ));
                 }

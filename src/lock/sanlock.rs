@@ -588,7 +588,10 @@ mod tests {
         assert!(cmdline_watches(argv, 4242));
         assert!(!cmdline_watches(argv, 424));
         assert!(!cmdline_watches(argv, 42421));
-        assert!(!cmdline_watches(b"sanlock\0client\0command\0-f\0/dev/null\0", 4242));
+        assert!(!cmdline_watches(
+            b"sanlock\0client\0command\0-f\0/dev/null\0",
+            4242
+        ));
         assert!(!cmdline_watches(b"", 1));
     }
 }
