@@ -192,13 +192,21 @@ fn notifier(env: &Env, port: u16, password: &str, extra: &str) -> Notifier {
     let pw = env.dir.path().join(format!("password-{port}"));
     std::fs::write(&pw, format!("{password}\n")).unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The test CA unless `extra` says otherwise.
+    let ca = if extra.contains("ca_file") {
+        String::new()
+    } else {
+        format!(
+            "ca_file = \"{}\"\n",
+            env.dir.path().join("ca.pem").display()
+        )
+    };
     let toml = format!(
         "[notify.email]\nenabled = true\nserver = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\n\
-         username = \"{USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n\
+         username = \"{USER}\"\npassword_file = \"{}\"\n{ca}\
          from = \"vmwarden <vmwarden@n1.example.org>\"\nto = [\"ops@example.org\", \"oncall@example.org\"]\n\
          timeout_seconds = 10\n{extra}",
         pw.display(),
-        env.dir.path().join("ca.pem").display()
     );
     let cfg = Config::from_toml_str(&toml, "test").unwrap();
     Notifier::start(&cfg.notify.email).unwrap()
@@ -324,6 +332,30 @@ async fn wrong_password_is_refused_counted_and_never_logged() {
     );
     assert!(!logs.contains(WRONG), "the password is in the log:\n{logs}");
     assert!(!format!("{n:?}").contains(WRONG));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_untrusted_ca_is_refused_before_auth() {
+    let Some(env) = env("a_certificate_from_an_untrusted_ca_is_refused_before_auth") else {
+        return;
+    };
+    let port = free_port();
+    let smtp = Smtp::start(&env.python, env.dir.path(), port);
+    // Public roots only: the test CA is unknown, so STARTTLS fails and nothing is sent.
+    let n = notifier(
+        &env,
+        port,
+        PASSWORD,
+        "ca_file = \"\"\nretry_initial_seconds = 0.05\nretry_max_seconds = 0.1\nretry_for_seconds = 1\n",
+    );
+    let stats = n.stats();
+    assert_eq!(n.notify(gave_up("tlsvm")), Outcome::Queued);
+    wait_stats(&stats, "the mail given up on", |s| s.dropped == 1).await;
+    let s = stats.snapshot();
+    assert!(s.failed >= 1 && s.sent == 0, "{s:?}");
+    assert!(smtp.mails().is_empty());
+    // Refused at TLS: the password never reached the server.
+    assert!(smtp.files("authfail").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,6 +286,13 @@ impl Notifier {
                     message,
                 };
                 let pem = std::fs::read(&cfg.ca_file).map_err(|e| ca_err(e.to_string()))?;
+                // lettre accepts a file with no certificate at all (and then trusts nothing
+                // extra): a wrong file must fail here, not as a TLS error at the first crash.
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(ca_err(
+                        "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+                    ));
+                }
                 let cert = Certificate::from_pem(&pem).map_err(|e| ca_err(e.to_string()))?;
                 params = params.add_root_certificate(cert);
             }
@@ -449,5 +456,63 @@ impl Sender {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(self.retry_max);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> EmailConfig {
+        let base = "[notify.email]\nenabled = true\nserver = \"127.0.0.1\"\nfrom = \"a@example.org\"\nto = [\"b@example.org\"]\n";
+        crate::config::Config::from_toml_str(&format!("{base}{extra}"), "t")
+            .unwrap()
+            .notify
+            .email
+    }
+
+    #[test]
+    fn password_file_keeps_spaces_drops_the_line_end_and_is_never_printed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, " s3cret with spaces \r\n").unwrap();
+        let pw = read_password(p.to_str().unwrap()).unwrap();
+        assert_eq!(pw.0, " s3cret with spaces ");
+        assert!(!format!("{pw:?}").contains("s3cret"));
+        std::fs::write(&p, "\n").unwrap();
+        let e = read_password(p.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn start_refuses_a_missing_password_file_and_a_bad_ca_file() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nope");
+        let e = Notifier::start(&cfg(&format!(
+            "username = \"u\"\npassword_file = \"{}\"\n",
+            missing.display()
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("password_file") && e.contains("install -m 600"),
+            "{e}"
+        );
+        let ca = d.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let e = Notifier::start(&cfg(&format!("ca_file = \"{}\"\n", ca.display())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ca_file"), "{e}");
+        // No server needed to start: it is only reached when there is something to send.
+        let n = Notifier::start(&cfg("")).unwrap();
+        assert!(n.enabled());
+        assert_eq!(n.stats().snapshot(), StatsSnapshot::default());
+    }
+
+    #[test]
+    fn start_outside_a_runtime_is_an_error_not_a_panic() {
+        let e = Notifier::start(&cfg("")).unwrap_err().to_string();
+        assert!(e.contains("tokio"), "{e}");
     }
 }
