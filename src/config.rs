@@ -21,6 +21,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub actions: ActionsConfig,
     pub watchdog: WatchdogConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -145,6 +146,36 @@ pub struct WatchdogConfig {
     pub stable_seconds: f64,
 }
 
+/// `[notify]`: how the agent tells people about VMs it restarted or gave up on (src/notify/).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub email: EmailConfig,
+}
+
+/// `[notify.email]`: SMTP submission with lettre. The password is in `password_file`, never here.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub enabled: bool,
+    pub server: String,
+    pub port: u16,
+    /// "starttls", "tls" (implicit TLS, e.g. port 465) or "none" (loopback relays only).
+    pub tls: String,
+    pub username: String,
+    pub password_file: String,
+    /// PEM file of a private CA the server's certificate chains to ("": public roots only).
+    pub ca_file: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub min_interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub retry_initial_seconds: f64,
+    pub retry_max_seconds: f64,
+    pub retry_for_seconds: f64,
+    pub queue: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -235,7 +266,104 @@ impl Config {
         }
         self.validate_lock()?;
         self.validate_watchdog()?;
-        self.validate_cluster()
+        self.validate_cluster()?;
+        self.validate_notify()
+    }
+
+    fn validate_notify(&self) -> Result<(), String> {
+        let e = &self.notify.email;
+        for (key, t, lo, hi) in [
+            (
+                "min_interval_seconds",
+                e.min_interval_seconds,
+                0.0,
+                7.0 * 86400.0,
+            ),
+            ("timeout_seconds", e.timeout_seconds, 0.001, 3600.0),
+            (
+                "retry_initial_seconds",
+                e.retry_initial_seconds,
+                0.001,
+                86400.0,
+            ),
+            ("retry_max_seconds", e.retry_max_seconds, 0.001, 86400.0),
+            (
+                "retry_for_seconds",
+                e.retry_for_seconds,
+                0.0,
+                30.0 * 86400.0,
+            ),
+        ] {
+            if !(t.is_finite() && (lo..=hi).contains(&t)) {
+                return Err(format!(
+                    "notify.email.{key} = {t}: must be a number of seconds in [{lo}, {hi}]"
+                ));
+            }
+        }
+        if e.retry_max_seconds < e.retry_initial_seconds {
+            return Err(format!(
+                "notify.email.retry_max_seconds = {} is below retry_initial_seconds = {}",
+                e.retry_max_seconds, e.retry_initial_seconds
+            ));
+        }
+        if !(1..=100_000).contains(&e.queue) {
+            return Err(format!(
+                "notify.email.queue = {}: must be in [1, 100000]",
+                e.queue
+            ));
+        }
+        if !["starttls", "tls", "none"].contains(&e.tls.as_str()) {
+            return Err(format!(
+                "notify.email.tls = {:?}: expected \"starttls\", \"tls\" or \"none\"",
+                e.tls
+            ));
+        }
+        for (key, path) in [("password_file", &e.password_file), ("ca_file", &e.ca_file)] {
+            if !path.is_empty() && !path.starts_with('/') {
+                return Err(format!(
+                    "notify.email.{key} = {path:?}: must be an absolute path (or \"\" for none)"
+                ));
+            }
+        }
+        if e.username.is_empty() != e.password_file.is_empty() {
+            return Err(
+                "notify.email: username and password_file go together (both set for AUTH, both \"\" for none)"
+                    .into(),
+            );
+        }
+        // An address that does not parse is refused even while disabled, so switching
+        // `enabled` on later cannot be the moment a typo surfaces.
+        for (key, addr) in std::iter::once(("from", &e.from)).chain(e.to.iter().map(|a| ("to", a)))
+        {
+            if !addr.is_empty() && addr.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(format!(
+                    "notify.email.{key}: {addr:?} is not an email address (\"name@example.org\" or \"Name <name@example.org>\")"
+                ));
+            }
+        }
+        if !e.enabled {
+            return Ok(());
+        }
+        if e.server.trim().is_empty() || e.server.contains(char::is_whitespace) {
+            return Err(format!(
+                "notify.email.server = {:?}: the SMTP server's host name or address is needed when enabled",
+                e.server
+            ));
+        }
+        if e.from.is_empty() || e.to.is_empty() || e.to.iter().any(String::is_empty) {
+            return Err(
+                "notify.email: `from` and at least one `to` address are needed when enabled".into(),
+            );
+        }
+        // Plain SMTP carries the mail (and any password) readable by anyone on the path: only
+        // a relay on this host may be reached without TLS.
+        if e.tls == "none" && !is_loopback_host(&e.server) {
+            return Err(format!(
+                "notify.email.tls = \"none\" with server = {:?}: unencrypted SMTP is only allowed to a loopback address (127.0.0.1, ::1, localhost)",
+                e.server
+            ));
+        }
+        Ok(())
     }
 
     fn validate_watchdog(&self) -> Result<(), String> {
@@ -413,6 +541,15 @@ impl Config {
     }
 }
 
+/// Whether `host` names this machine's loopback without a DNS lookup (a resolver could say
+/// anything for other names).
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Overlay `over` onto `base`; a key `base` lacks is unknown and named in the error.
 fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), String> {
     for (k, v) in over {
@@ -507,6 +644,39 @@ mod tests {
             ),
             ("[lock.sanlock]\nholder = \"tail\"\n", "absolute"),
             ("[lock.sanlock]\nleases = [{ vm = \"a\", offset = 1048576, x = 1 }]\n", "x"),
+        ] {
+            let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn notify_email_section() {
+        let c = Config::default_config().unwrap();
+        let e = &c.notify.email;
+        assert!(!e.enabled);
+        assert_eq!((e.tls.as_str(), e.port), ("starttls", 587));
+        assert_eq!(e.min_interval_seconds, 3600.0);
+        let ok = "[notify.email]\nenabled = true\nserver = \"smtp.example.org\"\nfrom = \"vmwarden <vmw@example.org>\"\nto = [\"ops@example.org\"]\nusername = \"vmw\"\npassword_file = \"/etc/vmwarden/smtp.password\"\n";
+        let c = Config::from_toml_str(ok, "t").unwrap();
+        assert_eq!(c.notify.email.to, ["ops@example.org"]);
+        let loopback_plain = "[notify.email]\nenabled = true\nserver = \"127.0.0.1\"\nport = 25\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n";
+        assert!(Config::from_toml_str(loopback_plain, "t").is_ok());
+        for (bad, want) in [
+            ("[notify.email]\npassword = \"x\"\n", "notify.email.password"),
+            ("[notify.email]\ntls = \"ssl\"\n", "notify.email.tls"),
+            ("[notify.email]\nenabled = true\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n", "server"),
+            ("[notify.email]\nenabled = true\nserver = \"smtp.example.org\"\nto = [\"d@e.f\"]\n", "`from`"),
+            (
+                "[notify.email]\nenabled = true\nserver = \"smtp.example.org\"\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n",
+                "loopback",
+            ),
+            ("[notify.email]\nto = [\"not an address\"]\n", "not an email address"),
+            ("[notify.email]\nusername = \"u\"\n", "go together"),
+            ("[notify.email]\nusername = \"u\"\npassword_file = \"pw\"\n", "absolute"),
+            ("[notify.email]\nmin_interval_seconds = -1\n", "min_interval_seconds"),
+            ("[notify.email]\nretry_initial_seconds = 10\nretry_max_seconds = 1\n", "below"),
+            ("[notify.email]\nqueue = 0\n", "queue"),
         ] {
             let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");

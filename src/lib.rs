@@ -10,6 +10,7 @@ pub mod invariants;
 pub mod lock;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod peer;
 pub mod probe;
 pub mod secret;
