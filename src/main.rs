@@ -377,6 +377,7 @@ async fn run_agent(cfg: Config) -> ExitCode {
             let w = vmwarden::watchdog::Watchdog::new(cfg.clone(), e.clone());
             collector = collector.with_watchdog(w.clone());
             tokio::spawn(w.clone().run());
+            tokio::spawn(w.clone().follow_events());
             watchdog = Some(w);
         }
     }

@@ -539,8 +539,9 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     for n in 2..=3 {
         assert!(
             crash_and_wait(at).is_some(),
-            "crash {n} was not restarted: {}",
-            watchdog_line(at)
+            "crash {n} was not restarted: {}\n{}",
+            watchdog_line(at),
+            agent_log(at)
         );
     }
     let old = qemu_pid(at).unwrap();
@@ -586,10 +587,50 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     );
     assert_eq!(assert_one_instance("a migrated VM killed"), to);
 
+    // The guest powers itself off (S5 written into the pc machine's ACPI PM1a control port:
+    // libvirt reports a guest-initiated shutdown): with user_shutdown = false (the default, as
+    // Ganeti) that is ERROR_down, restarted.
+    let old = qemu_pid(to).unwrap();
+    // The firmware maps the PM registers while it boots: write until the guest goes.
+    let mut said = String::new();
+    for _ in 0..20 {
+        said = format!(
+            "{:?}",
+            virsh(
+                to,
+                &["qemu-monitor-command", "--hmp", VM, "o /w 0x604 0x2000"]
+            )
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if qemu_pid(to).map_or(true, |p| p != old) {
+            break;
+        }
+    }
+    eprintln!("lab_actions: S5 write: {said}");
+    assert!(
+        wait_for(30, || (active(to)
+            && qemu_pid(to).is_some_and(|p| p != old))
+        .then_some(()))
+        .is_some(),
+        "a guest poweroff was not restarted (user_shutdown = false): {}\n{}",
+        watchdog_line(to),
+        agent_log(to)
+    );
+    assert!(
+        wait_for(10, || watchdog_line(to).contains("running").then_some(())).is_some(),
+        "{}",
+        watchdog_line(to)
+    );
+
     // virsh destroy by an operator: left down, the intent says so.
     virsh(to, &["destroy", VM]).unwrap();
     std::thread::sleep(std::time::Duration::from_secs(4));
-    assert!(!active(to) && !active(at), "a destroyed VM was restarted");
+    assert!(
+        !active(to) && !active(at),
+        "a destroyed VM was restarted: {}\n{}",
+        watchdog_line(to),
+        agent_log(to)
+    );
     assert!(
         watchdog_line(to).contains("ADMIN_down"),
         "{}",

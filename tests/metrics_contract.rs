@@ -61,7 +61,12 @@ fn agent_rendering() -> String {
         elsewhere: None,
     }];
     let mut reg = prometheus_client::registry::Registry::default();
-    vmwarden::watchdog::metrics::encode_views(&mut reg, &views, &[("vm1".into(), "started", 1)]);
+    vmwarden::watchdog::metrics::encode_views(
+        &mut reg,
+        &views,
+        &[("vm1".into(), "started", 1)],
+        &Default::default(),
+    );
     let mut wd = String::new();
     prometheus_client::encoding::text::encode(&mut wd, &reg).unwrap();
     text = text.replace("# EOF\n", "") + &wd;

@@ -188,6 +188,28 @@ fn holder_watches(holder: u32, vm_pid: u32) -> bool {
     cmdline_watches(&cmdline, vm_pid)
 }
 
+/// Whether the holder process `holder` watches a process (`--pid=P`) that no longer exists.
+fn holder_watches_dead(holder: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{holder}/cmdline")) else {
+        return false;
+    };
+    match watched_pid(&cmdline) {
+        Some(p) => !std::path::Path::new(&format!("/proc/{p}")).exists(),
+        None => false,
+    }
+}
+
+/// The `--pid=P` a holder's argv names.
+pub fn watched_pid(cmdline: &[u8]) -> Option<u32> {
+    cmdline.split(|b| *b == 0).find_map(|a| {
+        std::str::from_utf8(a)
+            .ok()?
+            .strip_prefix("--pid=")?
+            .parse()
+            .ok()
+    })
+}
+
 /// `/proc/PID/cmdline` (NUL-separated argv) of a holder → whether it has `--pid=vm_pid`.
 pub fn cmdline_watches(cmdline: &[u8], vm_pid: u32) -> bool {
     let want = format!("--pid={vm_pid}");
@@ -413,7 +435,24 @@ impl SanlockLease {
         } else {
             Held::Exclusive
         };
-        match self.local().await? {
+        let mut held = self.local().await?;
+        if let Some((_, old)) = held {
+            // A holder whose qemu is gone (killed, crashed) gives the lease up by itself a moment
+            // later: that hold is no lock for a new start. End it now and take the lease anew.
+            if holder_watches_dead(old) {
+                tracing::info!(lease = %self.target(), "the lease's holder {old} watches a qemu that is gone: ending it before taking the lease again");
+                self.stop_holder(old).await;
+                let until = std::time::Instant::now() + self.tuning.command_timeout;
+                while std::time::Instant::now() < until {
+                    held = self.local().await?;
+                    if held.is_none() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        match held {
             Some((m, _)) if m == wanted => return Ok(()),
             Some((m, _)) => {
                 return Err(self.incompatible(
@@ -593,5 +632,8 @@ mod tests {
             4242
         ));
         assert!(!cmdline_watches(b"", 1));
+        assert_eq!(super::watched_pid(argv), Some(4242));
+        assert_eq!(super::watched_pid(b"sanlock\0client\0"), None);
+        assert_eq!(super::watched_pid(b"x\0--pid=abc\0"), None);
     }
 }

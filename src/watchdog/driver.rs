@@ -55,6 +55,7 @@ pub struct Watchdog {
     inner: Mutex<Inner>,
     wake: tokio::sync::Notify,
     path: PathBuf,
+    notifier: crate::notify::Notifier,
 }
 
 impl std::fmt::Debug for Watchdog {
@@ -71,7 +72,15 @@ fn now() -> f64 {
 }
 
 impl Watchdog {
+    /// Must be called inside the tokio runtime (the notifier starts its sender task).
     pub fn new(cfg: Config, engine: Arc<Engine>) -> Arc<Watchdog> {
+        let notifier = match crate::notify::Notifier::start(&cfg.notify.email) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("watchdog: email notifications are off: {e}");
+                crate::notify::Notifier::disabled()
+            }
+        };
         let path = std::path::Path::new(&cfg.cluster.state_dir).join("watchdog.json");
         let records = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -93,6 +102,7 @@ impl Watchdog {
             }),
             wake: tokio::sync::Notify::new(),
             path,
+            notifier,
             cfg,
         })
     }
@@ -164,6 +174,81 @@ impl Watchdog {
                 self.path.display()
             );
         }
+    }
+
+    /// The notifier's counters (metrics).
+    pub fn notify_stats(&self) -> Arc<crate::notify::NotifyStats> {
+        self.notifier.stats()
+    }
+
+    /// Follow libvirt's lifecycle events: a stop's detail says why it stopped (better than the
+    /// shut-off reason: a guest's own poweroff vs a host-initiated shutdown), and every event or
+    /// reconnection wakes the loop, so a crash is acted on at once instead of at the next
+    /// reconcile.
+    pub async fn follow_events(self: Arc<Self>) {
+        use super::events::{EventItem, EventStream, LifecycleKind};
+        let mut stream = match EventStream::start(&self.cfg.libvirt.uri) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    "watchdog: no libvirt lifecycle events ({e}); reconciling every {} s only",
+                    self.cfg.watchdog.reconcile_seconds
+                );
+                return;
+            }
+        };
+        // Who asked for a shutdown, from the Shutdown event that precedes Stopped/shutdown.
+        let mut shutdown_by: BTreeMap<String, &'static str> = BTreeMap::new();
+        while let Some(item) = stream.receiver().recv().await {
+            let ev = match item {
+                EventItem::Event(ev) => ev,
+                EventItem::Connected => {
+                    self.poke();
+                    continue;
+                }
+                EventItem::Lost(_) => continue,
+            };
+            let cause = match (ev.kind, ev.detail_text) {
+                (LifecycleKind::Shutdown, who @ ("guest" | "host")) => {
+                    shutdown_by.insert(ev.domain.clone(), who);
+                    None
+                }
+                (LifecycleKind::Stopped, "shutdown") => {
+                    Some(match shutdown_by.remove(&ev.domain) {
+                        Some("guest") => StopCause::ShutdownGuest,
+                        Some(_) => StopCause::ShutdownHost,
+                        None => StopCause::Shutdown,
+                    })
+                }
+                (LifecycleKind::Stopped, "destroyed") => Some(StopCause::Destroyed),
+                (LifecycleKind::Stopped, "crashed" | "failed") => Some(StopCause::Crashed),
+                (LifecycleKind::Crashed, _) => Some(StopCause::Crashed),
+                (LifecycleKind::Stopped, "migrated") => Some(StopCause::Migrated),
+                (LifecycleKind::Stopped, "saved") => Some(StopCause::Saved),
+                (LifecycleKind::Stopped, "from snapshot") => Some(StopCause::FromSnapshot),
+                (LifecycleKind::Started, _) => {
+                    shutdown_by.remove(&ev.domain);
+                    None
+                }
+                _ => None,
+            };
+            tracing::debug!(vm = %ev.domain, "lifecycle event {} / {}", ev.kind.as_str(), ev.detail_text);
+            match cause {
+                Some(c) => self.stopped(&ev.domain, c),
+                None => self.poke(),
+            }
+        }
+    }
+
+    fn notice(&self, vm: &str, kind: crate::notify::NoticeKind, what: String, attempts: u32) {
+        let _ = self.notifier.notify(crate::notify::Notice {
+            vm: vm.to_string(),
+            node: self.cfg.node_name(),
+            kind,
+            what_happened: what,
+            attempts,
+            reset_command: crate::notify::Notice::reset_command_for(vm),
+        });
     }
 
     /// The loop: a pass, then wait for the reconcile period, a wake-up time or a poke.
@@ -359,6 +444,22 @@ impl Watchdog {
                     StartOutcome::RunsElsewhere { node } => tracing::warn!(vm, "watchdog: not restarted: it runs on node {node} (its lock is held there); not fighting it"),
                     StartOutcome::Failed(e) => tracing::warn!(vm, "watchdog: restart attempt {attempt} failed: {e}"),
                 }
+                if *attempt > 1 {
+                    self.notice(
+                        vm,
+                        crate::notify::NoticeKind::Restarted {
+                            attempt: *attempt,
+                            in_window: Duration::from_secs_f64(self.policy.window),
+                        },
+                        format!(
+                            "{} on node {} ({}); restart attempt {attempt}: {result}",
+                            st.as_str(),
+                            self.cfg.node_name(),
+                            cause.map(|c| c.as_str()).unwrap_or("stopped")
+                        ),
+                        *attempt,
+                    );
+                }
                 let mut g = self.inner();
                 *g.results.entry((vm.to_string(), result)).or_default() += 1;
                 let rec = g.records.entry(vm.to_string()).or_default();
@@ -378,6 +479,16 @@ impl Watchdog {
                     vm,
                     "watchdog: gave up after {attempts} restarts within {:.0} s; `vmwarden ctl reset {vm}` to try again",
                     self.policy.window
+                );
+                self.notice(
+                    vm,
+                    crate::notify::NoticeKind::GaveUp,
+                    format!(
+                        "{vm} kept dying on node {}: {attempts} restarts within {:.0} s; the watchdog gave up and leaves it down",
+                        self.cfg.node_name(),
+                        self.policy.window
+                    ),
+                    *attempts,
                 );
                 format!("gave up after {attempts} attempts")
             }

@@ -9,11 +9,34 @@ use crate::metrics::{counter, gauge};
 use super::{VmView, Watchdog};
 
 pub fn encode(reg: &mut Registry, wd: &Watchdog) {
-    encode_views(reg, &wd.views(), &wd.results());
+    encode_views(
+        reg,
+        &wd.views(),
+        &wd.results(),
+        &wd.notify_stats().snapshot(),
+    );
 }
 
 /// The families from a list of views and restart results (pure; the contract test renders it).
-pub fn encode_views(reg: &mut Registry, views: &[VmView], results: &[(String, &'static str, u64)]) {
+pub fn encode_views(
+    reg: &mut Registry,
+    views: &[VmView],
+    results: &[(String, &'static str, u64)],
+    mail: &crate::notify::StatsSnapshot,
+) {
+    let notes = counter(
+        reg,
+        "vmwarden_watchdog_notifications_total",
+        "Email notifications since the agent started, by result: sent, failed (an attempt), suppressed (rate limit), dropped (queue full or retries exhausted)",
+    );
+    for (r, n) in [
+        ("sent", mail.sent),
+        ("failed", mail.failed),
+        ("suppressed", mail.suppressed),
+        ("dropped", mail.dropped),
+    ] {
+        notes.set(&[("result", r)], n as f64);
+    }
     let status = gauge(
         reg,
         "vmwarden_vm_status",

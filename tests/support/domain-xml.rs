@@ -28,6 +28,7 @@ pub fn os_less_domain(
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64'>hvm</type></os>
+  <features><acpi/></features>
   <on_crash>destroy</on_crash>
   <devices>
     <disk type='file' device='disk'>
