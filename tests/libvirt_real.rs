@@ -120,47 +120,38 @@ fn collect_binary_exports_guest_metrics() {
         v("vmwarden_collector_success", &[("collector", "libvirt")]),
         1.0
     );
+    // One state series per domain, carrying state and reason.
     assert_eq!(
         v(
             "vmwarden_domain_state",
-            &[("domain", an), ("state", "running")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        v(
-            "vmwarden_domain_state",
-            &[("domain", an), ("state", "shutoff")]
-        ),
-        0.0
-    );
-    assert_eq!(
-        v(
-            "vmwarden_domain_state_reason_info",
             &[("domain", an), ("state", "running"), ("reason", "booted")]
         ),
         1.0
     );
     assert_eq!(
-        v(
+        sample(
+            &text,
             "vmwarden_domain_state",
-            &[("domain", bn), ("state", "shutoff")]
+            &[("domain", an), ("state", "shutoff")]
         ),
-        1.0
+        None,
+        "{text}"
     );
     assert_eq!(
         v(
             "vmwarden_domain_state",
-            &[("domain", bn), ("state", "running")]
-        ),
-        0.0
-    );
-    assert_eq!(
-        v(
-            "vmwarden_domain_state_reason_info",
             &[("domain", bn), ("state", "shutoff"), ("reason", "crashed")]
         ),
         1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "vmwarden_domain_state",
+            &[("domain", bn), ("state", "running")]
+        ),
+        None,
+        "{text}"
     );
     for (g, disk) in [(an, &a.disk), (bn, &b.disk)] {
         assert_eq!(
