@@ -127,35 +127,6 @@ fn bad_xml_is_a_note_not_a_panic() {
 }
 
 #[test]
-fn vcpus_and_memory_from_the_xml() {
-    let p = parse_domain_xml(&fixture("domain-running.xml"));
-    assert_eq!(p.value.vcpus, Some(1));
-    assert_eq!(p.value.max_memory_bytes, Some(64 << 20));
-    assert_eq!(p.value.memory_bytes, Some(64 << 20));
-    // `current` (vCPUs online) beats the maximum; units as libvirt's schema spells them.
-    let p = parse_domain_xml(
-        "<domain><name>x</name><vcpu current='2'>4</vcpu>\
-         <memory unit='GiB'>2</memory><currentMemory unit='MB'>1500</currentMemory></domain>",
-    );
-    assert!(p.errors.is_empty(), "{:?}", p.errors);
-    assert_eq!(p.value.vcpus, Some(2));
-    assert_eq!(p.value.max_memory_bytes, Some(2 << 30));
-    assert_eq!(p.value.memory_bytes, Some(1_500_000_000));
-    // No unit means KiB.
-    let p = parse_domain_xml("<domain><name>x</name><memory>1024</memory></domain>");
-    assert_eq!(p.value.max_memory_bytes, Some(1 << 20));
-    // An unknown unit, an overflow or garbage: no value and a note, never a guess.
-    let p = parse_domain_xml(
-        "<domain><name>x</name><vcpu>many</vcpu><memory unit='parsecs'>3</memory>\
-         <currentMemory unit='TiB'>99999999999</currentMemory></domain>",
-    );
-    assert_eq!(p.value.vcpus, None);
-    assert_eq!(p.value.max_memory_bytes, None);
-    assert_eq!(p.value.memory_bytes, None);
-    assert_eq!(p.errors.len(), 3, "{:?}", p.errors);
-}
-
-#[test]
 fn state_and_reason_mapping() {
     assert_eq!(
         DomainState::from_raw(1, 1),

@@ -3,11 +3,12 @@
 //! interfaces, plus CPU, block and interface counters for the active ones.
 //!
 //! How it talks to libvirt:
-//! - Stats of every domain in one `virConnectGetAllDomainStats` call (`bulk`, the one unsafe
-//!   module: `virt` 0.5 exposes it only as raw records it never frees), plus the persistent and
-//!   autostart lists and each domain's XML: 3 + N round trips to libvirtd for N domains. The
-//!   per-domain calls this replaced (info, state, persistence, autostart, XML, one per disk and
-//!   interface) cost 17.7 ms of a 19 ms scrape for 10 guests (`docs/benchmarks.md`).
+//! - State and interface counters of every domain in one `virConnectGetAllDomainStats` call
+//!   (`bulk`, the one unsafe module: `virt` 0.5 exposes it only as raw records it never frees),
+//!   the persistent and autostart sets in one list call each, then per domain its XML, info (CPU
+//!   time, memory, vCPUs) and block stats per disk, on a few threads. The bulk call's cpu-total,
+//!   balloon and block groups were measured slower in libvirtd than those per-domain calls, so
+//!   they are not used (`docs/benchmarks.md` § libvirt round trips).
 //! - The calls block, so they run on tokio's blocking pool. A blocked libvirt call cannot be
 //!   cancelled: the collector's timeout abandons the wait, not the thread. So at most one probe is
 //!   in flight: a scrape that finds the previous call still stuck past its timeout fails at once
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use virt::connect::Connect;
+use virt::domain::Domain;
 use virt::enumutil::Enum;
 use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
 use virt::sys;
@@ -354,19 +356,25 @@ fn no_libvirt_in(uri: &str, run_dir: &Path, bin_dirs: &[&str]) -> bool {
         })
 }
 
-/// The stats groups read in the bulk call. Not `VIR_DOMAIN_STATS_VCPU`: on KVM it adds some 50
-/// per-vCPU counters per vCPU that nothing here exports (the vCPU count comes from the XML).
-const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
-    | sys::VIR_DOMAIN_STATS_CPU_TOTAL
-    | sys::VIR_DOMAIN_STATS_BALLOON
-    | sys::VIR_DOMAIN_STATS_INTERFACE
-    | sys::VIR_DOMAIN_STATS_BLOCK;
+/// The stats groups read in the bulk call: only those libvirtd answers without the domain's
+/// qemu monitor. Measured with 10 idle guests (docs/benchmarks.md § libvirt round trips), the
+/// cpu-total, balloon and block groups cost libvirtd 3.5-5 ms per domain each, more than
+/// `virDomainGetInfo` (CPU time, memory, vCPUs) plus `virDomainBlockStats` per disk, so those
+/// stay per-domain calls.
+const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE | sys::VIR_DOMAIN_STATS_INTERFACE;
 
-/// One scrape: 3 + N round trips to libvirtd for N domains (the bulk stats of every domain, the
-/// persistent and the autostart lists, then each domain's XML for its disks' sources) where
-/// per-domain calls took 6 + one per disk and per interface.
+/// Threads for the per-domain calls (at most; fewer for fewer domains).
+const WORKERS: usize = 4;
+
+/// One scrape: 3 + N·(2 + disks) round trips for N domains (the bulk state and interface
+/// stats of every domain, the persistent and the autostart lists, then per domain its XML, its
+/// info and one block-stats call per disk), where the per-domain path took N·(7 + disks).
 fn collect(conn: &Connect) -> Result<Parsed<LibvirtSnapshot>, CallError> {
-    let records = bulk::all_domain_stats(conn, STATS, 0).map_err(|e| classify(conn, &e))?;
+    // NOWAIT: never wait for a domain's qemu job (a migration, a snapshot, a hung monitor) in
+    // the one call that serves every domain; the groups read here need none today.
+    let records =
+        bulk::all_domain_stats(conn, STATS, sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+            .map_err(|e| classify(conn, &e))?;
     let uuids = |flag: u32| -> Result<std::collections::HashSet<String>, CallError> {
         let doms = conn
             .list_all_domains(flag)
@@ -375,10 +383,44 @@ fn collect(conn: &Connect) -> Result<Parsed<LibvirtSnapshot>, CallError> {
     };
     let persistent = uuids(sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT)?;
     let autostart = uuids(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
+    // The per-domain calls mostly wait: on libvirtd, and through it on each qemu monitor. A few
+    // threads on the one connection (libvirt multiplexes concurrent calls) overlap those waits.
+    let per_thread = records.len().div_ceil(WORKERS).max(1);
+    let results: Vec<(String, Result<LibvirtDomain, CallError>, Vec<String>)> =
+        std::thread::scope(|sc| {
+            let (persistent, autostart) = (&persistent, &autostart);
+            let handles: Vec<_> = records
+                .chunks(per_thread)
+                .map(|part| {
+                    sc.spawn(move || {
+                        part.iter()
+                            .map(|rec| {
+                                let label = rec.domain.name().unwrap_or_else(|_| "?".to_string());
+                                let mut notes = Vec::new();
+                                let r = domain(conn, rec, persistent, autostart, &mut notes);
+                                (label, r, notes)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![(
+                            "?".to_string(),
+                            Err(CallError::Other("libvirt worker thread panicked".into())),
+                            Vec::new(),
+                        )]
+                    })
+                })
+                .collect()
+        });
     let mut out = Parsed::new(LibvirtSnapshot::default());
-    for rec in &records {
-        let label = rec.domain.name().unwrap_or_else(|_| "?".to_string());
-        match domain(conn, rec, &persistent, &autostart, &mut out.errors) {
+    for (label, r, notes) in results {
+        out.errors.extend(notes);
+        match r {
             Ok(d) => out.value.domains.push(d),
             Err(CallError::Lost(m)) => return Err(CallError::Lost(m)),
             Err(CallError::Vanished(_)) | Err(CallError::NotRunning(_)) => out.errors.push(
@@ -421,36 +463,33 @@ fn domain(
     let DomainDevices {
         mut disks,
         mut interfaces,
-        vcpus,
-        max_memory_bytes,
-        memory_bytes,
     } = devices.value;
 
+    let info = dom.info().map_err(err)?;
     let active = state.is_active();
     if active {
-        // block.N.name / net.N.name tie the records' numbered entries to the XML's devices.
-        let entries = |group: &str| -> Vec<(String, String)> {
-            let n = uint(&format!("{group}.count")).unwrap_or(0);
-            (0..n)
-                .filter_map(|i| {
-                    let prefix = format!("{group}.{i}.");
-                    let dev = rec.get(&format!("{prefix}name"))?.as_str()?.to_string();
-                    Some((dev, prefix))
-                })
-                .collect()
-        };
-        let blocks = entries("block");
         for d in disks.iter_mut().filter(|d| d.source.is_some()) {
-            if let Some((_, p)) = blocks.iter().find(|(dev, _)| *dev == d.target) {
-                d.stats = Some(BlockStats {
-                    read_bytes: uint(&format!("{p}rd.bytes")),
-                    written_bytes: uint(&format!("{p}wr.bytes")),
-                    read_requests: uint(&format!("{p}rd.reqs")),
-                    write_requests: uint(&format!("{p}wr.reqs")),
-                });
+            match dom.block_stats(&d.target) {
+                Ok(b) => {
+                    d.stats = Some(BlockStats {
+                        read_bytes: non_neg(b.rd_bytes),
+                        written_bytes: non_neg(b.wr_bytes),
+                        read_requests: non_neg(b.rd_req),
+                        write_requests: non_neg(b.wr_req),
+                    })
+                }
+                Err(e) => stat_failed(conn, dom, &e, &name, &d.target, notes)?,
             }
         }
-        let nets = entries("net");
+        // net.N.name ties the record's numbered entries to the XML's interfaces (vnet0).
+        let n = uint("net.count").unwrap_or(0);
+        let nets: Vec<(String, String)> = (0..n)
+            .filter_map(|i| {
+                let prefix = format!("net.{i}.");
+                let dev = rec.get(&format!("{prefix}name"))?.as_str()?.to_string();
+                Some((dev, prefix))
+            })
+            .collect();
         for i in interfaces.iter_mut() {
             let Some(t) = &i.target else { continue };
             if let Some((_, p)) = nets.iter().find(|(dev, _)| dev == t) {
@@ -465,26 +504,59 @@ fn domain(
             }
         }
     }
-    let kib = |k: &str| uint(k).and_then(|v| v.checked_mul(1024));
     Ok(LibvirtDomain {
         persistent: persistent.contains(&uuid),
         autostart: autostart.contains(&uuid),
         name,
         uuid,
         state,
-        vcpus: vcpus.unwrap_or(0),
-        // The balloon group when the driver reports it (the live value), else the XML.
-        memory_bytes: kib("balloon.current").or(memory_bytes).unwrap_or(0),
-        max_memory_bytes: kib("balloon.maximum").or(max_memory_bytes).unwrap_or(0),
-        // An inactive domain may still carry its last run's cpu.time: only a running one counts.
-        cpu_seconds: if active {
-            uint("cpu.time").map(|ns| ns as f64 / 1e9)
-        } else {
-            None
-        },
+        vcpus: info.nr_virt_cpu,
+        memory_bytes: info.memory.saturating_mul(1024),
+        max_memory_bytes: info.max_mem.saturating_mul(1024),
+        cpu_seconds: active.then(|| info.cpu_time as f64 / 1e9),
         disks,
         interfaces,
     })
+}
+
+/// A stats call failed: the connection or the domain being gone ends this domain's probe; a
+/// domain that stopped meanwhile or a device libvirt cannot report on only costs its counters.
+/// Errors for a domain that stops under us vary ("domain is not running", "Interface not found"),
+/// so libvirt is asked again whether the domain still runs before calling it anything else.
+fn stat_failed(
+    conn: &Connect,
+    dom: &Domain,
+    e: &VirtError,
+    domain: &str,
+    device: &str,
+    notes: &mut Vec<String>,
+) -> Result<(), CallError> {
+    let c = match classify(conn, e) {
+        CallError::Other(m) => match dom.is_active() {
+            Ok(true) => CallError::Other(m),
+            Ok(false) => CallError::NotRunning(m),
+            Err(e2) => classify(conn, &e2),
+        },
+        c => c,
+    };
+    match c {
+        c @ (CallError::Lost(_) | CallError::Vanished(_)) => Err(c),
+        CallError::NotRunning(_) => {
+            notes.push(format!(
+                "domain {domain} stopped during the probe: no stats for {device}"
+            ));
+            Ok(())
+        }
+        CallError::Other(m) => {
+            notes.push(format!("domain {domain}: no stats for {device}: {m}"));
+            Ok(())
+        }
+    }
+}
+
+/// libvirt reports -1 for a counter the hypervisor does not provide.
+fn non_neg(v: i64) -> Option<u64> {
+    u64::try_from(v).ok()
 }
 
 #[cfg(test)]

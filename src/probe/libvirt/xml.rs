@@ -1,8 +1,6 @@
 //! Disks and interfaces from a domain's XML (`virDomainGetXMLDesc`): only what the probe needs —
-//! each disk's target and source, each interface's target device and MAC, and the vCPU count and
-//! memory sizes (for domains whose stats lack them: the bulk stats have no vCPU count without the
-//! costly per-vCPU group, and some drivers report no balloon). Pure and total: any input gives a
-//! result (possibly empty) plus notes on what was skipped; it never panics.
+//! each disk's target and source, each interface's target device and MAC. Pure and total: any
+//! input gives a result (possibly empty) plus notes on what was skipped; it never panics.
 
 use roxmltree::{Document, Node};
 
@@ -14,12 +12,6 @@ use crate::probe::Parsed;
 pub struct DomainDevices {
     pub disks: Vec<Disk>,
     pub interfaces: Vec<Interface>,
-    /// Current vCPUs: `<vcpu current='N'>`, else the `<vcpu>` count.
-    pub vcpus: Option<u32>,
-    /// `<memory>` (the maximum), bytes.
-    pub max_memory_bytes: Option<u64>,
-    /// `<currentMemory>` (the balloon target), bytes.
-    pub memory_bytes: Option<u64>,
 }
 
 /// Extract disks and interfaces from `<domain><devices>`. DTDs are refused by the parser (no
@@ -47,31 +39,6 @@ pub fn parse_domain_xml(xml: &str) -> Parsed<DomainDevices> {
         .unwrap_or("?")
         .trim()
         .to_string();
-    if let Some(v) = child(root, "vcpu") {
-        let n = v
-            .attribute("current")
-            .or_else(|| v.text())
-            .map(str::trim)
-            .and_then(|t| t.parse().ok());
-        if n.is_none() {
-            out.errors.push(format!(
-                "domain {name}: unreadable <vcpu> (vCPU count not exported)"
-            ));
-        }
-        out.value.vcpus = n;
-    }
-    for (tag, slot) in [
-        ("memory", &mut out.value.max_memory_bytes),
-        ("currentMemory", &mut out.value.memory_bytes),
-    ] {
-        if let Some(m) = child(root, tag) {
-            *slot = memory_bytes(m);
-            if slot.is_none() {
-                out.errors
-                    .push(format!("domain {name}: unreadable <{tag}> (not exported)"));
-            }
-        }
-    }
     for devices in children(root, "devices") {
         for dev in devices.children().filter(Node::is_element) {
             match dev.tag_name().name() {
@@ -87,25 +54,6 @@ pub fn parse_domain_xml(xml: &str) -> Parsed<DomainDevices> {
         }
     }
     out
-}
-
-/// A libvirt memory element in bytes (`unit` as libvirt's schema defines it; KiB when absent).
-/// An unknown unit or an overflow gives None, never a guess.
-fn memory_bytes(n: Node) -> Option<u64> {
-    let v: u64 = n.text()?.trim().parse().ok()?;
-    let scale: u64 = match n.attribute("unit").unwrap_or("KiB").trim() {
-        "b" | "bytes" => 1,
-        "KB" => 1000,
-        "k" | "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "M" | "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "G" | "GiB" => 1 << 30,
-        "TB" => 1_000_000_000_000,
-        "T" | "TiB" => 1 << 40,
-        _ => return None,
-    };
-    v.checked_mul(scale)
 }
 
 fn children<'a, 'i>(n: Node<'a, 'i>, tag: &'a str) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
