@@ -6,7 +6,7 @@
 //! (`virDomainStatsRecordListFree`, which also drops the list's domain references and frees
 //! the parameters); every parameter is copied into owned Rust values before that; each record's
 //! domain is handed out as a `virt::domain::Domain` holding its own reference (so it outlives
-//! the list). Checked under valgrind (`docs/benchmarks.md` § libvirt bulk stats) and exercised by
+//! the list). Checked under valgrind (`docs/benchmarks.md` § libvirt round trips) and exercised by
 //! `tests/libvirt_real.rs` and `tests/libvirt_testdriver.rs`.
 
 use std::ffi::CStr;
