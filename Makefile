@@ -29,9 +29,12 @@ test: setup
 	$(MAKE) lint
 	VMWARDEN_REQUIRE_REAL=1 $(CARGO) test --locked --all-targets
 
+# Benchmarks (docs/benchmarks.md): parsers; what a scrape costs as a real Prometheus sees it
+# (vs node_exporter and prometheus-libvirt-exporter, with real guests); live migration (lab).
 bench: setup
+	bash scripts/test-services.sh
 	$(CARGO) bench --locked --bench parsers
-	bash benches/node-exporter-compare.sh
+	bash benches/prometheus-compare.sh
 	bash benches/migration-compare.sh
 
 # Two-node lab on this machine (docs/lab.md): n1/n2 with libvirtd, virtlogd, sanlock and a vmwarden agent each.

@@ -6,13 +6,15 @@ set -euo pipefail
 need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)" >&2; exit 1; fi; }
 
 # Build: libvirt-dev (virt crate) + pkg-config. Tests: real libvirtd/qemu, sanlock, promtool,
-# node_exporter (benchmark peer), iproute2 (lab namespaces), lvm2 + lvm2-lockd (real lvm/lvmlockd in
-# the storage lab), gcc (builds the sanlock setrlimit shim), util-linux (unshare, nsenter).
+# prometheus (the scrape benchmark's scraper), node_exporter and prometheus-libvirt-exporter
+# (benchmark peers), iproute2 (lab namespaces), lvm2 + lvm2-lockd (real lvm/lvmlockd in the
+# storage lab), gcc (builds the sanlock setrlimit shim), util-linux (unshare, nsenter).
 # Storage lab (scripts/storage-lab.sh): debootstrap builds the guest image, cpio packs its
 # initramfs, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img overlays), python3 (serial command channel).
 # Notifications test (tests/notify_smtp.rs): python3-aiosmtpd, a real SMTP server with STARTTLS + AUTH.
 PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
-      qemu-system-x86 sanlock prometheus prometheus-node-exporter iproute2 procps psmisc
+      qemu-system-x86 sanlock prometheus prometheus-node-exporter prometheus-libvirt-exporter
+      iproute2 procps psmisc
       lvm2 lvm2-lockd gcc util-linux debootstrap cpio e2fsprogs qemu-utils python3
       python3-aiosmtpd)
 

@@ -9,6 +9,7 @@ pub mod hook;
 pub mod invariants;
 pub mod lock;
 pub mod metrics;
+pub mod negotiate;
 pub mod node;
 pub mod notify;
 pub mod peer;

@@ -104,17 +104,14 @@ fn key_samples_have_the_right_values() {
     let l = r#"resource="drbd0",volume="0",minor="0""#;
     let lp = r#"resource="drbd0",volume="0",minor="0",peer="peer""#;
     has(r#"vmwarden_drbd_info{source="proc",version="8.4.1"} 1"#);
-    has(&format!(r#"vmwarden_drbd_role{{{l},state="Primary"}} 1"#));
-    has(&format!(r#"vmwarden_drbd_role{{{l},state="Secondary"}} 0"#));
     has(&format!(
-        r#"vmwarden_drbd_connection_state{{{lp},state="Connected"}} 1"#
+        r#"vmwarden_drbd_state{{{l},role="Primary",disk_state="UpToDate"}} 1"#
     ));
     has(&format!(
-        r#"vmwarden_drbd_replication_state{{{lp},state="SyncSource"}} 1"#
+        r#"vmwarden_drbd_peer_state{{{lp},connection="Connected",replication="SyncSource",peer_role="Secondary",peer_disk_state="Inconsistent"}} 1"#
     ));
-    has(&format!(
-        r#"vmwarden_drbd_peer_disk_state{{{lp},state="Inconsistent"}} 1"#
-    ));
+    // One state series per volume and per peer: no 0/1 series for the states it is not in.
+    assert!(!out.contains(r#",role="Secondary""#), "{out}");
     has(&format!(
         "vmwarden_drbd_out_of_sync_bytes{{{lp}}} {}",
         12_685_660u64 * 1024
@@ -133,12 +130,41 @@ fn key_samples_have_the_right_values() {
     has(&format!(
         "vmwarden_drbd_resync_remaining_seconds{{{lp}}} 660"
     ));
-    // A state outside the known list still gets its series at 1.
+    // A state outside the known lists still shows, spelled as DRBD printed it.
     let out = render(
-        &parse_proc_drbd(
-            " 0: cs:SkippedSyncS ro:Primary/Secondary ds:UpToDate/UpToDate C r-----\n",
-        )
-        .value,
+        &parse_proc_drbd(" 0: cs:SkippedSyncS ro:Primary/Frobbing ds:UpToDate/Melting C r-----\n")
+            .value,
     );
-    assert!(out.contains(r#"state="SkippedSyncS"} 1"#), "{out}");
+    assert!(
+        out.contains(r#"connection="SkippedSyncS",replication="Off",peer_role="Frobbing",peer_disk_state="Melting"} 1"#),
+        "{out}"
+    );
+}
+
+/// Series a scrape carries for each volume (one peer), by source: the budget of docs/metrics.md
+/// § Series budget (at most 20 outside a resync; a running resync or verify adds its 5).
+#[test]
+fn series_per_volume_stay_within_the_budget() {
+    fn per_volume(text: &str) -> Vec<usize> {
+        let mut by_minor: std::collections::BTreeMap<String, usize> = Default::default();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some(at) = l.find("minor=\"") {
+                let m = &l[at + 7..];
+                let m = &m[..m.find('"').unwrap()];
+                *by_minor.entry(m.to_string()).or_default() += 1;
+            }
+        }
+        by_minor.into_values().collect()
+    }
+    let connected = render(&proc_snapshot("proc84_connected_primary_secondary.txt"));
+    let counts = per_volume(&connected);
+    assert!(!counts.is_empty(), "{connected}");
+    for n in &counts {
+        assert_eq!(*n, 17, "8.x connected volume: {connected}");
+    }
+    // While a resync runs: its progress families on top (at most five; 8.x prints no `want:`
+    // on a SyncSource).
+    for n in per_volume(&render(&proc_snapshot("proc84_syncsource.txt"))) {
+        assert!((18..=22).contains(&n), "{n} series for a syncing volume");
+    }
 }

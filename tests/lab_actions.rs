@@ -527,7 +527,6 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         )
     });
     eprintln!("lab_actions: watchdog: killed qemu running again after {took:.2?}");
-    assert_eq!(assert_one_instance("after the watchdog's restart"), at);
     // The view is the watchdog's last pass: the next one (within a reconcile) sees it running.
     assert!(
         wait_for(10, || watchdog_line(at).contains("running").then_some(())).is_some(),
@@ -535,6 +534,7 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         watchdog_line(at),
         agent_log(at)
     );
+    assert_eq!(assert_one_instance("after the watchdog's restart"), at);
     // Two more crashes use attempts 2 and 3; the fourth is one too many: given up.
     for n in 2..=3 {
         assert!(

@@ -45,7 +45,9 @@ async fn test_driver_domains() {
     let nic = &paused.interfaces[0];
     assert_eq!(nic.target.as_deref(), Some("testnet0"));
     assert_eq!(nic.mac.as_deref(), Some("52:54:00:00:00:01"));
-    assert!(nic.stats.is_some());
+    // Interface counters come from the bulk stats, whose test-driver version has only the state
+    // group: none, rather than made-up zeros (libvirt_real.rs checks them on real libvirtd).
+    assert_eq!(nic.stats, None);
 
     assert!(matches!(run.state, DomainState::Running(_)));
     assert!(run.cpu_seconds.is_some());

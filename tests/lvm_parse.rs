@@ -306,7 +306,6 @@ fn metrics_golden_activated_host_1() {
     for want in [
         r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm1",state="exclusive"} 1"#,
         r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm2",state="shared"} 1"#,
-        r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm2",state="exclusive"} 0"#,
         r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm3",state="inactive"} 1"#,
         r#"vmwarden_lvm_lv_active{vg="vg_local",lv="data",state="local"} 1"#,
         r#"vmwarden_lvm_lv_size_bytes{vg="vg1",lv="vm1"} 67108864"#,
@@ -318,6 +317,11 @@ fn metrics_golden_activated_host_1() {
     ] {
         assert!(lines.contains(&want), "missing {want}\n{text}");
     }
+    // One state series per LV (the one it is in), none for the other states.
+    assert!(
+        !text.contains(r#"lv_active{vg="vg1",lv="vm2",state="exclusive"}"#),
+        "{text}"
+    );
     // Local VGs have no cluster lock and no lockspace.
     assert!(!text.contains(r#"lv_lock_info{vg="vg_local""#), "{text}");
     assert!(

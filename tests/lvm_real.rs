@@ -264,7 +264,7 @@ fn collect_against_real_lvmlockd_and_sanlock() {
     );
     assert_eq!(
         v(r#"vmwarden_lvm_lv_active{vg="vg1",lv="vm2",state="exclusive"}"#),
-        Some(0.0),
+        None,
         "{text}"
     );
     assert_eq!(

@@ -211,11 +211,8 @@ fn the_families_the_issue_names_exist() {
         "vmwarden_collector_success",
         "vmwarden_collector_duration_seconds",
         "vmwarden_build_info",
-        "vmwarden_drbd_connection_state",
-        "vmwarden_drbd_role",
-        "vmwarden_drbd_peer_role",
-        "vmwarden_drbd_disk_state",
-        "vmwarden_drbd_peer_disk_state",
+        "vmwarden_drbd_state",
+        "vmwarden_drbd_peer_state",
         "vmwarden_drbd_out_of_sync_bytes",
         "vmwarden_drbd_resync_done_ratio",
         "vmwarden_drbd_network_sent_bytes_total",
@@ -230,7 +227,6 @@ fn the_families_the_issue_names_exist() {
         "vmwarden_sanlock_host_state",
         "vmwarden_sanlock_resource_held",
         "vmwarden_domain_state",
-        "vmwarden_domain_state_reason_info",
         "vmwarden_domain_cpu_seconds_total",
         "vmwarden_domain_memory_bytes",
         "vmwarden_domain_block_read_bytes_total",
@@ -242,6 +238,10 @@ fn the_families_the_issue_names_exist() {
         assert!(code.contains_key(name), "{name} is not emitted");
     }
     assert!(code["vmwarden_lvm_lv_active"].1.contains("state"));
+    assert!(code["vmwarden_domain_state"].1.contains("reason"));
+    for l in ["connection", "replication", "peer_role", "peer_disk_state"] {
+        assert!(code["vmwarden_drbd_peer_state"].1.contains(l), "{l}");
+    }
     assert!(code["vmwarden_sanlock_resource_held"].1.contains("mode"));
 }
 

@@ -196,7 +196,7 @@ fn collect_against_real_sanlock_daemons() {
     );
     assert_eq!(
         v(r#"vmwarden_sanlock_host_state{lockspace="LS",host_id="2",state="DEAD"}"#),
-        Some(0.0),
+        None,
         "{text}"
     );
     assert_eq!(

@@ -438,8 +438,10 @@ fn st<'a>(name: &'a str, state: &'a str) -> [(&'static str, &'a str); 3] {
     [("vg", "vg1"), ("lv", name), ("state", state)]
 }
 
-fn drbd_labels(state: &str) -> [(&'static str, &str); 2] {
-    [("minor", "0"), ("state", state)]
+/// Minor 0 in one of the state labels of `vmwarden_drbd_state` (role, disk_state) or
+/// `vmwarden_drbd_peer_state` (connection, replication, peer_role, peer_disk_state).
+fn drbd_labels<'a>(key: &'static str, state: &'a str) -> [(&'static str, &'a str); 2] {
+    [("minor", "0"), (key, state)]
 }
 
 /// DRBD r0 from Connected Secondary/Secondary (Inconsistent) through the initial sync to
@@ -454,13 +456,17 @@ fn drbd_states(lab: &Lab) {
     assert!(
         is_one(
             &m,
-            "vmwarden_drbd_connection_state",
-            &drbd_labels("Connected")
+            "vmwarden_drbd_peer_state",
+            &drbd_labels("connection", "Connected")
         ),
         "{m}"
     );
     assert!(
-        is_one(&m, "vmwarden_drbd_disk_state", &drbd_labels("Inconsistent")),
+        is_one(
+            &m,
+            "vmwarden_drbd_state",
+            &drbd_labels("disk_state", "Inconsistent")
+        ),
         "{m}"
     );
 
@@ -475,29 +481,29 @@ fn drbd_states(lab: &Lab) {
     assert!(
         is_one(
             &m1,
-            "vmwarden_drbd_replication_state",
-            &drbd_labels("SyncSource")
+            "vmwarden_drbd_peer_state",
+            &drbd_labels("replication", "SyncSource")
         ),
         "{m1}"
     );
     assert!(
-        is_one(&m1, "vmwarden_drbd_role", &drbd_labels("Primary")),
+        is_one(&m1, "vmwarden_drbd_state", &drbd_labels("role", "Primary")),
         "{m1}"
     );
     let mb = lab.collect("sb");
     assert!(
         is_one(
             &mb,
-            "vmwarden_drbd_replication_state",
-            &drbd_labels("SyncTarget")
+            "vmwarden_drbd_peer_state",
+            &drbd_labels("replication", "SyncTarget")
         ),
         "{mb}"
     );
     assert!(
         is_one(
             &mb,
-            "vmwarden_drbd_disk_state",
-            &drbd_labels("Inconsistent")
+            "vmwarden_drbd_state",
+            &drbd_labels("disk_state", "Inconsistent")
         ),
         "{mb}"
     );
@@ -525,28 +531,36 @@ fn drbd_states(lab: &Lab) {
         assert!(
             is_one(
                 &m,
-                "vmwarden_drbd_connection_state",
-                &drbd_labels("Connected")
+                "vmwarden_drbd_peer_state",
+                &drbd_labels("connection", "Connected")
             ),
             "{g}:\n{m}"
         );
         assert!(
-            is_one(&m, "vmwarden_drbd_role", &drbd_labels("Primary")),
-            "{g}:\n{m}"
-        );
-        assert!(
-            is_one(&m, "vmwarden_drbd_peer_role", &drbd_labels("Primary")),
-            "{g}:\n{m}"
-        );
-        assert!(
-            is_one(&m, "vmwarden_drbd_disk_state", &drbd_labels("UpToDate")),
+            is_one(&m, "vmwarden_drbd_state", &drbd_labels("role", "Primary")),
             "{g}:\n{m}"
         );
         assert!(
             is_one(
                 &m,
-                "vmwarden_drbd_peer_disk_state",
-                &drbd_labels("UpToDate")
+                "vmwarden_drbd_peer_state",
+                &drbd_labels("peer_role", "Primary")
+            ),
+            "{g}:\n{m}"
+        );
+        assert!(
+            is_one(
+                &m,
+                "vmwarden_drbd_state",
+                &drbd_labels("disk_state", "UpToDate")
+            ),
+            "{g}:\n{m}"
+        );
+        assert!(
+            is_one(
+                &m,
+                "vmwarden_drbd_peer_state",
+                &drbd_labels("peer_disk_state", "UpToDate")
             ),
             "{g}:\n{m}"
         );
@@ -558,8 +572,8 @@ fn drbd_states(lab: &Lab) {
     assert!(
         is_one(
             &m,
-            "vmwarden_drbd_connection_state",
-            &drbd_labels("StandAlone")
+            "vmwarden_drbd_peer_state",
+            &drbd_labels("connection", "StandAlone")
         ),
         "{m}"
     );
@@ -567,8 +581,8 @@ fn drbd_states(lab: &Lab) {
         let m = lab.collect("sb");
         is_one(
             &m,
-            "vmwarden_drbd_connection_state",
-            &drbd_labels("WFConnection"),
+            "vmwarden_drbd_peer_state",
+            &drbd_labels("connection", "WFConnection"),
         )
         .then_some(m)
     });

@@ -1,11 +1,15 @@
-//! DRBD metrics. One label set per family: volume families carry `resource, volume, minor`;
-//! peer families add `peer`; state families add `state` (one 0/1 series per known state).
-//! The mapping of 8.x onto these labels is described in `probe::drbd` and `docs/metrics.md`.
+//! DRBD metrics. Volume families carry `resource, volume, minor`; peer families add `peer`.
+//! States are not StateSets: one series per volume (`vmwarden_drbd_state`: role, disk state) and
+//! one per peer (`vmwarden_drbd_peer_state`: connection, replication, peer role, peer disk state)
+//! carry the current states as labels at value 1, in DRBD's spelling (an unknown state included).
+//! A 0/1 series per possible state cost 54 of the 69 series of a volume with one peer; the
+//! budget and its defence are in `docs/metrics.md` § Series budget. The mapping of 8.x onto
+//! these labels is described in `probe::drbd` and `docs/metrics.md`.
 
 use prometheus_client::registry::Registry;
 
 use super::{counter, gauge};
-use crate::probe::drbd::{ConnState, DiskState, DrbdSnapshot, ReplState, Role};
+use crate::probe::drbd::DrbdSnapshot;
 
 pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
     let info = gauge(
@@ -14,15 +18,10 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
         "Always 1: where DRBD status was read (proc = /proc/drbd of 8.x, drbdsetup-json = DRBD 9) and the kernel module version",
     );
     // Volume families.
-    let role = gauge(
+    let state = gauge(
         reg,
-        "vmwarden_drbd_role",
-        "Role of this node for the volume (1 for the current state)",
-    );
-    let disk_state = gauge(
-        reg,
-        "vmwarden_drbd_disk_state",
-        "Local disk state (1 for the current state)",
+        "vmwarden_drbd_state",
+        "Always 1: the volume's current role and local disk state in labels, as DRBD spells them",
     );
     let quorum = gauge(
         reg,
@@ -75,25 +74,10 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
         "Application requests accepted by DRBD and not yet completed",
     );
     // Peer families.
-    let conn = gauge(
+    let peer_state = gauge(
         reg,
-        "vmwarden_drbd_connection_state",
-        "Connection state to the peer (1 for the current state)",
-    );
-    let repl = gauge(
-        reg,
-        "vmwarden_drbd_replication_state",
-        "Replication state with the peer (1 for the current state)",
-    );
-    let peer_role = gauge(
-        reg,
-        "vmwarden_drbd_peer_role",
-        "Role of the peer (1 for the current state)",
-    );
-    let peer_disk = gauge(
-        reg,
-        "vmwarden_drbd_peer_disk_state",
-        "Disk state of the peer (1 for the current state)",
+        "vmwarden_drbd_peer_state",
+        "Always 1: connection and replication state with the peer, its role and disk state in labels, as DRBD spells them",
     );
     let oos = gauge(
         reg,
@@ -171,8 +155,16 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
             ("volume", volume.as_str()),
             ("minor", minor.as_str()),
         ];
-        role.set_state(&l, Role::ALL, v.role.as_str());
-        disk_state.set_state(&l, DiskState::ALL, v.disk_state.as_str());
+        state.set(
+            &[
+                l[0],
+                l[1],
+                l[2],
+                ("role", v.role.as_str()),
+                ("disk_state", v.disk_state.as_str()),
+            ],
+            1.0,
+        );
         if let Some(q) = v.quorum {
             quorum.set(&l, bool01(q));
         }
@@ -199,10 +191,19 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
 
         for p in &v.peers {
             let pl = [l[0], l[1], l[2], ("peer", p.name.as_ref())];
-            conn.set_state(&pl, ConnState::ALL, p.connection.as_str());
-            repl.set_state(&pl, ReplState::ALL, p.replication.as_str());
-            peer_role.set_state(&pl, Role::ALL, p.role.as_str());
-            peer_disk.set_state(&pl, DiskState::ALL, p.disk_state.as_str());
+            peer_state.set(
+                &[
+                    l[0],
+                    l[1],
+                    l[2],
+                    pl[3],
+                    ("connection", p.connection.as_str()),
+                    ("replication", p.replication.as_str()),
+                    ("peer_role", p.role.as_str()),
+                    ("peer_disk_state", p.disk_state.as_str()),
+                ],
+                1.0,
+            );
             let opt = |fam: &super::GaugeFam, x: Option<u64>| {
                 if let Some(x) = x {
                     fam.set(&pl, x as f64);

@@ -4,7 +4,7 @@
 use prometheus_client::registry::Registry;
 
 use super::{counter, gauge};
-use crate::probe::libvirt::{DomainState, LibvirtSnapshot};
+use crate::probe::libvirt::LibvirtSnapshot;
 
 pub fn encode(reg: &mut Registry, snap: &LibvirtSnapshot) {
     let info = gauge(
@@ -12,15 +12,11 @@ pub fn encode(reg: &mut Registry, snap: &LibvirtSnapshot) {
         "vmwarden_domain_info",
         "Each libvirt domain on this node: value 1; uuid, persistent (defined) and autostart in labels",
     );
+    // One series per domain carries state and reason (a 0/1 series per state would cost 8).
     let state = gauge(
         reg,
         "vmwarden_domain_state",
-        "Domain state as libvirt reports it: 1 for the current state, 0 for the others",
-    );
-    let reason = gauge(
-        reg,
-        "vmwarden_domain_state_reason_info",
-        "Why the domain is in its state (libvirt's reason, e.g. shutoff/crashed vs shutoff/destroyed): value 1",
+        "Always 1: the domain's state and libvirt's reason for it (e.g. shutoff/crashed vs shutoff/destroyed) in labels",
     );
     let vcpus = gauge(reg, "vmwarden_domain_vcpus", "Virtual CPUs of the domain");
     let memory = gauge(
@@ -114,12 +110,10 @@ pub fn encode(reg: &mut Registry, snap: &LibvirtSnapshot) {
             ],
             1.0,
         );
-        let st = d.state.name();
-        state.set_state(&l, DomainState::NAMES, &st);
-        reason.set(
+        state.set(
             &[
                 ("domain", dom),
-                ("state", &st),
+                ("state", &d.state.name()),
                 ("reason", &d.state.reason()),
             ],
             1.0,

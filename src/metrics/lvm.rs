@@ -54,7 +54,7 @@ pub fn encode(reg: &mut Registry, snap: &LvmSnapshot) {
     let lv_active = gauge(
         reg,
         "vmwarden_lvm_lv_active",
-        "LV on this host: exclusive/shared = this host holds the LV lock in that mode (from lvmlockd); local = active without a known cluster lock; inactive",
+        "Always 1; state: exclusive/shared = this host holds the LV lock in that mode (from lvmlockd); local = active without a known cluster lock; inactive",
     );
     let lv_lock = gauge(
         reg,
@@ -122,7 +122,7 @@ pub fn encode(reg: &mut Registry, snap: &LvmSnapshot) {
             lv_size.set(&l, b as f64);
         }
         let state: LvState = snap.lv_state(lv);
-        lv_active.set_state(&l, &LvState::ALL, state.as_str());
+        lv_active.set(&[l[0], l[1], ("state", state.as_str())], 1.0);
         let lock = snap.lv_lock(lv);
         if lock != LvLock::NotShared {
             lv_lock.set(

@@ -29,8 +29,8 @@ struct Samples {
     text: String,
     /// (label name, value range in `text`).
     pairs: Vec<(&'static str, Range<u32>)>,
-    /// (range of `pairs` shared by several series, an extra pair such as `state`, value).
-    series: Vec<(Range<u32>, Option<u32>, f64)>,
+    /// (range of `pairs` holding the series' labels, value).
+    series: Vec<(Range<u32>, f64)>,
 }
 
 impl Samples {
@@ -95,23 +95,20 @@ impl Collector for FamilyCollector {
             }
         }
         // One series without labels: written bare (`name 1`), not as `name{} 1`.
-        if let [(base, None, v)] = s.series.as_slice() {
+        if let [(base, v)] = s.series.as_slice() {
             if base.is_empty() {
                 return encode_value(f.kind, *v, fam);
             }
         }
         let mut labels: Vec<(&str, &str)> = Vec::with_capacity(8);
         let value_of = |r: &Range<u32>| s.text.get(r.start as usize..r.end as usize).unwrap_or("");
-        for (base, extra, v) in &s.series {
+        for (base, v) in &s.series {
             labels.clear();
             for (k, r) in s
                 .pairs
                 .get(base.start as usize..base.end as usize)
                 .unwrap_or(&[])
             {
-                labels.push((k, value_of(r)));
-            }
-            if let Some((k, r)) = extra.and_then(|i| s.pairs.get(i as usize)) {
                 labels.push((k, value_of(r)));
             }
             let ls = labels.as_slice();
@@ -129,26 +126,7 @@ impl GaugeFam {
     pub fn set(&self, labels: &[(&'static str, &str)], v: f64) {
         let mut s = self.0.lock();
         let base = s.push_labels(labels);
-        s.series.push((base, None, v));
-    }
-
-    /// StateSet style: one series per state in `all`, 1 for `current` and 0 for the rest. A
-    /// `current` outside `all` (a state this build does not know) still gets its series at 1.
-    pub fn set_state(&self, labels: &[(&'static str, &str)], all: &[&str], current: &str) {
-        let mut s = self.0.lock();
-        let base = s.push_labels(labels);
-        for st in all {
-            let i = s.push_pair("state", st);
-            s.series.push((
-                base.clone(),
-                Some(i),
-                if *st == current { 1.0 } else { 0.0 },
-            ));
-        }
-        if !all.contains(&current) {
-            let i = s.push_pair("state", current);
-            s.series.push((base, Some(i), 1.0));
-        }
+        s.series.push((base, v));
     }
 }
 
@@ -161,7 +139,7 @@ impl CounterFam {
         if v.is_finite() && v >= 0.0 {
             let mut s = self.0.lock();
             let base = s.push_labels(labels);
-            s.series.push((base, None, v));
+            s.series.push((base, v));
         }
     }
 }
@@ -356,17 +334,5 @@ mod tests {
             "# HELP x_bytes_total Bytes.\n# TYPE x_bytes_total counter\nx_bytes_total{a=\"1\"} 5\n\
              # HELP g A gauge.\n# TYPE g gauge\ng 1\n"
         );
-    }
-
-    #[test]
-    fn state_sets_cover_unknown_states() {
-        let mut reg = Registry::default();
-        let g = gauge(&mut reg, "t_state", "t");
-        g.set_state(&[("x", "1")], &["a", "b"], "zz");
-        let mut out = String::new();
-        encode(&mut out, &reg).unwrap();
-        assert!(out.contains("t_state{x=\"1\",state=\"a\"} 0"), "{out}");
-        assert!(out.contains("t_state{x=\"1\",state=\"b\"} 0"), "{out}");
-        assert!(out.contains("t_state{x=\"1\",state=\"zz\"} 1"), "{out}");
     }
 }

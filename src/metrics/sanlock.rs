@@ -4,7 +4,7 @@
 use prometheus_client::registry::Registry;
 
 use super::gauge;
-use crate::probe::sanlock::{HostState, ListState, SanlockSnapshot};
+use crate::probe::sanlock::{ListState, SanlockSnapshot};
 
 /// Lockspace list states, as exported in `vmwarden_sanlock_lockspace_state`.
 pub const LOCKSPACE_STATES: [&str; 3] = ["joined", "adding", "removing"];
@@ -32,7 +32,7 @@ pub fn encode(reg: &mut Registry, snap: &SanlockSnapshot) {
     let ls_state = gauge(
         reg,
         "vmwarden_sanlock_lockspace_state",
-        "Lockspace membership: joined, adding (add_lockspace in progress) or removing",
+        "Always 1; state: lockspace membership, joined, adding (add_lockspace in progress) or removing",
     );
     let age = gauge(
         reg,
@@ -82,7 +82,7 @@ pub fn encode(reg: &mut Registry, snap: &SanlockSnapshot) {
     let host_state = gauge(
         reg,
         "vmwarden_sanlock_host_state",
-        "State of each host in the lockspace as this host sees it (sanlock's spelling: LIVE, FAIL, DEAD, FREE, UNKNOWN)",
+        "Always 1; state: each host of the lockspace as this host sees it, in sanlock's spelling (LIVE, FAIL, DEAD, FREE, UNKNOWN)",
     );
     let host_gen = gauge(
         reg,
@@ -123,7 +123,7 @@ pub fn encode(reg: &mut Registry, snap: &SanlockSnapshot) {
             ],
             1.0,
         );
-        ls_state.set_state(&l, &LOCKSPACE_STATES, lockspace_state(&ls.state));
+        ls_state.set(&[l[0], ("state", lockspace_state(&ls.state))], 1.0);
         if let Some(a) = snap.renewal_age_seconds(ls) {
             age.set(&l, a as f64);
         }
@@ -148,7 +148,7 @@ pub fn encode(reg: &mut Registry, snap: &SanlockSnapshot) {
         for h in ls.hosts.iter().flatten() {
             let hid = h.host_id.to_string();
             let hl = [("lockspace", ls.name.as_str()), ("host_id", hid.as_str())];
-            host_state.set_state(&hl, &HostState::ALL, h.state.as_str());
+            host_state.set(&[hl[0], hl[1], ("state", h.state.as_str())], 1.0);
             host_gen.set(&hl, h.generation as f64);
         }
     }

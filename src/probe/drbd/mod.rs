@@ -32,7 +32,7 @@ use crate::config::DrbdConfig;
 use crate::exec::{Cmd, ExecError};
 
 /// Declares a DRBD state enum: known states in DRBD's own spelling plus `Other(String)` for
-/// anything a newer DRBD may print. `ALL` lists the known spellings (for StateSet metrics).
+/// anything a newer DRBD may print. `ALL` lists the known spellings (tests, generators).
 macro_rules! drbd_states {
     ($(#[$meta:meta])* $name:ident, default = $default:ident, { $($var:ident = $s:literal),+ $(,)? }) => {
         $(#[$meta])*
