@@ -491,6 +491,30 @@ fn agent_log(node: &str) -> String {
     std::fs::read_to_string(lab_dir().join(format!("{node}.vmwarden.log"))).unwrap_or_default()
 }
 
+/// Waits until the watchdog shows the VM running on `node` with the same qemu for 2 s (no restart
+/// in flight), or panics with what it saw.
+fn settled_running(node: &str) {
+    let mut last = None;
+    let mut since = Instant::now();
+    let ok = wait_for(30, || {
+        let pid = qemu_pid(node);
+        if pid != last {
+            last = pid;
+            since = Instant::now();
+        }
+        (last.is_some()
+            && watchdog_line(node).contains("running")
+            && since.elapsed() >= std::time::Duration::from_secs(2))
+        .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "{VM} never settled running on {node}: {}\n{}",
+        watchdog_line(node),
+        agent_log(node)
+    );
+}
+
 fn watchdog_line(node: &str) -> String {
     let (code, out) = ctl(node, &["watchdog"]);
     assert_eq!(code, 0, "ctl watchdog on {node}: {out}");
@@ -580,47 +604,8 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         "not restarted on {to}: {}",
         watchdog_line(to)
     );
-    assert!(
-        wait_for(10, || watchdog_line(to).contains("running").then_some(())).is_some(),
-        "{}",
-        watchdog_line(to)
-    );
+    settled_running(to);
     assert_eq!(assert_one_instance("a migrated VM killed"), to);
-
-    // The guest powers itself off (S5 written into the pc machine's ACPI PM1a control port:
-    // libvirt reports a guest-initiated shutdown): with user_shutdown = false (the default, as
-    // Ganeti) that is ERROR_down, restarted.
-    let old = qemu_pid(to).unwrap();
-    // The firmware maps the PM registers while it boots: write until the guest goes.
-    let mut said = String::new();
-    for _ in 0..20 {
-        said = format!(
-            "{:?}",
-            virsh(
-                to,
-                &["qemu-monitor-command", "--hmp", VM, "o /w 0x604 0x2000"]
-            )
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        if qemu_pid(to).map_or(true, |p| p != old) {
-            break;
-        }
-    }
-    eprintln!("lab_actions: S5 write: {said}");
-    assert!(
-        wait_for(30, || (active(to)
-            && qemu_pid(to).is_some_and(|p| p != old))
-        .then_some(()))
-        .is_some(),
-        "a guest poweroff was not restarted (user_shutdown = false): {}\n{}",
-        watchdog_line(to),
-        agent_log(to)
-    );
-    assert!(
-        wait_for(10, || watchdog_line(to).contains("running").then_some(())).is_some(),
-        "{}",
-        watchdog_line(to)
-    );
 
     // virsh destroy by an operator: left down, the intent says so.
     virsh(to, &["destroy", VM]).unwrap();
@@ -789,6 +774,9 @@ fn target_agent_killed_after_switchover(at: &'static str, mark: u8) -> &'static 
     assert_eq!(lease(at), Held::None, "the source kept its share: {rep}");
     lab_ok(&["agent-start", to]);
     let closed = assert_migrated_forward("target agent killed after the switchover", at, to, mark);
+    // The source's agent runs without the pause switch again.
+    lab_ok(&["agent-stop", at]);
+    lab_ok(&["agent-start", at]);
     if code == 3 {
         assert!(
             closed.contains("finished by recovery") && !closed.contains("agent crash"),

@@ -45,7 +45,18 @@ struct Inner {
     wake_at: BTreeMap<String, f64>,
     /// Restarts by result, for the metrics: (vm, result) → count.
     results: BTreeMap<(String, &'static str), u64>,
+    /// When each VM was first seen down (ERROR_down), for the settle delay.
+    down_since: BTreeMap<String, f64>,
 }
+
+/// A restart waits this long after the VM was seen going down: the dying qemu still holds its
+/// disk image lock for a moment after libvirt reports it shut off (seen in the lab: a restart at
+/// once failed with "Failed to get write lock"), and a failed start would waste an attempt.
+const SETTLE_SECONDS: f64 = 0.5;
+
+/// How long a shutdown whose initiator only the lifecycle event can tell waits for that event
+/// (it may arrive just after a reconcile saw the VM shut off) before it is taken as on purpose.
+const EVENT_GRACE_SECONDS: f64 = 2.0;
 
 pub struct Watchdog {
     cfg: Config,
@@ -374,6 +385,31 @@ impl Watchdog {
         } else {
             self.inner().causes.get(vm).copied()
         };
+        // A shutdown seen only through its shut-off reason: who asked is in the Shutdown event,
+        // which may be on its way. Wait for it a moment before calling it on purpose.
+        if cause.is_none()
+            && intent.want == Want::Run
+            && matches!(
+                d.state,
+                crate::probe::libvirt::DomainState::Shutoff(
+                    crate::probe::libvirt::ShutoffReason::Shutdown
+                )
+            )
+        {
+            let since = *self.inner().down_since.entry(vm.to_string()).or_insert(t);
+            if t - since < EVENT_GRACE_SECONDS {
+                self.inner()
+                    .wake_at
+                    .insert(vm.to_string(), since + EVENT_GRACE_SECONDS);
+                self.set_view(
+                    vm,
+                    Status::ErrorDown,
+                    Some(intent.want),
+                    "shut down: waiting for libvirt's event to say who asked".into(),
+                );
+                return false;
+            }
+        }
         let st = status::compute(
             intent.want,
             intent.by == "guest",
@@ -408,6 +444,11 @@ impl Watchdog {
         }
         let decision = {
             let mut g = self.inner();
+            if st == Status::ErrorDown {
+                g.down_since.entry(vm.to_string()).or_insert(t);
+            } else {
+                g.down_since.remove(vm);
+            }
             let rec = g.records.entry(vm.to_string()).or_default();
             let d = policy::decide(&self.policy, rec, st, t);
             if let Decision::Wait { until } = d {
@@ -427,6 +468,11 @@ impl Watchdog {
         let words = match &decision {
             Decision::Nothing => String::new(),
             Decision::Restart { attempt } => {
+                let since = self.inner().down_since.get(vm).copied().unwrap_or(t);
+                let settle = SETTLE_SECONDS - (now() - since);
+                if settle > 0.0 {
+                    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+                }
                 tracing::warn!(
                     vm,
                     "watchdog: {} — restarting (attempt {attempt} of {})",
