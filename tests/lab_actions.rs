@@ -183,6 +183,17 @@ fn unfinished(node: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The newest finished journal on `node` (names start with a millisecond timestamp).
+fn newest_done_journal(node: &str) -> String {
+    let newest = std::fs::read_dir(journal_dir(node).join("done"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .max()
+        .unwrap();
+    std::fs::read_to_string(&newest).unwrap()
+}
+
 fn agent_pid(node: &str) -> Option<i32> {
     std::fs::read_to_string(lab_dir().join(format!("{node}.vmwarden.pid")))
         .ok()?
@@ -369,13 +380,7 @@ fn lifecycle_in_the_lab() {
             std::fs::read_to_string(dir.join(format!("{at}.vmwarden.log"))).unwrap_or_default()
         );
         let now = assert_one_instance(&format!("after a crash after {step}"));
-        let newest = std::fs::read_dir(journal_dir(at).join("done"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .max()
-            .unwrap();
-        let closed = std::fs::read_to_string(&newest).unwrap();
+        let closed = newest_done_journal(at);
         assert!(
             closed.contains("\"kind\":\"recovery\"")
                 && closed.contains("recovered after an agent crash"),
@@ -694,13 +699,7 @@ fn assert_migrated_forward(context: &str, at: &str, to: &str, mark: u8) -> Strin
         !lab_dir().join(to).join("state/incoming").join(VM).exists(),
         "{context}: the incoming marker on {to} was left"
     );
-    let newest = std::fs::read_dir(journal_dir(at).join("done"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .max()
-        .unwrap();
-    let closed = std::fs::read_to_string(&newest).unwrap();
+    let closed = newest_done_journal(at);
     assert!(
         !closed.contains("\"kind\":\"undo\""),
         "{context}: a step before the commit was undone after the switchover:\n{closed}"

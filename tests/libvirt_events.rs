@@ -335,14 +335,24 @@ fn define_test_domain(d: &PrivateLibvirtd, name: &str, dir: &Path) {
     );
 }
 
+/// Whether every program is installed; else the loud skip (or failure under VMWARDEN_REQUIRE_REAL).
+fn have_tools(test: &str, programs: &[&str]) -> bool {
+    for p in programs {
+        if !have(p) {
+            skip_or_fail(test, &format!("`{p}` is not installed"));
+            return false;
+        }
+    }
+    true
+}
+
 #[test]
 fn stream_survives_a_libvirtd_restart() {
-    let name = "stream_survives_a_libvirtd_restart";
-    for p in ["libvirtd", "virsh", "setpriv"] {
-        if !have(p) {
-            skip_or_fail(name, &format!("`{p}` is not installed"));
-            return;
-        }
+    if !have_tools(
+        "stream_survives_a_libvirtd_restart",
+        &["libvirtd", "virsh", "setpriv"],
+    ) {
+        return;
     }
     let rt = rt();
     let mut d = PrivateLibvirtd::new();
@@ -381,12 +391,11 @@ fn stream_survives_a_libvirtd_restart() {
 /// noticed by keepalive (5 s × 3), reported as Lost, and the stream is back once it runs again.
 #[test]
 fn stream_notices_a_hung_libvirtd() {
-    let name = "stream_notices_a_hung_libvirtd";
-    for p in ["libvirtd", "virsh", "setpriv"] {
-        if !have(p) {
-            skip_or_fail(name, &format!("`{p}` is not installed"));
-            return;
-        }
+    if !have_tools(
+        "stream_notices_a_hung_libvirtd",
+        &["libvirtd", "virsh", "setpriv"],
+    ) {
+        return;
     }
     let rt = rt();
     let mut d = PrivateLibvirtd::new();
