@@ -612,6 +612,32 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     settled_running(to);
     assert_eq!(assert_one_instance("a migrated VM killed"), to);
 
+    // The guest powers itself off (S5 written into the pc machine's ACPI PM1a control port:
+    // libvirt reports a guest-initiated shutdown): with user_shutdown = false (the default, as
+    // Ganeti) that is ERROR_down, restarted.
+    let old = qemu_pid(to).unwrap();
+    // The firmware maps the PM registers while it boots: write until the guest goes.
+    for _ in 0..20 {
+        let _ = virsh(
+            to,
+            &["qemu-monitor-command", "--hmp", VM, "o /w 0x604 0x2000"],
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if qemu_pid(to).map_or(true, |p| p != old) {
+            break;
+        }
+    }
+    assert!(
+        wait_for(30, || (active(to)
+            && qemu_pid(to).is_some_and(|p| p != old))
+        .then_some(()))
+        .is_some(),
+        "a guest poweroff was not restarted (user_shutdown = false): {}\n{}",
+        watchdog_line(to),
+        agent_log(to)
+    );
+    settled_running(to);
+
     // virsh destroy by an operator: left down, the intent says so.
     virsh(to, &["destroy", VM]).unwrap();
     std::thread::sleep(std::time::Duration::from_secs(4));

@@ -39,8 +39,8 @@ pub struct VmView {
 struct Inner {
     records: BTreeMap<String, VmRecord>,
     views: BTreeMap<String, VmView>,
-    /// How a VM stopped, from a lifecycle event (kept until it runs again).
-    causes: BTreeMap<String, StopCause>,
+    /// How a VM stopped (or is stopping), from a lifecycle event, and when it was heard.
+    causes: BTreeMap<String, (StopCause, f64)>,
     /// Earliest time each VM wants to be looked at again (end of a backoff).
     wake_at: BTreeMap<String, f64>,
     /// Restarts by result, for the metrics: (vm, result) → count.
@@ -130,9 +130,25 @@ impl Watchdog {
         self.wake.notify_one();
     }
 
-    /// A lifecycle event said how `vm` stopped (better than libvirt's shut-off reason).
+    /// A lifecycle event said how `vm` stopped or is stopping (better than libvirt's shut-off
+    /// reason). A plain "shutdown" does not overwrite who asked for it, heard just before.
     pub fn stopped(&self, vm: &str, cause: StopCause) {
-        self.inner().causes.insert(vm.to_string(), cause);
+        {
+            let mut g = self.inner();
+            let keep = cause == StopCause::Shutdown
+                && g.causes.get(vm).is_some_and(|(c, _)| {
+                    matches!(c, StopCause::ShutdownGuest | StopCause::ShutdownHost)
+                });
+            if !keep {
+                g.causes.insert(vm.to_string(), (cause, now()));
+            }
+        }
+        self.poke();
+    }
+
+    /// The VM started again: what stopped it last time no longer applies.
+    fn started(&self, vm: &str) {
+        self.inner().causes.remove(vm);
         self.poke();
     }
 
@@ -220,9 +236,15 @@ impl Watchdog {
                 EventItem::Lost(_) => continue,
             };
             let cause = match (ev.kind, ev.detail_text) {
+                // Who asked is known now, seconds before the Stopped event (qemu runs with
+                // -no-shutdown): recorded at once, so a reconcile in between knows it.
                 (LifecycleKind::Shutdown, who @ ("guest" | "host")) => {
                     shutdown_by.insert(ev.domain.clone(), who);
-                    None
+                    Some(if who == "guest" {
+                        StopCause::ShutdownGuest
+                    } else {
+                        StopCause::ShutdownHost
+                    })
                 }
                 (LifecycleKind::Stopped, "shutdown") => {
                     Some(match shutdown_by.remove(&ev.domain) {
@@ -239,7 +261,8 @@ impl Watchdog {
                 (LifecycleKind::Stopped, "from snapshot") => Some(StopCause::FromSnapshot),
                 (LifecycleKind::Started, _) => {
                     shutdown_by.remove(&ev.domain);
-                    None
+                    self.started(&ev.domain);
+                    continue;
                 }
                 _ => None,
             };
@@ -379,11 +402,18 @@ impl Watchdog {
             self.set_view(vm, Status::Unmanaged, None, "no intent recorded".into());
             return false;
         };
-        let cause = if d.state.is_active() {
-            self.inner().causes.remove(vm);
-            None
-        } else {
-            self.inner().causes.get(vm).copied()
+        // A cause heard while the VM still runs is kept for the stop that follows (a shutdown
+        // in progress); one older than that belongs to a run before this one.
+        let cause = {
+            let mut g = self.inner();
+            if d.state.is_active() {
+                if g.causes.get(vm).is_some_and(|(_, at)| t - at > 30.0) {
+                    g.causes.remove(vm);
+                }
+                None
+            } else {
+                g.causes.get(vm).map(|(c, _)| *c)
+            }
         };
         // A shutdown seen only through its shut-off reason: who asked is in the Shutdown event,
         // which may be on its way. Wait for it a moment before calling it on purpose.
