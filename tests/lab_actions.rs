@@ -706,6 +706,18 @@ fn migrate_paused_after_switchover(
     (code, rep)
 }
 
+/// A migration whose guest switched over: completed or incomplete, never rolled back.
+fn assert_went_forward(code: i32, rep: &serde_json::Value) {
+    assert!(
+        code == 0 || code == 3,
+        "the migration happened: completed or incomplete, never rolled back: {rep}"
+    );
+    assert!(
+        rep["rollback"].as_array().is_some_and(|r| r.is_empty()),
+        "{rep}"
+    );
+}
+
 /// After the journal on `at` is closed: the VM runs once, on `to`, its lease exclusive there and
 /// absent on `at`, the same guest, nothing undone, `vmwarden check` passes on both nodes.
 fn assert_migrated_forward(context: &str, at: &str, to: &str, mark: u8) -> String {
@@ -777,14 +789,7 @@ fn target_agent_killed_after_switchover(at: &'static str, mark: u8) -> &'static 
         );
         lab_ok(&["agent-stop", to, "KILL"]);
     });
-    assert!(
-        code == 0 || code == 3,
-        "the migration happened: completed or incomplete, never rolled back: {rep}"
-    );
-    assert!(
-        rep["rollback"].as_array().is_some_and(|r| r.is_empty()),
-        "{rep}"
-    );
+    assert_went_forward(code, &rep);
     let libvirt_ok = rep["steps"]
         .as_array()
         .unwrap()
@@ -818,14 +823,7 @@ fn target_libvirtd_stopped_after_switchover(at: &'static str, mark: u8) -> &'sta
     let (code, rep) = migrate_paused_after_switchover(at, || {
         lab_ok(&["libvirtd-stop", to]);
     });
-    assert!(
-        code == 0 || code == 3,
-        "the migration happened: completed or incomplete, never rolled back: {rep}"
-    );
-    assert!(
-        rep["rollback"].as_array().is_some_and(|r| r.is_empty()),
-        "{rep}"
-    );
+    assert_went_forward(code, &rep);
     eprintln!(
         "lab_actions: target libvirtd stopped: ctl exit {code}, {}",
         rep["message"]

@@ -346,6 +346,15 @@ fn have_tools(test: &str, programs: &[&str]) -> bool {
     true
 }
 
+/// A private libvirtd and a stream connected to it.
+fn private_stream(rt: &tokio::runtime::Runtime) -> (PrivateLibvirtd, EventStream) {
+    let mut d = PrivateLibvirtd::new();
+    d.start();
+    let mut s = EventStream::start(&d.uri()).unwrap();
+    expect_connected(rt, &mut s, Duration::from_secs(15));
+    (d, s)
+}
+
 #[test]
 fn stream_survives_a_libvirtd_restart() {
     if !have_tools(
@@ -355,10 +364,7 @@ fn stream_survives_a_libvirtd_restart() {
         return;
     }
     let rt = rt();
-    let mut d = PrivateLibvirtd::new();
-    d.start();
-    let mut s = EventStream::start(&d.uri()).unwrap();
-    expect_connected(&rt, &mut s, Duration::from_secs(15));
+    let (mut d, mut s) = private_stream(&rt);
 
     define_test_domain(&d, "before", d.dir.path());
     assert_event(
@@ -398,10 +404,7 @@ fn stream_notices_a_hung_libvirtd() {
         return;
     }
     let rt = rt();
-    let mut d = PrivateLibvirtd::new();
-    d.start();
-    let mut s = EventStream::start(&d.uri()).unwrap();
-    expect_connected(&rt, &mut s, Duration::from_secs(15));
+    let (d, mut s) = private_stream(&rt);
 
     let pid = d.child.as_ref().map(|c| c.id() as i32).unwrap();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
