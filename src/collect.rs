@@ -2,13 +2,15 @@
 //! results into one `Snapshot`. Remembers what was already logged so a broken or absent source
 //! is reported once, not on every scrape.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::invariants::Report;
 use crate::metrics::AgentCounters;
+use crate::node::NodeMap;
 use crate::probe::drbd::DrbdSnapshot;
 use crate::probe::libvirt::{LibvirtProbe, LibvirtSnapshot};
 use crate::probe::lvm::LvmSnapshot;
@@ -37,6 +39,36 @@ pub struct Snapshot {
     pub lvm: CollectorReport<LvmSnapshot>,
     pub sanlock: CollectorReport<SanlockSnapshot>,
     pub libvirt: CollectorReport<LibvirtSnapshot>,
+}
+
+/// One collection and its judgment, made once: the snapshot, the node map built from it (which
+/// domain uses which LV, DRBD volume and lease) and the invariants judged on that map. `/metrics`,
+/// `vmwarden check` and the API all read this one judgment instead of each building its own, so
+/// they cannot disagree about the same observation.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub snapshot: Snapshot,
+    pub map: NodeMap,
+    pub invariants: Report,
+}
+
+impl Observation {
+    /// Judge `snapshot`: `lease_lockspace` is the VM lease lockspace of the sanlock lock backend
+    /// (the lock invariants then judge leases), `in_migration` the domains a live migration
+    /// declared on this node (a shared lock is expected for them).
+    pub fn judge(
+        snapshot: Snapshot,
+        lease_lockspace: Option<&str>,
+        in_migration: &BTreeSet<String>,
+    ) -> Observation {
+        let map = NodeMap::build_with_leases(&snapshot, lease_lockspace);
+        let invariants = crate::invariants::check(&map, in_migration);
+        Observation {
+            snapshot,
+            map,
+            invariants,
+        }
+    }
 }
 
 /// What has been said in the logs already, per collector.
@@ -157,8 +189,6 @@ impl Collector {
                 .zip(mem.iter())
                 .map(|(c, m)| (*c, m.parse_errors))
                 .collect(),
-            in_migration: crate::actions::journal::in_migration(&self.cfg),
-            lease_lockspace: self.cfg.lease_lockspace(),
             actions: self.actions.clone(),
             watchdog: self.watchdog.clone(),
         }
@@ -179,11 +209,21 @@ impl Collector {
         self
     }
 
-    /// Collect and render in one go (what `/metrics` and `vmwarden collect` serve).
-    pub async fn render(&self) -> String {
+    /// Collect once and judge it (see [`Observation`]).
+    pub async fn observe(&self) -> Observation {
         let snap = self.collect().await;
+        Observation::judge(
+            snap,
+            self.cfg.lease_lockspace().as_deref(),
+            &crate::actions::journal::in_migration(&self.cfg),
+        )
+    }
+
+    /// Observe and render in one go (what `/metrics` and `vmwarden collect` serve).
+    pub async fn render(&self) -> String {
+        let obs = self.observe().await;
         let hint = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
-        let text = crate::metrics::render(&snap, &self.counters(), hint + hint / 8);
+        let text = crate::metrics::render(&obs, &self.counters(), hint + hint / 8);
         self.last_len
             .store(text.len(), std::sync::atomic::Ordering::Relaxed);
         text

@@ -25,14 +25,11 @@ use crate::lock::{validate_name, Held, LockOp, NameKind};
 
 /// Disk sources (device `disk` or `lun`) from the domain XML libvirt passes on stdin.
 pub fn disk_sources(xml: &str) -> Vec<String> {
-    crate::probe::libvirt::xml::parse_domain_xml(xml)
-        .value
-        .disks
-        .into_iter()
-        .filter(|d| d.device == "disk" || d.device == "lun")
-        .filter_map(|d| d.source)
-        .filter(|s| s.starts_with('/'))
-        .collect()
+    crate::probe::libvirt::lockable_sources(
+        &crate::probe::libvirt::xml::parse_domain_xml(xml)
+            .value
+            .disks,
+    )
 }
 
 /// Run the hook; `Err(message)` makes libvirt abort the operation (for the ops that can be

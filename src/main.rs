@@ -532,15 +532,12 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let c = Collector::new(cfg);
-            let snap = rt.block_on(c.collect());
-            let map = vmwarden::node::NodeMap::build_with_leases(
-                &snap,
-                c.config().lease_lockspace().as_deref(),
-            );
-            let migrating = vmwarden::actions::journal::in_migration(c.config());
-            let report = vmwarden::invariants::check(&map, &migrating);
-            print!("{}", vmwarden::invariants::format_report(&report));
-            if report.violations.is_empty() {
+            let obs = rt.block_on(c.observe());
+            let report = &obs.invariants;
+            print!("{}", vmwarden::invariants::format_report(report));
+            let (vms, needs_you) = vmwarden::watchdog::check::report(c.config(), &obs);
+            print!("{vms}");
+            if report.violations.is_empty() && !needs_you {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

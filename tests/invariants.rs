@@ -387,7 +387,8 @@ fn golden_rendering() {
 
 #[test]
 fn the_agent_rendering_carries_the_invariants() {
-    let text = vmwarden::metrics::render(&golden_snapshot(), &Default::default(), 0);
+    let obs = vmwarden::collect::Observation::judge(golden_snapshot(), None, &Default::default());
+    let text = vmwarden::metrics::render(&obs, &Default::default(), 0);
     assert!(text.contains(
         "vmwarden_invariant_violation{invariant=\"lock_without_running_domain\",domain=\"\",subject=\"vg1/vm1\"} 1"
     ), "{text}");

@@ -42,12 +42,11 @@ fn agent_rendering() -> String {
     actions.observe("migrate", "completed", 3.2);
     let counters = AgentCounters {
         parse_errors: vec![("drbd", 2), ("lvm", 0)],
-        in_migration: Default::default(),
-        lease_lockspace: None,
         actions: Some(actions),
         watchdog: None,
     };
-    let mut text = render(&snap, &counters, 0);
+    let obs = vmwarden::collect::Observation::judge(snap, None, &Default::default());
+    let mut text = render(&obs, &counters, 0);
     // The watchdog's families, from views of the kinds it reports.
     let views = [vmwarden::watchdog::VmView {
         vm: "vm1".into(),

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::collect::{CollectorReport, Outcome, Snapshot};
+use crate::collect::{CollectorReport, Observation, Outcome};
 
 /// The samples of one family for one scrape, stored flat: every label value lives in one string,
 /// so a family of thousands of series costs a handful of allocations. Encoding is left to
@@ -182,18 +182,15 @@ pub const COLLECTORS: [&str; 4] = ["drbd", "lvm", "sanlock", "libvirt"];
 pub struct AgentCounters {
     /// (collector, skipped lines / odd fields so far)
     pub parse_errors: Vec<(&'static str, u64)>,
-    /// Domains with a live migration in progress on this node (journal / incoming marker).
-    pub in_migration: std::collections::BTreeSet<String>,
-    /// The VM lease lockspace when `[lock] backend = "sanlock"` (the lock invariants judge leases).
-    pub lease_lockspace: Option<String>,
     /// The agent's action counters (absent in `vmwarden collect`).
     pub actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
     /// The agent's watchdog (absent in `vmwarden collect` and when disabled).
     pub watchdog: Option<std::sync::Arc<crate::watchdog::Watchdog>>,
 }
 
-/// Render a snapshot as OpenMetrics text.
-pub fn render(snap: &Snapshot, counters: &AgentCounters, capacity: usize) -> String {
+/// Render an observation (its snapshot and its judged invariants) as OpenMetrics text.
+pub fn render(obs: &Observation, counters: &AgentCounters, capacity: usize) -> String {
+    let snap = &obs.snapshot;
     let mut reg = Registry::default();
 
     let build = gauge(
@@ -265,11 +262,7 @@ pub fn render(snap: &Snapshot, counters: &AgentCounters, capacity: usize) -> Str
     if let Outcome::Ok(s) = &snap.libvirt.outcome {
         libvirt::encode(&mut reg, s);
     }
-    let map = crate::node::NodeMap::build_with_leases(snap, counters.lease_lockspace.as_deref());
-    invariants::encode(
-        &mut reg,
-        &crate::invariants::check(&map, &counters.in_migration),
-    );
+    invariants::encode(&mut reg, &obs.invariants);
     if let Some(a) = &counters.actions {
         a.register(&mut reg);
     }

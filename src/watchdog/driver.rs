@@ -75,6 +75,105 @@ impl std::fmt::Debug for Watchdog {
     }
 }
 
+/// Where the agent keeps what the policy remembers (attempts, give-ups) across restarts.
+pub fn memory_path(cfg: &Config) -> PathBuf {
+    std::path::Path::new(&cfg.cluster.state_dir).join("watchdog.json")
+}
+
+/// The persisted memory; none yet is an empty memory, an unreadable one an error saying so.
+pub fn load_memory(path: &std::path::Path) -> Result<BTreeMap<String, VmRecord>, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            format!(
+                "{}: not readable as the watchdog's memory ({e})",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(format!("{}: cannot read it ({e})", path.display())),
+    }
+}
+
+/// Whether the watchdog manages `d` and with which intent (`Ok(None)`: managed, none recorded
+/// yet); `Err(why)` when it is not the watchdog's.
+fn managed_intent(cfg: &Config, d: &LibvirtDomain) -> Result<Option<Intent>, &'static str> {
+    if cfg.watchdog.exclude.iter().any(|x| x == &d.name) {
+        return Err("excluded in [watchdog] exclude");
+    }
+    let disks = crate::probe::libvirt::lockable_sources(&d.disks);
+    match crate::actions::vmlocks::VmLocks::for_vm(cfg, &d.name, &disks) {
+        Ok(Some(_)) => {}
+        _ => return Err("no disk vmwarden can lock"),
+    }
+    match &d.intent {
+        Some(i) if !i.managed => Err("opted out (managed=\"no\")"),
+        Some(i) => Ok(Some(i.clone())),
+        None => Ok(None),
+    }
+}
+
+/// The watchdog's view of the domains here as another process sees it (`vmwarden check`): the
+/// intent in each domain's metadata, libvirt's state and reason, and the agent's persisted
+/// memory (attempts, give-up). The lifecycle events only the agent hears are missing, so a
+/// shutdown whose initiator is unknown is judged as the agent judges it before its event.
+pub fn offline_views(
+    cfg: &Config,
+    domains: &[LibvirtDomain],
+    memory: &BTreeMap<String, VmRecord>,
+) -> Vec<VmView> {
+    let mut out: Vec<VmView> = domains
+        .iter()
+        .map(|d| {
+            let rec = memory.get(&d.name).cloned().unwrap_or_default();
+            let (status, want, decision) = match managed_intent(cfg, d) {
+                Err(why) => (Status::Unmanaged, None, why.to_string()),
+                Ok(None) if cfg.watchdog.adopt == "running" && d.state.is_active() => (
+                    Status::Running,
+                    None,
+                    "runs without intent: the agent adopts it as \"should run\"".into(),
+                ),
+                Ok(None) => (Status::Unmanaged, None, "no intent recorded".into()),
+                Ok(Some(i)) => {
+                    let st = status::compute(
+                        i.want,
+                        i.by == "guest",
+                        &d.state,
+                        None,
+                        cfg.watchdog.user_shutdown,
+                    );
+                    let why = if rec.gave_up_at.is_some() {
+                        format!(
+                            "given up after {} attempts: `vmwarden ctl reset {}`",
+                            rec.attempts.len(),
+                            d.name
+                        )
+                    } else if st == Status::ErrorDown {
+                        "should run: the watchdog restarts it".into()
+                    } else if let Some(n) = &rec.elsewhere {
+                        format!("its lock is held on node {n}")
+                    } else {
+                        String::new()
+                    };
+                    (st, Some(i.want), why)
+                }
+            };
+            VmView {
+                vm: d.name.clone(),
+                status,
+                status_word: status.as_str(),
+                intent: want,
+                decision,
+                attempts: rec.attempts.len() as u32,
+                gave_up: rec.gave_up_at.is_some(),
+                restarts: rec.restarts,
+                elsewhere: rec.elsewhere,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.vm.cmp(&b.vm));
+    out
+}
+
 fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -92,16 +191,13 @@ impl Watchdog {
                 crate::notify::Notifier::disabled()
             }
         };
-        let path = std::path::Path::new(&cfg.cluster.state_dir).join("watchdog.json");
-        let records = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::warn!(
-                    "{}: not readable as the watchdog's memory ({e}); starting with no attempts counted",
-                    path.display()
-                );
+        let path = memory_path(&cfg);
+        let records = match load_memory(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("{e}; starting with no attempts counted");
                 BTreeMap::new()
-            }),
-            Err(_) => BTreeMap::new(),
+            }
         };
         Arc::new(Watchdog {
             policy: PolicyConfig::from_config(&cfg.watchdog),
@@ -352,33 +448,11 @@ impl Watchdog {
         }
     }
 
-    fn managed_intent(&self, d: &LibvirtDomain) -> Result<Option<Intent>, &'static str> {
-        let w = &self.cfg.watchdog;
-        if w.exclude.iter().any(|x| x == &d.name) {
-            return Err("excluded in [watchdog] exclude");
-        }
-        let disks: Vec<String> = d
-            .disks
-            .iter()
-            .filter(|k| k.device == "disk" || k.device == "lun")
-            .filter_map(|k| k.source.clone())
-            .collect();
-        match crate::actions::vmlocks::VmLocks::for_vm(&self.cfg, &d.name, &disks) {
-            Ok(Some(_)) => {}
-            _ => return Err("no disk vmwarden can lock"),
-        }
-        match &d.intent {
-            Some(i) if !i.managed => Err("opted out (managed=\"no\")"),
-            Some(i) => Ok(Some(i.clone())),
-            None => Ok(None),
-        }
-    }
-
     /// Evaluate one domain; true when the persisted memory changed.
     async fn evaluate(&self, d: &LibvirtDomain) -> bool {
         let vm = d.name.as_str();
         let t = now();
-        let mut intent = match self.managed_intent(d) {
+        let mut intent = match managed_intent(&self.cfg, d) {
             Ok(i) => i,
             Err(why) => {
                 self.set_view(vm, Status::Unmanaged, None, why.to_string());

@@ -2,6 +2,7 @@
 //! purpose. Policy is pure (status.rs, policy.rs, simulated by sim.rs); the driver (driver.rs)
 //! observes libvirt and acts only through the action engine's start — one way to act.
 
+pub mod check;
 mod driver;
 pub mod events;
 pub mod intent;

@@ -78,6 +78,17 @@ pub struct LibvirtDomain {
     pub intent: Option<crate::watchdog::intent::Intent>,
 }
 
+/// The host paths of the disks vmwarden locks (device `disk` or `lun` with an absolute source):
+/// the one rule the hook, the watchdog and the actions share for "a VM's disks".
+pub fn lockable_sources<'a>(disks: impl IntoIterator<Item = &'a Disk>) -> Vec<String> {
+    disks
+        .into_iter()
+        .filter(|d| d.device == "disk" || d.device == "lun")
+        .filter_map(|d| d.source.clone())
+        .filter(|s| s.starts_with('/'))
+        .collect()
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Disk {
     /// Target device name in the guest: `vda`, `sdb`.
