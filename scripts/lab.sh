@@ -55,6 +55,15 @@ live_pid() { # file name
 
 host_pid() { live_pid "$LAB/$1.hostpid" bash; }
 
+# libvirtd of the node whose namespace holder is $1, under `tini -s` (a child subreaper) instead of
+# `-d`: qemu, daemonized by libvirtd, is then reparented to tini, which reaps it the moment it dies.
+# On a real node systemd (PID 1) does that; this machine's PID 1 reaps orphans only every second or
+# so, and libvirt reports a killed qemu stopped only once its zombie is gone (~1.4 s late here).
+# When libvirtd exits tini exits too; running qemus are reparented again and keep running.
+start_libvirtd() {
+  (cd / && exec nsenter -t "$1" -m -n -- setsid tini -s -- libvirtd --listen) </dev/null >/dev/null 2>&1 &
+}
+
 # Run a command inside NODE: its mount namespace (lab-host.sh) and network namespace.
 node_exec() { # node cmd...
   local node=$1 hp
@@ -167,7 +176,7 @@ set_key() { # file key value
 
 up() {
   [ "$(id -u)" = 0 ] || die "run as root (namespaces, mounts)"
-  for t in ip nsenter unshare sanlock libvirtd virtlogd virsh cc setsid findmnt; do
+  for t in ip nsenter unshare sanlock libvirtd virtlogd virsh cc setsid findmnt tini; do
     command -v "$t" >/dev/null || die "missing $t (scripts/setup.sh installs it)"
   done
   down >/dev/null 2>&1 || true
@@ -249,7 +258,7 @@ up() {
       mount --bind '$d/cache' /var/cache/libvirt
       mkdir -p /var/log/libvirt/qemu /run/libvirt"
     (cd / && exec nsenter -t "$hp" -m -n -- virtlogd -d) </dev/null >/dev/null 2>&1
-    (cd / && exec nsenter -t "$hp" -m -n -- libvirtd --listen -d) </dev/null >/dev/null 2>&1
+    start_libvirtd "$hp"
   done
   for node in "${NODES[@]}"; do
     hp=$(host_pid "$node")
@@ -391,7 +400,7 @@ case "${1:-}" in
   libvirtd-start)
     [ $# -ge 2 ] || die "usage: lab.sh libvirtd-start NODE"
     hp=$(host_pid "$2") || die "node $2 is not up"
-    (cd / && exec nsenter -t "$hp" -m -n -- libvirtd --listen -d) </dev/null >/dev/null 2>&1
+    start_libvirtd "$hp"
     for _ in $(seq 1 150); do
       nsenter -t "$hp" -m -n timeout 5 virsh -c qemu:///system version >/dev/null 2>&1 && break
       sleep 0.2

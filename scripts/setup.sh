@@ -12,11 +12,12 @@ need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)
 # Storage lab (scripts/storage-lab.sh): debootstrap builds the guest image, cpio packs its
 # initramfs, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img overlays), python3 (serial command channel).
 # Notifications test (tests/notify_smtp.rs): python3-aiosmtpd, a real SMTP server with STARTTLS + AUTH.
+# Two-node lab (scripts/lab.sh): tini reaps each node's dead qemu at once, as systemd does on a node.
 PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
       qemu-system-x86 sanlock prometheus prometheus-node-exporter prometheus-libvirt-exporter
       iproute2 procps psmisc
       lvm2 lvm2-lockd gcc util-linux debootstrap cpio e2fsprogs qemu-utils python3
-      python3-aiosmtpd)
+      python3-aiosmtpd tini)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -209,8 +209,20 @@ enum FailureKind {
 }
 
 /// Everything one action needs.
+/// Who asked for an action. Every caller goes through the same plan and checks; the origin only
+/// spares the watchdog what it already knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `vmwarden ctl`, the API, a peer.
+    Operator,
+    /// The watchdog restarting a VM whose recorded intent is already "should run": the start
+    /// does not rewrite that intent (a `virsh metadata` round trip on the way to a restart).
+    Watchdog,
+}
+
 pub(crate) struct Ctx<'a> {
     pub engine: &'a Engine,
+    pub origin: Origin,
     pub vm: String,
     pub disks: Vec<String>,
     pub locks: Option<VmLocks>,
@@ -368,6 +380,11 @@ impl Engine {
 
     /// Plan and (unless dry-run) run an action. Never panics; every outcome is a report.
     pub async fn run(&self, req: ActionRequest) -> ActionReport {
+        self.run_as(req, Origin::Operator).await
+    }
+
+    /// [`Engine::run`] on behalf of `origin`.
+    pub async fn run_as(&self, req: ActionRequest, origin: Origin) -> ActionReport {
         let t0 = Instant::now();
         let mut rep = ActionReport {
             action: req.action.as_str().to_string(),
@@ -393,7 +410,7 @@ impl Engine {
                 ),
             );
         };
-        let ctx = match self.context(&req).await {
+        let ctx = match self.context(&req, origin).await {
             Ok(c) => c,
             Err(e) => return refuse(rep, self.explain(e).to_string()),
         };
@@ -419,14 +436,13 @@ impl Engine {
         rep
     }
 
-    async fn context(&self, req: &ActionRequest) -> Result<Ctx<'_>, ActionError> {
+    async fn context(&self, req: &ActionRequest, origin: Origin) -> Result<Ctx<'_>, ActionError> {
         let virsh = self.virsh();
-        let state = virsh.state(&req.vm).await?;
-        let disks = if state.defined() {
-            virsh.disks(&req.vm).await?
-        } else {
-            Vec::new()
-        };
+        // Both at once (two `virsh` round trips on the way to every action, a restart too); the
+        // disks count only for a domain that is defined here.
+        let (state, disks) = tokio::join!(virsh.state(&req.vm), virsh.disks(&req.vm));
+        let state = state?;
+        let disks = if state.defined() { disks? } else { Vec::new() };
         let peer = match (&req.action, &req.to) {
             (ActionKind::Migrate, Some(to)) => {
                 Some(self.cfg.peer(to).cloned().ok_or_else(|| {
@@ -452,6 +468,7 @@ impl Engine {
         let locks = VmLocks::for_vm(&self.cfg, &req.vm, &disks)?;
         Ok(Ctx {
             engine: self,
+            origin,
             vm: req.vm.clone(),
             disks,
             locks,

@@ -156,11 +156,16 @@ impl Step {
                 // Intent "should run" first, in the definition the start copies to the live XML:
                 // the watchdog brings it back if it dies. Not recorded is not fatal here (the
                 // watchdog then leaves the VM alone, the safe side).
-                let intent =
-                    crate::watchdog::intent::Intent::new(crate::watchdog::intent::Want::Run, "ctl");
-                if let Err(err) = crate::watchdog::intent::record(&virsh, vm, &intent, false).await
-                {
-                    tracing::warn!(vm, "could not record the intent to run: {err}");
+                if ctx.origin != super::Origin::Watchdog {
+                    let intent = crate::watchdog::intent::Intent::new(
+                        crate::watchdog::intent::Want::Run,
+                        "ctl",
+                    );
+                    if let Err(err) =
+                        crate::watchdog::intent::record(&virsh, vm, &intent, false).await
+                    {
+                        tracing::warn!(vm, "could not record the intent to run: {err}");
+                    }
                 }
                 virsh.run(&["start", vm], virsh.timeout).await?;
                 Ok(())

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::actions::{ActionKind, ActionRequest, Engine};
+use crate::actions::{ActionKind, ActionRequest, Engine, Origin};
 use crate::config::Config;
 use crate::probe::libvirt::{LibvirtDomain, LibvirtProbe};
 
@@ -47,11 +47,14 @@ struct Inner {
     results: BTreeMap<(String, &'static str), u64>,
     /// When each VM was first seen down (ERROR_down), for the settle delay.
     down_since: BTreeMap<String, f64>,
+    /// The qemu pid of each VM last seen running here (libvirt's pid file).
+    qemu_pids: BTreeMap<String, u32>,
 }
 
-/// A restart waits this long after the VM was seen going down: the dying qemu still holds its
-/// disk image lock for a moment after libvirt reports it shut off (seen in the lab: a restart at
-/// once failed with "Failed to get write lock"), and a failed start would waste an attempt.
+/// A restart waits until the VM's last qemu is gone, at most this long after the VM was seen
+/// going down: a dying qemu still holds its disk image lock until it has exited (seen in the lab:
+/// a restart at once failed with "Failed to get write lock"), and a failed start would waste an
+/// attempt. When the pid is not known (the agent never saw it run) the whole delay is waited.
 const SETTLE_SECONDS: f64 = 0.5;
 
 /// How long a shutdown whose initiator only the lifecycle event can tell waits for that event
@@ -172,6 +175,32 @@ pub fn offline_views(
         .collect();
     out.sort_by(|a, b| a.vm.cmp(&b.vm));
     out
+}
+
+/// Wait until `pid` (the VM's last qemu) has exited — a zombie has closed its files, so its
+/// image locks are gone — or until `deadline` (unix seconds), whichever comes first. An unknown
+/// pid waits until the deadline.
+async fn settle(pid: Option<u32>, deadline: f64) {
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                // The state follows the command name in parentheses, which may contain spaces.
+                let after = s.rsplit_once(')')?.1;
+                after
+                    .split_whitespace()
+                    .next()
+                    .map(|st| st != "Z" && st != "X")
+            })
+            .unwrap_or(false)
+    };
+    loop {
+        let left = deadline - now();
+        if left <= 0.0 || pid.is_some_and(|p| !alive(p)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(left.min(0.01))).await;
+    }
 }
 
 fn now() -> f64 {
@@ -439,6 +468,7 @@ impl Watchdog {
             let mut g = self.inner();
             g.views.retain(|k, _| names.contains(k.as_str()));
             g.causes.retain(|k, _| names.contains(k.as_str()));
+            g.qemu_pids.retain(|k, _| names.contains(k.as_str()));
             let before = g.records.len();
             g.records.retain(|k, _| names.contains(k.as_str()));
             changed |= g.records.len() != before;
@@ -476,6 +506,11 @@ impl Watchdog {
             self.set_view(vm, Status::Unmanaged, None, "no intent recorded".into());
             return false;
         };
+        if d.state.is_active() {
+            if let Some(pid) = crate::actions::plan_qemu_pid(&self.cfg, vm) {
+                self.inner().qemu_pids.insert(vm.to_string(), pid);
+            }
+        }
         // A cause heard while the VM still runs is kept for the stop that follows (a shutdown
         // in progress); one older than that belongs to a run before this one.
         let cause = {
@@ -572,11 +607,14 @@ impl Watchdog {
         let words = match &decision {
             Decision::Nothing => String::new(),
             Decision::Restart { attempt } => {
-                let since = self.inner().down_since.get(vm).copied().unwrap_or(t);
-                let settle = SETTLE_SECONDS - (now() - since);
-                if settle > 0.0 {
-                    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
-                }
+                let (since, old_qemu) = {
+                    let g = self.inner();
+                    (
+                        g.down_since.get(vm).copied().unwrap_or(t),
+                        g.qemu_pids.get(vm).copied(),
+                    )
+                };
+                settle(old_qemu, since + SETTLE_SECONDS).await;
                 tracing::warn!(
                     vm,
                     "watchdog: {} — restarting (attempt {attempt} of {})",
@@ -660,12 +698,15 @@ impl Watchdog {
     async fn restart(&self, vm: &str) -> StartOutcome {
         let rep = self
             .engine
-            .run(ActionRequest {
-                action: ActionKind::Start,
-                vm: vm.to_string(),
-                to: None,
-                dry_run: false,
-            })
+            .run_as(
+                ActionRequest {
+                    action: ActionKind::Start,
+                    vm: vm.to_string(),
+                    to: None,
+                    dry_run: false,
+                },
+                Origin::Watchdog,
+            )
             .await;
         if rep.result == "completed" {
             return StartOutcome::Started;
