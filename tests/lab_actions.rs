@@ -39,7 +39,95 @@ const VM: &str = "vmw-a";
 const UUID: &str = "5f0e3a4c-1b2d-4e6f-8a9b-0c1d2e3f4a5b";
 const SHUTDOWN_TIMEOUT: u64 = 3;
 /// The watchdog as the lab runs it: short periods so a crash loop reaches the limit quickly.
-const WATCHDOG_TOML: &str = "[watchdog]\nreconcile_seconds = 1\nmax_attempts = 3\nbackoff_initial_seconds = 0.5\nbackoff_max_seconds = 2\n";
+const WATCHDOG_TOML: &str = "[watchdog]\nreconcile_seconds = 1\nmax_attempts = 3\nbackoff_initial_seconds = 0.5\nbackoff_max_seconds = 2\n\
+[notify.email]\nenabled = true\nserver = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"vmwarden@lab\"\n\
+to = [\"ops@lab\"]\nretry_initial_seconds = 1\nretry_max_seconds = 2\n";
+
+/// A real SMTP server (aiosmtpd) on a node's own loopback, port 2525: each mail it accepts is a
+/// file in `$LAB/shared/mail-NODE/`. Started through `lab.sh exec`; its pid is recorded and it is
+/// stopped by that pid, name checked (the lab's `down` sweeps the node's namespace anyway).
+const SMTP_PY: &str = r#"
+import os, sys, time
+from aiosmtpd.controller import Controller
+port, out, pidfile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+os.makedirs(out, exist_ok=True)
+class Keep:
+    async def handle_DATA(self, server, session, envelope):
+        with open(os.path.join(out, f"{time.time_ns()}.eml"), "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        return "250 OK"
+c = Controller(Keep(), hostname="127.0.0.1", port=port)
+c.start()
+with open(pidfile, "w") as f:
+    f.write(str(os.getpid()))
+while True:
+    time.sleep(3600)
+"#;
+
+struct Smtp {
+    node: &'static str,
+    child: std::process::Child,
+}
+
+impl Smtp {
+    fn start(node: &'static str) -> Smtp {
+        let dir = lab_dir().join("shared");
+        let script = dir.join("smtp.py");
+        std::fs::write(&script, SMTP_PY).unwrap();
+        let pidfile = dir.join(format!("smtp-{node}.pid"));
+        let _ = std::fs::remove_file(&pidfile);
+        let child = std::process::Command::new("bash")
+            .arg(repo().join("scripts/lab.sh"))
+            // Debian's python (python3-aiosmtpd), not whatever python3 comes first in PATH.
+            .args(["exec", node, "/usr/bin/python3"])
+            .arg(&script)
+            .arg("2525")
+            .arg(dir.join(format!("mail-{node}")))
+            .arg(&pidfile)
+            .env("VMWARDEN_LAB_DIR", lab_dir())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_for(10, || pidfile.exists().then_some(())).is_some(),
+            "the SMTP server did not come up in {node}"
+        );
+        Smtp { node, child }
+    }
+
+    fn mails(&self) -> Vec<String> {
+        let dir = lab_dir().join("shared").join(format!("mail-{}", self.node));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let pidfile = lab_dir()
+            .join("shared")
+            .join(format!("smtp-{}.pid", self.node));
+        if let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.starts_with("python3") {
+                // A plain TERM by the recorded pid, its name checked above.
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
@@ -564,8 +652,13 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         agent_log(at)
     );
     assert_eq!(assert_one_instance("after the watchdog's restart"), at);
-    // Two more crashes use attempts 2 and 3; the fourth is one too many: given up.
+    // Two more crashes use attempts 2 and 3; the fourth is one too many: given up. The mail
+    // server comes up only after the second restart: a server that is down blocks nothing.
+    let mut smtp = None;
     for n in 2..=3 {
+        if n == 3 {
+            smtp = Some(Smtp::start(at));
+        }
         assert!(
             crash_and_wait(at).is_some(),
             "crash {n} was not restarted: {}\n{}",
@@ -573,6 +666,7 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
             agent_log(at)
         );
     }
+    let smtp = smtp.unwrap();
     let old = qemu_pid(at).unwrap();
     lab_ok(&["exec", at, "kill", "-9", &old]);
     assert!(
@@ -584,6 +678,48 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!active(at), "restarted after giving up");
     assert_eq!(lease(at), Held::None, "the lease outlived the given-up VM");
+    // The give-up mail arrives once, naming the VM, the node, what happened and the reset.
+    let gave_up_mails = || {
+        smtp.mails()
+            .into_iter()
+            .filter(|m| m.contains("gave up"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(20, || (!gave_up_mails().is_empty()).then_some(())).is_some(),
+        "no give-up mail: {:?}\n{}",
+        smtp.mails(),
+        agent_log(at)
+    );
+    let mail = &gave_up_mails()[0];
+    for needle in [
+        VM,
+        &format!("on {at}"),
+        "kept dying",
+        &format!("vmwarden ctl reset {VM}"),
+    ] {
+        assert!(
+            mail.contains(needle),
+            "the give-up mail lacks {needle:?}: {mail}"
+        );
+    }
+    // `vmwarden check` says the VM needs a human.
+    let (code, out) = vmw(at, "check", &[]);
+    assert!(
+        code == 1 && out.contains("NEEDS YOU"),
+        "check after the give-up: {out}"
+    );
+    // An agent restart keeps what the watchdog counted: still given up, still down.
+    lab_ok(&["agent-stop", at]);
+    lab_ok(&["agent-start", at]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        watchdog_line(at).contains(&format!("given up: `vmwarden ctl reset {VM}`")) && !active(at),
+        "the give-up did not survive an agent restart: {}\n{}",
+        watchdog_line(at),
+        agent_log(at)
+    );
+    assert_eq!(gave_up_mails().len(), 1, "the give-up mail came twice");
     let (code, out) = ctl(at, &["reset", VM]);
     assert_eq!(code, 0, "reset: {out}");
     assert!(out.contains("no longer given up"), "{out}");
@@ -615,18 +751,7 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     // The guest powers itself off (S5 written into the pc machine's ACPI PM1a control port:
     // libvirt reports a guest-initiated shutdown): with user_shutdown = false (the default, as
     // Ganeti) that is ERROR_down, restarted.
-    let old = qemu_pid(to).unwrap();
-    // The firmware maps the PM registers while it boots: write until the guest goes.
-    for _ in 0..20 {
-        let _ = virsh(
-            to,
-            &["qemu-monitor-command", "--hmp", VM, "o /w 0x604 0x2000"],
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        if qemu_pid(to).map_or(true, |p| p != old) {
-            break;
-        }
-    }
+    let old = guest_poweroff(to);
     assert!(
         wait_for(30, || (active(to)
             && qemu_pid(to).is_some_and(|p| p != old))
@@ -636,6 +761,49 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         watchdog_line(to),
         agent_log(to)
     );
+    settled_running(to);
+
+    // With user_shutdown = true the guest's own poweroff is USER_down: left down, intent "stop"
+    // recorded as the guest's.
+    let cfg = lab_dir().join(to).join("vmwarden.toml");
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(toml.contains(WATCHDOG_TOML), "{toml}");
+    std::fs::write(
+        &cfg,
+        toml.replace(
+            WATCHDOG_TOML,
+            &WATCHDOG_TOML.replace("[watchdog]\n", "[watchdog]\nuser_shutdown = true\n"),
+        ),
+    )
+    .unwrap();
+    lab_ok(&["agent-stop", to]);
+    lab_ok(&["agent-start", to]);
+    settled_running(to);
+    guest_poweroff(to);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(
+        !active(to) && !active(at),
+        "a guest poweroff was restarted with user_shutdown = true: {}\n{}",
+        watchdog_line(to),
+        agent_log(to)
+    );
+    assert!(
+        watchdog_line(to).contains("USER_down"),
+        "{}",
+        watchdog_line(to)
+    );
+    let meta = intent_of(to);
+    assert!(
+        meta.contains("state=\"stop\"") && meta.contains("by=\"guest\""),
+        "{meta}"
+    );
+    assert_eq!(
+        lease(to),
+        Held::None,
+        "the lease outlived the powered-off VM"
+    );
+    let (code, out) = ctl(to, &["start", VM]);
+    assert_eq!(code, 0, "start after USER_down: {out}");
     settled_running(to);
 
     // virsh destroy by an operator: left down, the intent says so.
@@ -652,8 +820,15 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         "{}",
         watchdog_line(to)
     );
-    let meta = virsh(
-        to,
+    let meta = intent_of(to);
+    assert!(meta.contains("state=\"stop\""), "{meta}");
+    assert_eq!(lease(to), Held::None, "the lease outlived the destroyed VM");
+}
+
+/// vmwarden's intent in the VM's persistent definition on `node`.
+fn intent_of(node: &str) -> String {
+    virsh(
+        node,
         &[
             "metadata",
             VM,
@@ -662,9 +837,25 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
             "--config",
         ],
     )
-    .unwrap();
-    assert!(meta.contains("state=\"stop\""), "{meta}");
-    assert_eq!(lease(to), Held::None, "the lease outlived the destroyed VM");
+    .unwrap()
+}
+
+/// The guest powers itself off: S5 written into the pc machine's ACPI PM1a control port (libvirt
+/// reports a guest-initiated shutdown). The firmware maps the PM registers while it boots: written
+/// until the qemu goes. Returns the qemu pid it had.
+fn guest_poweroff(node: &str) -> String {
+    let old = qemu_pid(node).unwrap();
+    for _ in 0..20 {
+        let _ = virsh(
+            node,
+            &["qemu-monitor-command", "--hmp", VM, "o /w 0x604 0x2000"],
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if qemu_pid(node).map_or(true, |p| p != old) {
+            break;
+        }
+    }
+    old
 }
 
 fn ip(node: &str) -> &'static str {

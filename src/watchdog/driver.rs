@@ -680,7 +680,7 @@ impl Watchdog {
                 );
                 format!("gave up after {attempts} attempts")
             }
-            Decision::GivenUp => "given up: `vmwarden ctl reset VM`".into(),
+            Decision::GivenUp => format!("given up: `vmwarden ctl reset {vm}`"),
             Decision::Elsewhere { node } => format!("runs on node {node}: not fought"),
             Decision::Stable => {
                 tracing::info!(vm, "watchdog: stable again, restart count reset");
