@@ -364,6 +364,11 @@ fn lifecycle_in_the_lab() {
     let (code, out) = ctl("n2", &["start", VM]);
     assert_eq!(code, 1, "start on n2 must be refused: {out}");
     assert!(out.contains("refused") && out.contains("n1"), "{out}");
+    // The report names the node in a field of its own (what the watchdog reads).
+    let (code, out) = ctl("n2", &["--json", "start", VM]);
+    assert_eq!(code, 1, "{out}");
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["held_by_node"], "n1", "{out}");
     let err = virsh("n2", &["start", VM]).expect_err("plain virsh start on n2 must fail");
     assert!(
         err.contains("vmwarden refuses to start") && err.contains("host 1 is node n1"),

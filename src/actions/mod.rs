@@ -90,6 +90,10 @@ pub struct ActionReport {
     pub steps: Vec<StepReport>,
     pub rollback: Vec<StepReport>,
     pub seconds: f64,
+    /// The node where the VM runs or whose host holds its lock, when that is why the action was
+    /// refused (the watchdog does not fight it; a client can say where to look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by_node: Option<String>,
 }
 
 impl ActionReport {
@@ -149,6 +153,9 @@ impl ActionReport {
 pub enum ActionError {
     #[error("{0}")]
     Refused(String),
+    /// Refused because the VM runs on, or its lock is held by, another node (named).
+    #[error("{message}")]
+    HeldElsewhere { node: String, message: String },
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
@@ -328,10 +335,13 @@ impl Engine {
     /// Name the node behind a sanlock host id in a lock refusal.
     pub fn explain(&self, e: ActionError) -> ActionError {
         match e {
-            ActionError::Lock(l) => match name_holder(&self.cfg, &l) {
-                Some(text) => ActionError::Refused(text),
-                None => ActionError::Lock(l),
-            },
+            ActionError::Lock(l) => {
+                match (name_holder(&self.cfg, &l), holder_node(&self.cfg, &l)) {
+                    (Some(message), Some(node)) => ActionError::HeldElsewhere { node, message },
+                    (Some(text), None) => ActionError::Refused(text),
+                    _ => ActionError::Lock(l),
+                }
+            }
             e => e,
         }
     }
@@ -412,7 +422,11 @@ impl Engine {
         };
         let ctx = match self.context(&req, origin).await {
             Ok(c) => c,
-            Err(e) => return refuse(rep, self.explain(e).to_string()),
+            Err(e) => {
+                let e = self.explain(e);
+                rep.held_by_node = held_by(&e);
+                return refuse(rep, e.to_string());
+            }
         };
         let plan = match Plan::build(&ctx, &req) {
             Ok(p) => p,
@@ -562,6 +576,7 @@ impl Engine {
                     if matches!(e, ActionError::Unsettled(_)) {
                         failure_kind = Some(FailureKind::Unsettled);
                     }
+                    rep.held_by_node = held_by(&e);
                     let msg = e.to_string();
                     tracing::warn!(id = %ctx.id, step = step.name(), "failed: {msg}");
                     let _ = j.write(&Record::Failed {
@@ -812,6 +827,17 @@ impl Engine {
 
 /// A lock refusal with the holder's node name when its host id is a known node:
 /// `... is locked by host 1 — ... [host 1 is node n1]`.
+/// The node holding the lock a refusal is about, when sanlock named its host and that host is
+/// this node's or a peer's.
+fn holder_node(cfg: &Config, e: &LockError) -> Option<String> {
+    match e {
+        LockError::HeldByOtherHost {
+            host_id: Some(h), ..
+        } => node_of_host(cfg, *h),
+        _ => None,
+    }
+}
+
 pub fn name_holder(cfg: &Config, e: &LockError) -> Option<String> {
     let LockError::HeldByOtherHost {
         host_id: Some(h), ..
@@ -820,6 +846,13 @@ pub fn name_holder(cfg: &Config, e: &LockError) -> Option<String> {
         return None;
     };
     node_of_host(cfg, *h).map(|n| format!("{e} [host {h} is node {n}]"))
+}
+
+fn held_by(e: &ActionError) -> Option<String> {
+    match e {
+        ActionError::HeldElsewhere { node, .. } => Some(node.clone()),
+        _ => None,
+    }
 }
 
 /// The node whose sanlock host id is `host_id` (this node or a configured peer).

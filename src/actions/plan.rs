@@ -142,10 +142,13 @@ impl Step {
                         .await
                     {
                         if r.active {
-                            return Err(ActionError::Refused(format!(
-                                "{vm} already runs on node {} ({}); stop it there or migrate it",
-                                p.name, r.state
-                            )));
+                            return Err(ActionError::HeldElsewhere {
+                                node: p.name.clone(),
+                                message: format!(
+                                    "{vm} already runs on node {} ({}); stop it there or migrate it",
+                                    p.name, r.state
+                                ),
+                            });
                         }
                     }
                 }

@@ -711,19 +711,8 @@ impl Watchdog {
         if rep.result == "completed" {
             return StartOutcome::Started;
         }
-        // The start's refusal names the node when the VM runs elsewhere ("already runs on node
-        // X", or a lock held by "[host N is node X]").
-        let m = &rep.message;
-        let node = m
-            .split("already runs on node ")
-            .nth(1)
-            .or_else(|| m.split(" is node ").nth(1))
-            .and_then(|r| r.split([' ', ']', ')']).next())
-            .filter(|n| !n.is_empty());
-        match node {
-            Some(n) => StartOutcome::RunsElsewhere {
-                node: n.to_string(),
-            },
+        match rep.held_by_node {
+            Some(node) => StartOutcome::RunsElsewhere { node },
             None => StartOutcome::Failed(format!("{}: {}", rep.result, rep.message)),
         }
     }
