@@ -30,12 +30,14 @@ test: setup
 	VMWARDEN_REQUIRE_REAL=1 $(CARGO) test --locked --all-targets
 
 # Benchmarks (docs/benchmarks.md): parsers; what a scrape costs as a real Prometheus sees it
-# (vs node_exporter and prometheus-libvirt-exporter, with real guests); live migration (lab).
+# (vs node_exporter and prometheus-libvirt-exporter, with real guests); live migration and the
+# watchdog's crash -> running (lab).
 bench: setup
 	bash scripts/test-services.sh
 	$(CARGO) bench --locked --bench parsers
 	bash benches/prometheus-compare.sh
 	bash benches/migration-compare.sh
+	bash benches/watchdog-crash.sh
 
 # Two-node lab on this machine (docs/lab.md): n1/n2 with libvirtd, virtlogd, sanlock and a vmwarden agent each.
 lab: build
