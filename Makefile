@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench clean lab lab-down storage-lab storage-lab-down storage-lab-capture
+.PHONY: setup build run test lint unit bench clean lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture
 
 setup:
 	bash scripts/setup.sh
@@ -45,6 +45,12 @@ lab: build
 
 lab-down:
 	bash scripts/lab.sh down
+
+# The seeded fault campaign in the two-node lab (docs/fault-campaign.md); `make test` runs 20 trials.
+TRIALS ?= 200
+SEED ?= $(shell date +%s)
+fault-campaign: build
+	python3 scripts/fault-campaign.py $(CARGO_TARGET_DIR)/release/vmwarden --trials $(TRIALS) --seed $(SEED)
 
 # Storage lab (docs/storage-lab.md): two Debian guests under qemu TCG with real lvmlockd + sanlock on
 # a shared LUN and DRBD 8.4 between them. The guest image is cached in ~/.cache/vmwarden/storage-lab.
