@@ -2,6 +2,7 @@
 //! See ARCHITECTURE in docs/ for how data flows: probes -> snapshot -> metrics.
 
 pub mod actions;
+pub mod api;
 pub mod collect;
 pub mod config;
 pub mod exec;
@@ -12,8 +13,6 @@ pub mod metrics;
 pub mod negotiate;
 pub mod node;
 pub mod notify;
-pub mod peer;
 pub mod probe;
 pub mod secret;
-pub mod server;
 pub mod watchdog;

@@ -6,9 +6,9 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use vmwarden::actions::Engine;
+use vmwarden::api::server::{self, Server};
 use vmwarden::collect::Collector;
 use vmwarden::config::Config;
-use vmwarden::server::{self, Server};
 
 #[derive(Parser)]
 #[command(
@@ -174,7 +174,7 @@ async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let url = vmwarden::peer::local_url(&cfg.agent.listen);
+    let url = vmwarden::api::peer::local_url(&cfg.agent.listen);
     let a = &cfg.actions;
     // An action's own steps are bounded; this only guards against an agent that never answers.
     let limit = std::time::Duration::from_secs_f64(
@@ -185,11 +185,11 @@ async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
     );
     let req = match what {
         Ctl::Status { vm } => {
-            let r: Result<Vec<vmwarden::peer::PeerReply>, _> = vmwarden::peer::call(
+            let r: Result<Vec<vmwarden::api::peer::PeerReply>, _> = vmwarden::api::peer::call(
                 &url,
                 "/v1/status",
                 &secret,
-                &vmwarden::server::StatusRequest { vm: vm.clone() },
+                &vmwarden::api::server::StatusRequest { vm: vm.clone() },
                 std::time::Duration::from_secs_f64(a.peer_timeout_seconds * 2.0 + 10.0),
             )
             .await;
@@ -306,8 +306,14 @@ async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
             dry_run,
         },
     };
-    let rep: ActionReport = match vmwarden::peer::call(&url, "/v1/action", &secret, &req, limit)
-        .await
+    let rep: ActionReport = match vmwarden::api::peer::call(
+        &url,
+        "/v1/action",
+        &secret,
+        &req,
+        limit,
+    )
+    .await
     {
         Ok(r) => r,
         Err(e) => {
@@ -333,12 +339,12 @@ async fn watchdog_call(
     secret: &vmwarden::secret::Secret,
     op: &str,
     vm: Option<String>,
-) -> Result<vmwarden::server::WatchdogReply, vmwarden::peer::PeerError> {
-    vmwarden::peer::call(
+) -> Result<vmwarden::api::server::WatchdogReply, vmwarden::api::peer::PeerError> {
+    vmwarden::api::peer::call(
         url,
         "/v1/watchdog",
         secret,
-        &vmwarden::server::WatchdogRequest {
+        &vmwarden::api::server::WatchdogRequest {
             op: op.to_string(),
             vm,
         },
@@ -381,7 +387,7 @@ async fn run_agent(cfg: Config) -> ExitCode {
             watchdog = Some(w);
         }
     }
-    let srv = Server::with_engine(collector, engine).with_watchdog(watchdog);
+    let srv = Server::with_engine(collector, engine, watchdog);
     server::serve(srv, listener, shutdown_signal()).await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS

@@ -8,7 +8,7 @@
 //! recovery (recover.rs) finishes it from what libvirt and the locks show.
 //!
 //! Live migration: preflight → source ex→sh → target sh → `virsh migrate --live` → source
-//! release → target sh→ex. The target's part is asked of its agent over HTTP (peer.rs).
+//! release → target sh→ex. The target's part is asked of its agent over HTTP (api/peer.rs).
 
 pub mod journal;
 pub mod manual_lock;
@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::peer::{PeerOp, PeerReply, PeerRequest};
 use crate::config::{Config, Peer};
 use crate::lock::{validate_name, LockError, LockOp, NameKind};
-use crate::peer::{PeerOp, PeerReply, PeerRequest};
 use crate::secret::Secret;
 
 use journal::{Journal, Record};
@@ -161,7 +161,7 @@ pub enum ActionError {
     #[error(transparent)]
     Virsh(#[from] virsh::VirshError),
     #[error(transparent)]
-    Peer(#[from] crate::peer::PeerError),
+    Peer(#[from] crate::api::peer::PeerError),
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
     /// Whether the step happened cannot be told yet (a migration libvirt may still be
@@ -314,7 +314,7 @@ impl Engine {
             disks: disks.to_vec(),
             action_id: id.to_string(),
         };
-        let reply: PeerReply = crate::peer::call(
+        let reply: PeerReply = crate::api::peer::call(
             &peer.url,
             "/v1/peer",
             &self.secret,

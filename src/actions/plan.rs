@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::outcome::{decide_migration_commit, Commit, SourceAfter};
 use super::{state_refusal, ActionError, ActionKind, ActionRequest, Ctx};
+use crate::api::peer::PeerOp;
 use crate::config::Config;
 use crate::lock::{Held, LockOp};
-use crate::peer::PeerOp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use super::journal::{self, Journal, Record};
 use super::{ActionError, Engine};
+use crate::api::peer::PeerOp;
 use crate::lock::{Held, LockOp};
-use crate::peer::PeerOp;
 
 /// Between passes while a journal or an incoming migration is left.
 pub const RETRY: Duration = Duration::from_secs(3);

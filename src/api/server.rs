@@ -22,9 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::actions::{ActionRequest, Engine};
+use crate::api::peer::PeerRequest;
 use crate::collect::Collector;
 use crate::negotiate::{self, Format};
-use crate::peer::PeerRequest;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -47,29 +47,24 @@ impl Server {
         Self::with_engine(
             collector,
             Err("actions are not enabled in this process".into()),
+            None,
         )
     }
 
-    pub fn with_engine(collector: Collector, engine: Result<Arc<Engine>, String>) -> Arc<Self> {
+    /// An agent that acts (`engine`; `Err(why)`: /v1/ answers 503 with why) and, when it runs,
+    /// serves `/v1/watchdog` from `watchdog`.
+    pub fn with_engine(
+        collector: Collector,
+        engine: Result<Arc<Engine>, String>,
+        watchdog: Option<Arc<crate::watchdog::Watchdog>>,
+    ) -> Arc<Self> {
         Arc::new(Server {
             collector,
             engine,
             last: Mutex::new(None),
             waiting: AtomicUsize::new(0),
-            watchdog: None,
+            watchdog,
         })
-    }
-
-    /// Serve `/v1/watchdog` from this watchdog.
-    pub fn with_watchdog(self: Arc<Self>, w: Option<Arc<crate::watchdog::Watchdog>>) -> Arc<Self> {
-        match Arc::try_unwrap(self) {
-            Ok(mut s) => {
-                s.watchdog = w;
-                Arc::new(s)
-            }
-            // Only called right after construction: nothing else holds it yet.
-            Err(s) => s,
-        }
     }
 
     /// Metrics for a request that arrived at `asked`: one collection at a time, and a scrape that

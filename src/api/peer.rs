@@ -1,6 +1,6 @@
 //! Calls between agents (and from `vmwarden ctl` to its local agent): JSON over HTTP/1.1,
 //! authenticated with the cluster secret. The client side is here; the server side is in
-//! `server.rs` (routes) and `actions/` (what a request does).
+//! `api/server.rs` (routes) and `actions/` (what a request does).
 
 use std::time::Duration;
 

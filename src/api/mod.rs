@@ -1,0 +1,5 @@
+//! The agent's HTTP side: `/metrics` and `/healthz`, the operator API, the node-to-node calls
+//! (server side in `server`, client side in `peer`).
+
+pub mod peer;
+pub mod server;
