@@ -22,6 +22,7 @@ pub struct Config {
     pub actions: ActionsConfig,
     pub watchdog: WatchdogConfig,
     pub notify: NotifyConfig,
+    pub api: ApiConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -176,6 +177,33 @@ pub struct EmailConfig {
     pub queue: usize,
 }
 
+/// `[api]`: who may call the agent's HTTP API (src/api/, docs/api.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Named bearer tokens, each in its own file (0600), each with one role.
+    pub tokens: Vec<TokenConfig>,
+    /// The token `vmwarden ctl` sends ("": the cluster secret).
+    pub token_file: String,
+    /// `/metrics` answered without a token.
+    pub open_metrics: bool,
+    /// `/healthz` (and the landing page `/`) answered without a token.
+    pub open_healthz: bool,
+    pub max_body_bytes: usize,
+    pub read_timeout_seconds: f64,
+    pub auth_failures_per_minute: u32,
+    pub max_connections: usize,
+}
+
+/// One named token: `{ name = "ops", role = "operate", file = "/etc/vmwarden/tokens/ops" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: String,
+    pub file: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -267,7 +295,74 @@ impl Config {
         self.validate_lock()?;
         self.validate_watchdog()?;
         self.validate_cluster()?;
-        self.validate_notify()
+        self.validate_notify()?;
+        self.validate_api()
+    }
+
+    fn validate_api(&self) -> Result<(), String> {
+        let a = &self.api;
+        let mut names = std::collections::HashSet::new();
+        for t in &a.tokens {
+            if t.name.is_empty()
+                || t.name.len() > 64
+                || t.name.starts_with('-')
+                || !t
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(format!(
+                    "api.tokens: name {:?}: a token name is 1-64 letters, digits, '-', '_' or '.'",
+                    t.name
+                ));
+            }
+            if !names.insert(t.name.as_str()) || t.name == "cluster-secret" {
+                return Err(format!(
+                    "api.tokens: {:?} is named twice (or is the reserved name \"cluster-secret\")",
+                    t.name
+                ));
+            }
+            if !["read", "operate", "alertmanager", "peer"].contains(&t.role.as_str()) {
+                return Err(format!(
+                    "api.tokens: {}: role = {:?}: expected \"read\", \"operate\", \"alertmanager\" or \"peer\"",
+                    t.name, t.role
+                ));
+            }
+            if !t.file.starts_with('/') {
+                return Err(format!(
+                    "api.tokens: {}: file = {:?}: must be an absolute path",
+                    t.name, t.file
+                ));
+            }
+        }
+        if !a.token_file.is_empty() && !a.token_file.starts_with('/') {
+            return Err(format!(
+                "api.token_file = {:?}: must be an absolute path (or \"\" for the cluster secret)",
+                a.token_file
+            ));
+        }
+        if !(1024..=64 << 20).contains(&a.max_body_bytes) {
+            return Err(format!(
+                "api.max_body_bytes = {}: must be in [1024, 67108864]",
+                a.max_body_bytes
+            ));
+        }
+        let t = a.read_timeout_seconds;
+        if !(t.is_finite() && t > 0.0 && t <= 300.0) {
+            return Err(format!(
+                "api.read_timeout_seconds = {t}: must be a number of seconds in (0, 300]"
+            ));
+        }
+        if a.auth_failures_per_minute == 0 {
+            return Err("api.auth_failures_per_minute = 0: must be at least 1".into());
+        }
+        if !(1..=100_000).contains(&a.max_connections) {
+            return Err(format!(
+                "api.max_connections = {}: must be in [1, 100000]",
+                a.max_connections
+            ));
+        }
+        Ok(())
     }
 
     fn validate_notify(&self) -> Result<(), String> {
@@ -677,6 +772,35 @@ mod tests {
             ("[notify.email]\nmin_interval_seconds = -1\n", "min_interval_seconds"),
             ("[notify.email]\nretry_initial_seconds = 10\nretry_max_seconds = 1\n", "below"),
             ("[notify.email]\nqueue = 0\n", "queue"),
+        ] {
+            let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn api_section() {
+        let c = Config::default_config().unwrap();
+        assert!(c.api.tokens.is_empty() && c.api.open_metrics && c.api.open_healthz);
+        let ok = "[api]\ntokens = [{ name = \"ops\", role = \"operate\", file = \"/etc/vmwarden/ops\" }]\n";
+        assert_eq!(
+            Config::from_toml_str(ok, "t").unwrap().api.tokens[0].role,
+            "operate"
+        );
+        for (bad, want) in [
+            ("[api]\ntokens = [{ name = \"a\", role = \"admin\", file = \"/x\" }]\n", "role = \"admin\""),
+            ("[api]\ntokens = [{ name = \"a b\", role = \"read\", file = \"/x\" }]\n", "token name"),
+            ("[api]\ntokens = [{ name = \"a\", role = \"read\", file = \"x\" }]\n", "absolute"),
+            (
+                "[api]\ntokens = [{ name = \"a\", role = \"read\", file = \"/x\" }, { name = \"a\", role = \"peer\", file = \"/y\" }]\n",
+                "named twice",
+            ),
+            ("[api]\ntokens = [{ name = \"cluster-secret\", role = \"read\", file = \"/x\" }]\n", "reserved"),
+            ("[api]\ntokens = [{ name = \"a\", role = \"read\", file = \"/x\", token = \"t\" }]\n", "unknown field `token`"),
+            ("[api]\ntoken = \"x\"\n", "api.token"),
+            ("[api]\nmax_body_bytes = 10\n", "max_body_bytes"),
+            ("[api]\nread_timeout_seconds = 0\n", "read_timeout_seconds"),
+            ("[api]\nauth_failures_per_minute = 0\n", "auth_failures_per_minute"),
         ] {
             let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");

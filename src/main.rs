@@ -49,8 +49,11 @@ enum Command {
         /// Print the agent's JSON report instead of text.
         #[arg(long)]
         json: bool,
+        /// The API token to send (default: [api] token_file, else the cluster secret).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
-        what: Ctl,
+        what: vmwarden::api::ctl::Ctl,
     },
     /// One lock operation by hand, through the backend the actions use: VG/LV with lvmlockd,
     /// the VM name with sanlock leases. Refuses to release or share the lock of a VM running here.
@@ -111,42 +114,6 @@ enum LockCliOp {
     Status,
 }
 
-#[derive(Subcommand)]
-enum Ctl {
-    /// Take the VM's lock exclusively and start it here.
-    Start {
-        vm: String,
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// ACPI shutdown, destroy after [actions] shutdown_timeout_seconds, release the lock.
-    Stop {
-        vm: String,
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Stop, then start here.
-    Restart {
-        vm: String,
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Live-migrate a running VM (cold: a stopped one) to NODE, handing the lock over.
-    Migrate {
-        vm: String,
-        #[arg(long)]
-        to: String,
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Where the VM is and who holds its lock, on this node and every peer; the watchdog's status.
-    Status { vm: String },
-    /// Forget the watchdog's restart attempts of VM (and a give-up); it is looked at again now.
-    Reset { vm: String },
-    /// The watchdog's status of every VM on this node.
-    Watchdog,
-}
-
 /// `--config` or the embedded defaults; a bad file is reported and exits 2.
 fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     Config::load(path.as_deref()).map_err(|e| {
@@ -163,194 +130,6 @@ fn hook_config(path: Option<PathBuf>) -> Result<Config, vmwarden::config::Config
         None if default.exists() => Config::load(Some(&default)),
         None => Config::load(None),
     }
-}
-
-async fn run_ctl(cfg: Config, json: bool, what: Ctl) -> ExitCode {
-    use vmwarden::actions::{ActionKind, ActionReport, ActionRequest};
-    let secret = match vmwarden::secret::Secret::load(&cfg.cluster.secret_file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("vmwarden: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let url = vmwarden::api::peer::local_url(&cfg.agent.listen);
-    let a = &cfg.actions;
-    // An action's own steps are bounded; this only guards against an agent that never answers.
-    let limit = std::time::Duration::from_secs_f64(
-        a.migrate_timeout_seconds
-            + 2.0 * a.shutdown_timeout_seconds
-            + 10.0 * a.virsh_timeout_seconds
-            + 300.0,
-    );
-    let req = match what {
-        Ctl::Status { vm } => {
-            let r: Result<Vec<vmwarden::api::peer::PeerReply>, _> = vmwarden::api::peer::call(
-                &url,
-                "/v1/status",
-                &secret,
-                &vmwarden::api::server::StatusRequest { vm: vm.clone() },
-                std::time::Duration::from_secs_f64(a.peer_timeout_seconds * 2.0 + 10.0),
-            )
-            .await;
-            return match r {
-                Ok(nodes) => {
-                    let wd = watchdog_call(&url, &secret, "status", None).await.ok();
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&nodes).unwrap_or_default()
-                        );
-                    } else {
-                        for n in &nodes {
-                            match &n.error {
-                                Some(e) if n.state.is_empty() => println!("{:<12} ?  {e}", n.node),
-                                _ => println!("{:<12} {:<22} lock {}", n.node, n.state, n.lock),
-                            }
-                        }
-                        let me = wd
-                            .iter()
-                            .flat_map(|r| r.vms.iter())
-                            .find(|v| v["vm"] == vm.as_str());
-                        if let Some(v) = me {
-                            println!(
-                                "watchdog here: {} (attempts {}{}) {}",
-                                v["status_word"].as_str().unwrap_or("?"),
-                                v["attempts"],
-                                if v["gave_up"] == true {
-                                    ", gave up"
-                                } else {
-                                    ""
-                                },
-                                v["decision"].as_str().unwrap_or("")
-                            );
-                        }
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    ExitCode::from(2)
-                }
-            };
-        }
-        Ctl::Reset { vm } => {
-            return match watchdog_call(&url, &secret, "reset", Some(vm)).await {
-                Ok(r) => {
-                    println!("{}", r.message);
-                    if r.ok {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    ExitCode::from(2)
-                }
-            };
-        }
-        Ctl::Watchdog => {
-            return match watchdog_call(&url, &secret, "status", None).await {
-                Ok(r) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&r.vms).unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(r) if r.ok => {
-                    for v in &r.vms {
-                        println!(
-                            "{:<20} {:<16} attempts {:<3} {}",
-                            v["vm"].as_str().unwrap_or("?"),
-                            v["status_word"].as_str().unwrap_or("?"),
-                            v["attempts"],
-                            v["decision"].as_str().unwrap_or("")
-                        );
-                    }
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    eprintln!("vmwarden: {}", r.message);
-                    ExitCode::from(1)
-                }
-                Err(e) => {
-                    eprintln!("vmwarden: {e}");
-                    ExitCode::from(2)
-                }
-            };
-        }
-        Ctl::Start { vm, dry_run } => ActionRequest {
-            action: ActionKind::Start,
-            vm,
-            to: None,
-            dry_run,
-        },
-        Ctl::Stop { vm, dry_run } => ActionRequest {
-            action: ActionKind::Stop,
-            vm,
-            to: None,
-            dry_run,
-        },
-        Ctl::Restart { vm, dry_run } => ActionRequest {
-            action: ActionKind::Restart,
-            vm,
-            to: None,
-            dry_run,
-        },
-        Ctl::Migrate { vm, to, dry_run } => ActionRequest {
-            action: ActionKind::Migrate,
-            vm,
-            to: Some(to),
-            dry_run,
-        },
-    };
-    let rep: ActionReport = match vmwarden::api::peer::call(
-        &url,
-        "/v1/action",
-        &secret,
-        &req,
-        limit,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("vmwarden: {e} (if the agent died mid-action, it finishes or rolls the action back from its journal when it restarts)");
-            return ExitCode::from(2);
-        }
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
-    } else {
-        print!("{}", rep.text());
-    }
-    match rep.result.as_str() {
-        "completed" | "planned" => ExitCode::SUCCESS,
-        "incomplete" => ExitCode::from(3),
-        _ => ExitCode::from(1),
-    }
-}
-
-/// `POST /v1/watchdog` on this node's agent.
-async fn watchdog_call(
-    url: &str,
-    secret: &vmwarden::secret::Secret,
-    op: &str,
-    vm: Option<String>,
-) -> Result<vmwarden::api::server::WatchdogReply, vmwarden::api::peer::PeerError> {
-    vmwarden::api::peer::call(
-        url,
-        "/v1/watchdog",
-        secret,
-        &vmwarden::api::server::WatchdogRequest {
-            op: op.to_string(),
-            vm,
-        },
-        std::time::Duration::from_secs(10),
-    )
-    .await
 }
 
 async fn run_agent(cfg: Config) -> ExitCode {
@@ -387,7 +166,18 @@ async fn run_agent(cfg: Config) -> ExitCode {
             watchdog = Some(w);
         }
     }
-    let srv = Server::with_engine(collector, engine, watchdog);
+    let secret = engine.as_ref().ok().map(|e| e.secret().clone());
+    let tokens = match vmwarden::api::auth::Tokens::load(&cfg.api, secret.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vmwarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !tokens.has_named() && secret.is_some() {
+        tracing::warn!("no [api] tokens: the cluster secret also authorizes operator calls (as before named tokens); give operators, Alertmanager and readers their own tokens (docs/api.md)");
+    }
+    let srv = Server::with_engine(collector, engine, watchdog, tokens);
     server::serve(srv, listener, shutdown_signal()).await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS
@@ -549,12 +339,17 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        Command::Ctl { config, json, what } => {
+        Command::Ctl {
+            config,
+            json,
+            token_file,
+            what,
+        } => {
             let cfg = match load_config(config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            rt.block_on(run_ctl(cfg, json, what))
+            rt.block_on(vmwarden::api::ctl::run(cfg, json, token_file, what))
         }
         Command::Lock {
             config,

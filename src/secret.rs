@@ -55,6 +55,11 @@ impl Secret {
         Secret(s)
     }
 
+    /// The secret itself, for the API's token table (never to be logged).
+    pub(crate) fn raw(&self) -> &str {
+        &self.0
+    }
+
     /// `Bearer SECRET`, for the Authorization header.
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.0)

@@ -69,7 +69,10 @@ fn agent_rendering() -> String {
     let mut wd = String::new();
     prometheus_client::encoding::text::encode(&mut wd, &reg).unwrap();
     text = text.replace("# EOF\n", "") + &wd;
-    text
+    // The API's request counter, spliced in by the HTTP server.
+    let api = vmwarden::api::stats::ApiStats::default();
+    api.observe("/v1/vms/{vm}", 200);
+    api.splice_into(&text)
 }
 
 /// name -> (type, label names) from OpenMetrics text. Counter samples carry `_total`.

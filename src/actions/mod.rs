@@ -56,6 +56,7 @@ impl ActionKind {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     pub action: ActionKind,
     pub vm: String,

@@ -1,5 +1,8 @@
 //! The agent's HTTP side: `/metrics` and `/healthz`, the operator API, the node-to-node calls
 //! (server side in `server`, client side in `peer`).
 
+pub mod auth;
+pub mod ctl;
 pub mod peer;
 pub mod server;
+pub mod stats;

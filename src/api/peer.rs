@@ -29,6 +29,7 @@ pub enum PeerOp {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PeerRequest {
     pub op: PeerOp,
     pub vm: String,
@@ -73,7 +74,7 @@ pub enum PeerError {
         "cannot reach the agent at {url}: {why} — is vmwarden running there and is the port open?"
     )]
     Unreachable { url: String, why: String },
-    #[error("the agent at {url} refused the cluster secret — every node needs the same secret file ([cluster] secret_file)")]
+    #[error("the agent at {url} refused the token (401) — between agents: every node needs the same cluster secret ([cluster] secret_file); for `vmwarden ctl`: a token configured in the agent's [api] tokens, given with --token-file or [api] token_file")]
     Unauthorized { url: String },
     #[error("the agent at {url} did not answer within {secs:.0} s")]
     Timeout { url: String, secs: f64 },
@@ -166,10 +167,15 @@ async fn call_inner<Req: Serialize, Rep: DeserializeOwned>(
         });
     }
     if !status.is_success() {
+        // The agent's errors are `{"error": "..."}` (older agents: plain text).
+        let body = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
         return Err(PeerError::Status {
             url: url.to_string(),
             status: status.as_u16(),
-            body: String::from_utf8_lossy(&bytes).trim().to_string(),
+            body,
         });
     }
     serde_json::from_slice(&bytes).map_err(|e| PeerError::BadReply {

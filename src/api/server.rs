@@ -1,5 +1,8 @@
 //! HTTP: `/metrics` (OpenMetrics or classic text by `Accept`, gzip by `Accept-Encoding`: see
-//! `negotiate`), `/healthz`, and a small landing page at `/`. hyper 1 + tokio.
+//! `negotiate`), `/healthz`, a small landing page at `/`, and the `/v1/` API (docs/api.md) behind
+//! the bearer tokens of `auth`. hyper 1 + tokio.
+//! Every request is classified into a route template first (`classify`): the template is what the
+//! metrics count and the audit names, and it says which role the route needs.
 //! Concurrent scrapes share one collection: a scrape that arrives while another collects waits for
 //! it and reuses its result rather than starting a second `lvs` against possibly hung storage.
 
@@ -12,7 +15,8 @@ use std::time::Instant;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, VARY,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -22,8 +26,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::actions::{ActionRequest, Engine};
+use crate::api::auth::{FailureLimiter, Identity, Need, Tokens};
 use crate::api::peer::PeerRequest;
+use crate::api::stats::ApiStats;
 use crate::collect::Collector;
+use crate::config::ApiConfig;
+use crate::lock::{validate_name, NameKind};
 use crate::negotiate::{self, Format};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -39,31 +47,42 @@ pub struct Server {
     waiting: AtomicUsize,
     /// The watchdog (`/v1/watchdog`), when it runs.
     watchdog: Option<Arc<crate::watchdog::Watchdog>>,
+    tokens: Tokens,
+    limiter: FailureLimiter,
+    pub stats: ApiStats,
+    api: ApiConfig,
 }
 
 impl Server {
-    /// An observe-only agent (no actions: /v1/ answers 503).
+    /// An observe-only agent (no actions: /v1/ answers 503; no tokens but open routes).
     pub fn new(collector: Collector) -> Arc<Self> {
         Self::with_engine(
             collector,
             Err("actions are not enabled in this process".into()),
             None,
+            Tokens::from_pairs(&[]),
         )
     }
 
-    /// An agent that acts (`engine`; `Err(why)`: /v1/ answers 503 with why) and, when it runs,
-    /// serves `/v1/watchdog` from `watchdog`.
+    /// An agent that acts (`engine`; `Err(why)`: /v1/ answers 503 with why), serves
+    /// `/v1/watchdog` from `watchdog` when it runs, and accepts `tokens`.
     pub fn with_engine(
         collector: Collector,
         engine: Result<Arc<Engine>, String>,
         watchdog: Option<Arc<crate::watchdog::Watchdog>>,
+        tokens: Tokens,
     ) -> Arc<Self> {
+        let api = collector.config().api.clone();
         Arc::new(Server {
             collector,
             engine,
             last: Mutex::new(None),
             waiting: AtomicUsize::new(0),
             watchdog,
+            tokens,
+            limiter: FailureLimiter::new(api.auth_failures_per_minute),
+            stats: ApiStats::default(),
+            api,
         })
     }
 
@@ -81,29 +100,144 @@ impl Server {
         }
         let started = Instant::now();
         // Bytes: served to every waiter without copying (1,000 DRBD minors are ~7 MB of text).
-        let text = Bytes::from(self.collector.render().await);
+        let om = self.collector.render().await;
+        let text = Bytes::from(self.stats.splice_into(&om));
         // Keep it only for scrapes already queued: an idle agent holds no old rendering.
         *last = (self.waiting.load(Ordering::SeqCst) > 0).then(|| (started, text.clone()));
         text
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let asked = Instant::now();
-        if req.uri().path().starts_with("/v1/") {
-            return self.api(req).await;
-        }
-        let path = req.uri().path();
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only GET and HEAD are served here\n",
+    /// One request from `source`: classified, authorized, answered, counted, and audited when
+    /// it asks for a change.
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, source: SocketAddr) -> Resp {
+        let r = classify(req.method(), req.uri().path(), &self.api);
+        let mut audit = Audit::default();
+        let resp = self.gate(req, &r, source, &mut audit).await;
+        let code = resp.status().as_u16();
+        self.stats.observe(r.template, code);
+        if r.mutating || audit.mutating {
+            let (token, role) = match &audit.who {
+                Some(id) => (id.name.as_str(), id.role.as_str()),
+                None => ("-", "-"),
+            };
+            tracing::info!(
+                target: "vmwarden::audit",
+                token,
+                role,
+                source = %source.ip(),
+                route = r.template,
+                vm = audit.vm.as_deref().unwrap_or("-"),
+                action_id = audit.action_id.as_deref().unwrap_or("-"),
+                result = audit.result.as_deref().unwrap_or(if code < 400 { "ok" } else { "refused" }),
+                code,
+                "api request"
             );
-            r.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
         }
-        match path {
-            "/metrics" => {
+        resp
+    }
+
+    /// Method, engine, token and role checks, then the route's handler.
+    async fn gate(
+        &self,
+        req: Request<Incoming>,
+        r: &Routed,
+        source: SocketAddr,
+        audit: &mut Audit,
+    ) -> Resp {
+        if r.route == Route::NotFound {
+            return if req.uri().path().starts_with("/v1/") {
+                json_error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "unknown API path {:?}: see docs/api.md",
+                        truncate(req.uri().path(), 100)
+                    ),
+                )
+            } else {
+                text(
+                    StatusCode::NOT_FOUND,
+                    "not found: this agent serves /metrics, /healthz, / and the /v1/ API\n",
+                )
+            };
+        }
+        if !r.methods.contains(req.method()) {
+            let allow = r
+                .methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut resp = owned_text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} takes {allow}\n", r.template),
+            );
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(ALLOW, v);
+            }
+            return resp;
+        }
+        let engine = match (&self.engine, r.route.needs_engine()) {
+            (Err(why), true) => {
+                return json_error(StatusCode::SERVICE_UNAVAILABLE, why.clone());
+            }
+            (Ok(e), _) => Some(e.clone()),
+            (Err(_), false) => None,
+        };
+        if r.need != Need::Open {
+            let now = Instant::now();
+            if let Some(left) = self.limiter.blocked(source.ip(), now) {
+                let mut resp = json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "too many requests with a missing or unknown token from {}: wait {} s",
+                        source.ip(),
+                        left.as_secs().max(1)
+                    ),
+                );
+                if let Ok(v) = HeaderValue::from_str(&left.as_secs().max(1).to_string()) {
+                    resp.headers_mut().insert(RETRY_AFTER, v);
+                }
+                return resp;
+            }
+            let auth = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let Some(who) = self.tokens.identify(auth, r.need) else {
+                self.limiter.failed(source.ip(), now);
+                tracing::warn!(
+                    source = %source.ip(),
+                    route = r.template,
+                    "API call without a valid token refused"
+                );
+                let mut resp = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "{} a valid token (Authorization: Bearer TOKEN; role {}): `vmwarden ctl` reads it from [api] token_file or --token-file",
+                        if auth.is_some() { "this route needs" } else { "missing token: this route needs" },
+                        r.need.describe()
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return resp;
+            };
+            audit.who = Some(who.clone());
+            if !r.need.allows(who.role) {
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the token {:?} has the role {}; {} needs {}",
+                        who.name,
+                        who.role.as_str(),
+                        r.template,
+                        r.need.describe()
+                    ),
+                );
+            }
+        }
+        match r.route {
+            Route::Metrics => {
                 let values = |h| {
                     req.headers()
                         .get_all(h)
@@ -113,11 +247,11 @@ impl Server {
                 };
                 let format = negotiate::format(&values(ACCEPT));
                 let gzip = negotiate::gzip(&values(ACCEPT_ENCODING));
-                let body = self.metrics(asked).await;
+                let body = self.metrics(Instant::now()).await;
                 metrics_response(body, format, gzip).await
             }
-            "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/" => {
+            Route::Healthz => text(StatusCode::OK, "ok\n"),
+            Route::Landing => {
                 let mut r = Response::new(Full::new(Bytes::from(landing_page())));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
@@ -125,11 +259,153 @@ impl Server {
                 );
                 r
             }
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "not found: this agent serves /metrics, /healthz and /\n",
-            ),
+            _ => {
+                let body = match self.read_body(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                match engine {
+                    Some(engine) => self.legacy(r.route, &engine, &body, audit).await,
+                    None => json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "this agent cannot act".into(),
+                    ),
+                }
+            }
         }
+    }
+
+    /// The body, at most `[api] max_body_bytes` (413 beyond) within `read_timeout_seconds`
+    /// (408 beyond: a client trickling its body holds nothing for long).
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Resp> {
+        let limit = self.api.max_body_bytes;
+        let too_big = || {
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than the limit of {limit} bytes ([api] max_body_bytes)"
+                ),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_big());
+        }
+        let timeout = std::time::Duration::from_secs_f64(self.api.read_timeout_seconds);
+        match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+            Err(_) => Err(json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s ([api] read_timeout_seconds)",
+                    self.api.read_timeout_seconds
+                ),
+            )),
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(too_big())
+            }
+            Ok(Err(e)) => Err(json_error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )),
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+        }
+    }
+}
+
+/// What the audit line of a request says beyond its route.
+#[derive(Default)]
+pub(crate) struct Audit {
+    pub who: Option<Identity>,
+    /// Set by handlers whose route changes something only for some bodies (watchdog reset,
+    /// peer lock steps).
+    pub mutating: bool,
+    pub vm: Option<String>,
+    pub action_id: Option<String>,
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Metrics,
+    Healthz,
+    Landing,
+    /// `POST /v1/action` (ctl, synchronous).
+    Action,
+    /// `POST /v1/peer` (other agents).
+    Peer,
+    /// `POST /v1/status` (ctl status, and peers).
+    Status,
+    /// `POST /v1/watchdog`.
+    Watchdog,
+    NotFound,
+}
+
+impl Route {
+    fn needs_engine(self) -> bool {
+        matches!(
+            self,
+            Route::Action | Route::Peer | Route::Status | Route::Watchdog
+        )
+    }
+}
+
+pub(crate) struct Routed {
+    pub route: Route,
+    /// The path as documented (`/v1/vms/{vm}`): the `route` label and the audit's route.
+    pub template: &'static str,
+    pub methods: &'static [Method],
+    pub need: Need,
+    /// Every request to it asks for a change (audited).
+    pub mutating: bool,
+}
+
+const GET: &[Method] = &[Method::GET, Method::HEAD];
+const POST: &[Method] = &[Method::POST];
+
+pub(crate) fn classify(_method: &Method, path: &str, api: &ApiConfig) -> Routed {
+    let open_or = |open: bool| if open { Need::Open } else { Need::Read };
+    let r = |route, template, methods, need, mutating| Routed {
+        route,
+        template,
+        methods,
+        need,
+        mutating,
+    };
+    match path {
+        "/metrics" => r(
+            Route::Metrics,
+            "/metrics",
+            GET,
+            open_or(api.open_metrics),
+            false,
+        ),
+        "/healthz" => r(
+            Route::Healthz,
+            "/healthz",
+            GET,
+            open_or(api.open_healthz),
+            false,
+        ),
+        "/" => r(Route::Landing, "/", GET, open_or(api.open_healthz), false),
+        "/v1/action" => r(Route::Action, "/v1/action", POST, Need::Operate, true),
+        "/v1/peer" => r(Route::Peer, "/v1/peer", POST, Need::Peer, false),
+        "/v1/status" => r(Route::Status, "/v1/status", POST, Need::Read, false),
+        "/v1/watchdog" => r(Route::Watchdog, "/v1/watchdog", POST, Need::Read, false),
+        _ => r(Route::NotFound, "other", GET, Need::Open, false),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 
@@ -192,102 +468,121 @@ async fn metrics_response(om: Bytes, format: Format, gzip: bool) -> Response<Ful
 }
 
 impl Server {
-    /// `POST /v1/action` (operator: `vmwarden ctl`), `/v1/peer` (other agents), `/v1/status`.
-    /// JSON in and out, `Authorization: Bearer CLUSTER_SECRET` required.
-    async fn api(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let engine = match &self.engine {
-            Ok(e) => e.clone(),
-            Err(why) => return owned_text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
-        };
-        if req.method() != Method::POST {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "the /v1/ API takes POST with a JSON body\n",
-            );
-            r.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("POST"));
-            return r;
-        }
-        let auth = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !engine.secret().accepts(auth) {
-            tracing::warn!(
-                path = req.uri().path(),
-                "API call without the cluster secret refused"
-            );
-            return text(
-                StatusCode::UNAUTHORIZED,
-                "the cluster secret is required (Authorization: Bearer ...)\n",
-            );
-        }
-        let path = req.uri().path().to_string();
-        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return owned_text(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the body (at most 64 KiB): {e}\n"),
-                )
-            }
-        };
-        fn parse<T: serde::de::DeserializeOwned>(
-            b: &[u8],
-        ) -> Result<T, Box<Response<Full<Bytes>>>> {
-            serde_json::from_slice(b).map_err(|e| {
-                Box::new(owned_text(
-                    StatusCode::BAD_REQUEST,
-                    format!("bad JSON request: {e}\n"),
-                ))
-            })
-        }
-        let out = match path.as_str() {
-            "/v1/action" => match parse::<ActionRequest>(&body) {
-                Ok(r) => serde_json::to_vec(&engine.run(r).await),
-                Err(resp) => return *resp,
+    /// The routes `vmwarden ctl` and older agents call: `POST /v1/action`, `/v1/peer`,
+    /// `/v1/status`, `/v1/watchdog`; JSON in and out, strictly parsed.
+    async fn legacy(
+        &self,
+        route: Route,
+        engine: &Arc<Engine>,
+        body: &[u8],
+        audit: &mut Audit,
+    ) -> Resp {
+        let out = match route {
+            Route::Action => match parse::<ActionRequest>(body) {
+                Ok(r) => {
+                    audit.vm = Some(r.vm.clone());
+                    if let Err(e) = validate_name(NameKind::Vm, &r.vm) {
+                        return json_error(StatusCode::BAD_REQUEST, e.to_string());
+                    }
+                    let rep = engine.run(r).await;
+                    audit.action_id = Some(rep.id.clone()).filter(|i| !i.is_empty());
+                    audit.result = Some(rep.result.clone());
+                    serde_json::to_vec(&rep)
+                }
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
             },
-            "/v1/peer" => match parse::<PeerRequest>(&body) {
-                Ok(r) => serde_json::to_vec(&engine.handle_peer(r).await),
-                Err(resp) => return *resp,
+            Route::Peer => match parse::<PeerRequest>(body) {
+                Ok(r) => {
+                    audit.mutating = r.op != crate::api::peer::PeerOp::Status;
+                    audit.vm = Some(r.vm.clone());
+                    audit.action_id = Some(r.action_id.clone()).filter(|i| !i.is_empty());
+                    if let Err(e) = validate_name(NameKind::Vm, &r.vm) {
+                        return json_error(StatusCode::BAD_REQUEST, e.to_string());
+                    }
+                    let rep = engine.handle_peer(r).await;
+                    audit.result = Some(if rep.ok { "ok" } else { "refused" }.into());
+                    serde_json::to_vec(&rep)
+                }
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
             },
-            "/v1/status" => match parse::<StatusRequest>(&body) {
-                Ok(r) => serde_json::to_vec(&engine.cluster_status(&r.vm).await),
-                Err(resp) => return *resp,
+            Route::Status => match parse::<StatusRequest>(body) {
+                Ok(r) => {
+                    if let Err(e) = validate_name(NameKind::Vm, &r.vm) {
+                        return json_error(StatusCode::BAD_REQUEST, e.to_string());
+                    }
+                    serde_json::to_vec(&engine.cluster_status(&r.vm).await)
+                }
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
             },
-            "/v1/watchdog" => match parse::<WatchdogRequest>(&body) {
-                Ok(r) => serde_json::to_vec(&self.watchdog_call(r)),
-                Err(resp) => return *resp,
+            Route::Watchdog => match parse::<WatchdogRequest>(body) {
+                Ok(r) => {
+                    if r.op == "reset" {
+                        audit.mutating = true;
+                        audit.vm = r.vm.clone();
+                        if !audit
+                            .who
+                            .as_ref()
+                            .is_some_and(|w| Need::Operate.allows(w.role))
+                        {
+                            return json_error(
+                                StatusCode::FORBIDDEN,
+                                "a watchdog reset needs a token with the role operate".into(),
+                            );
+                        }
+                    }
+                    if let Some(vm) = &r.vm {
+                        if let Err(e) = validate_name(NameKind::Vm, vm) {
+                            return json_error(StatusCode::BAD_REQUEST, e.to_string());
+                        }
+                    }
+                    let rep = self.watchdog_call(r);
+                    audit.result = Some(if rep.ok { "ok" } else { "refused" }.into());
+                    serde_json::to_vec(&rep)
+                }
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
             },
-            _ => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    "unknown API path: /v1/action, /v1/peer, /v1/status, /v1/watchdog\n",
-                )
-            }
+            _ => return json_error(StatusCode::NOT_FOUND, "unknown API path".into()),
         };
         match out {
-            Ok(json) => {
-                let mut r = Response::new(Full::new(Bytes::from(json)));
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                r
-            }
-            Err(e) => owned_text(
+            Ok(json) => json_response(StatusCode::OK, json),
+            Err(e) => json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode the answer: {e}\n"),
+                format!("cannot encode the answer: {e}"),
             ),
         }
     }
 }
 
+/// Strict JSON: a malformed body, a wrong type or an unknown field is a 400 naming it.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(b).map_err(|e| format!("bad JSON request: {e}"))
+}
+
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+pub(crate) fn json_response(status: StatusCode, json: Vec<u8>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(json)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `{"error": message}` with `status`.
+pub(crate) fn json_error(status: StatusCode, message: String) -> Resp {
+    let body = serde_json::json!({ "error": message }).to_string();
+    json_response(status, body.into_bytes())
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     pub vm: String,
 }
 
 /// `POST /v1/watchdog`: `{"op": "status"}` (every VM) or `{"op": "reset", "vm": "VM"}`.
 #[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchdogRequest {
     pub op: String,
     #[serde(default)]
@@ -373,13 +668,16 @@ fn landing_page() -> String {
     )
 }
 
-/// Bind `addr` and serve until `shutdown` resolves.
+/// Serve `listener` until `shutdown` resolves: at most `[api] max_connections` at once (more are
+/// closed at once), headers within `[api] read_timeout_seconds`.
 pub async fn serve(
     server: Arc<Server>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(server.api.max_connections));
+    let header_timeout = std::time::Duration::from_secs_f64(server.api.read_timeout_seconds);
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
@@ -394,15 +692,21 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections ([api] max_connections): closed");
+            drop(stream);
+            continue;
+        };
         let server = server.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(req).await) }
+                async move { Ok::<_, Infallible>(server.handle(req, peer).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {

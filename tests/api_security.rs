@@ -1,0 +1,406 @@
+//! The API's security against a real running agent: tokens and roles (401/403), the cluster
+//! secret as the `peer` credential, rate-limited failures, strict and bounded bodies, names,
+//! slow clients, the audit line and the request counter — and nothing runs or changes on disk.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SECRET: &str = "cluster-secret-for-tests-0123456789";
+const OPS: &str = "ops-token-0123456789abcdef";
+const READER: &str = "read-token-0123456789abcdef";
+const AM: &str = "alertmanager-token-0123456789";
+const PEER: &str = "peer-token-0123456789abcdef";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    port: u16,
+}
+
+/// An agent config with the four roles' tokens and the cluster secret; `extra` is appended
+/// to its `[api]` section.
+fn setup(api_extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_file_mode(d, "cluster.secret", &format!("{SECRET}\n"), 0o600);
+    for (name, tok) in [("ops", OPS), ("reader", READER), ("am", AM), ("peer", PEER)] {
+        write_file_mode(d, name, &format!("{tok}\n"), 0o600);
+    }
+    let port = free_port();
+    let cfg = write_config(
+        d,
+        port,
+        &format!(
+            "[drbd]\nenabled = false\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
+             [libvirt]\nenabled = false\nuri = \"test:///default\"\n\
+             [watchdog]\nenabled = false\n\
+             [cluster]\nnode = \"t1\"\nsecret_file = \"{d}/cluster.secret\"\nstate_dir = \"{d}/state\"\n\
+             [api]\ntokens = [{{ name = \"ops\", role = \"operate\", file = \"{d}/ops\" }},\n\
+               {{ name = \"reader\", role = \"read\", file = \"{d}/reader\" }},\n\
+               {{ name = \"am\", role = \"alertmanager\", file = \"{d}/am\" }},\n\
+               {{ name = \"peer\", role = \"peer\", file = \"{d}/peer\" }}]\n{api_extra}\n",
+            d = d.display()
+        ),
+    );
+    Setup { dir, cfg, port }
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn post_as(port: u16, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let auth = token.map(bearer);
+    let mut h = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("Authorization", a.as_str()));
+    }
+    let (s, _, b) = request(port, "POST", path, &h, body);
+    (s, b)
+}
+
+fn state_is_empty(dir: &Path) -> bool {
+    let j = dir.join("state/journal");
+    !j.exists()
+        || std::fs::read_dir(&j)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .all(|e| e.path().is_dir())
+}
+
+#[test]
+fn tokens_and_roles() {
+    let s = setup("");
+    let log = s.dir.path().join("agent.log");
+    let agent = Agent::start_logged(&s.cfg, s.port, &log);
+    let port = s.port;
+    let stop = br#"{"action":"stop","vm":"test","dry_run":true}"#;
+
+    // Mutating routes: no token 401 (with the scheme to use), unknown 401, read 403,
+    // alertmanager 403, the cluster secret (peer) 403; only operate passes.
+    let (st, head, body) = request(port, "POST", "/v1/action", &[], stop);
+    assert_eq!(st, 401, "{body}");
+    assert!(head.contains("www-authenticate: Bearer"), "{head}");
+    assert!(body.contains("missing token"), "{body}");
+    assert_eq!(
+        post_as(port, "/v1/action", Some("not-a-token-at-all-x"), stop).0,
+        401
+    );
+    for (tok, role) in [
+        (READER, "read"),
+        (AM, "alertmanager"),
+        (SECRET, "peer"),
+        (PEER, "peer"),
+    ] {
+        let (st, body) = post_as(port, "/v1/action", Some(tok), stop);
+        assert_eq!(st, 403, "{role}: {body}");
+        assert!(
+            body.contains(&format!("role {role}")) && body.contains("needs operate"),
+            "{body}"
+        );
+    }
+    let (st, body) = post_as(port, "/v1/action", Some(OPS), stop);
+    assert_eq!(st, 200, "{body}");
+    // A watchdog reset is operate's; its status is anyone's who reads.
+    let reset = br#"{"op":"reset","vm":"test"}"#;
+    assert_eq!(post_as(port, "/v1/watchdog", Some(READER), reset).0, 403);
+    assert_eq!(post_as(port, "/v1/watchdog", Some(AM), reset).0, 403);
+    assert_eq!(
+        post_as(port, "/v1/watchdog", Some(READER), br#"{"op":"status"}"#).0,
+        200
+    );
+    assert_eq!(post_as(port, "/v1/watchdog", Some(OPS), reset).0, 200);
+
+    // Node-to-node: what an older agent sends (the cluster secret) is accepted; a peer token
+    // too; an operator's token is not a peer's.
+    let status = br#"{"op":"status","vm":"test"}"#;
+    let (st, body) = post_as(port, "/v1/peer", Some(SECRET), status);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"node\":\"t1\""), "{body}");
+    assert_eq!(post_as(port, "/v1/peer", Some(PEER), status).0, 200);
+    assert_eq!(post_as(port, "/v1/peer", Some(OPS), status).0, 403);
+    assert_eq!(post_as(port, "/v1/peer", None, status).0, 401);
+
+    // Metrics and health stay open by default.
+    assert_eq!(agent.get("/metrics", None).0, 200);
+    assert_eq!(agent.get("/healthz", None).0, 200);
+
+    // `ctl` with an operator token file; with the reader's it is told it may not.
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--config"])
+        .arg(&s.cfg)
+        .arg("--token-file")
+        .arg(s.dir.path().join("reader"))
+        .args(["stop", "test", "--dry-run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("403") && err.contains("needs operate"),
+        "{err}"
+    );
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--config"])
+        .arg(&s.cfg)
+        .arg("--token-file")
+        .arg(s.dir.path().join("ops"))
+        .args(["--json", "stop", "test", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rep: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    assert_eq!(
+        rep["vm"],
+        "test",
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Counted by route template and code.
+    let (_, m) = agent.get("/metrics", None);
+    assert_eq!(
+        sample(
+            &m,
+            "vmwarden_api_requests_total{route=\"/v1/action\",code=\"403\"}"
+        ),
+        Some(5.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "vmwarden_api_requests_total{route=\"/v1/action\",code=\"401\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+
+    // The audit: one line per mutating request, with the token's name and never its value.
+    drop(agent);
+    let log = std::fs::read_to_string(&log).unwrap();
+    for t in [SECRET, OPS, READER, AM, PEER] {
+        assert!(!log.contains(t), "a token was logged:\n{log}");
+    }
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("vmwarden::audit"))
+        .collect();
+    let has = |parts: &[&str]| audit.iter().any(|l| parts.iter().all(|p| l.contains(p)));
+    assert!(
+        has(&[
+            "token=\"ops\"",
+            "role=\"operate\"",
+            "route=\"/v1/action\"",
+            "vm=\"test\"",
+            "code=200"
+        ]),
+        "{log}"
+    );
+    assert!(
+        has(&["token=\"reader\"", "role=\"read\"", "code=403"]),
+        "{log}"
+    );
+    assert!(
+        has(&["token=\"-\"", "code=401", "source=127.0.0.1"]),
+        "{log}"
+    );
+    // On /v1/action: 2 × 401, 4 × 403, 200 by curl and by ctl, ctl's 403: 9.
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|l| l.contains("route=\"/v1/action\""))
+            .count(),
+        9,
+        "{log}"
+    );
+    // Watchdog resets the gate let in (the reader's 403, the operator's 200) are audited; its
+    // status is not, nor the alertmanager token's 403 (refused before its body is read).
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|l| l.contains("route=\"/v1/watchdog\""))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(state_is_empty(s.dir.path()));
+}
+
+#[test]
+fn closed_metrics_and_failed_attempts_are_limited() {
+    let s = setup("open_metrics = false\nopen_healthz = false\nauth_failures_per_minute = 5\n");
+    let agent = Agent::start(&s.cfg, s.port);
+    let port = s.port;
+    assert_eq!(agent.get("/metrics", None).0, 401);
+    assert_eq!(agent.get("/healthz", None).0, 401);
+    let (st, _, body) = request(
+        port,
+        "GET",
+        "/metrics",
+        &[("Authorization", &bearer(READER))],
+        b"",
+    );
+    assert_eq!(st, 200);
+    assert!(body.contains("vmwarden_build_info"), "{body}");
+    // The alertmanager token reads nothing.
+    let (st, _, _) = request(
+        port,
+        "GET",
+        "/metrics",
+        &[("Authorization", &bearer(AM))],
+        b"",
+    );
+    assert_eq!(st, 403);
+    // Two failures so far; three more reach the limit of five: then even a good token waits.
+    for _ in 0..3 {
+        assert_eq!(
+            post_as(port, "/v1/action", Some("wrong-token-0123456789"), b"{}").0,
+            401
+        );
+    }
+    let (st, head, body) = request(
+        port,
+        "GET",
+        "/metrics",
+        &[("Authorization", &bearer(READER))],
+        b"",
+    );
+    assert_eq!(st, 429, "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    assert!(body.contains("too many requests"), "{body}");
+}
+
+#[test]
+fn a_readable_token_file_stops_the_agent() {
+    let s = setup("");
+    std::fs::set_permissions(
+        s.dir.path().join("ops"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&s.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("readable by group or others") && err.contains("chmod 600"),
+        "{err}"
+    );
+    // ctl refuses it too, before sending anything.
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--config"])
+        .arg(&s.cfg)
+        .arg("--token-file")
+        .arg(s.dir.path().join("ops"))
+        .args(["stop", "test"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[test]
+fn bodies_and_names_are_checked_before_anything_runs() {
+    let s = setup("max_body_bytes = 4096\n");
+    let _agent = Agent::start(&s.cfg, s.port);
+    let port = s.port;
+    let big = format!(
+        r#"{{"action":"stop","vm":"test","pad":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let (st, body) = post_as(port, "/v1/action", Some(OPS), big.as_bytes());
+    assert_eq!(st, 413, "{body}");
+    assert!(body.contains("4096 bytes"), "{body}");
+    let (st, body) = post_as(port, "/v1/action", Some(OPS), b"{not json");
+    assert_eq!(st, 400);
+    assert!(body.contains("bad JSON"), "{body}");
+    let (st, body) = post_as(
+        port,
+        "/v1/action",
+        Some(OPS),
+        br#"{"action":"stop","vm":"test","dryrun":true}"#,
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("unknown field `dryrun`"), "{body}");
+    let (st, body) = post_as(
+        port,
+        "/v1/peer",
+        Some(SECRET),
+        br#"{"op":"status","vm":"x","evil":1}"#,
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("unknown field `evil`"), "{body}");
+    let long = "a".repeat(300);
+    for name in [
+        "../x",
+        "vm;rm -rf /",
+        "",
+        long.as_str(),
+        "-x",
+        "a b",
+        "vm/../../etc",
+    ] {
+        let b = serde_json::json!({"action": "start", "vm": name}).to_string();
+        let (st, body) = post_as(port, "/v1/action", Some(OPS), b.as_bytes());
+        assert_eq!(st, 400, "{name:?}: {body}");
+        assert!(body.contains("name"), "{name:?}: {body}");
+        let b = serde_json::json!({"op": "acquire_shared", "vm": name}).to_string();
+        assert_eq!(
+            post_as(port, "/v1/peer", Some(SECRET), b.as_bytes()).0,
+            400,
+            "{name:?}"
+        );
+    }
+    // Not UTF-8 at all.
+    let (st, body) = post_as(
+        port,
+        "/v1/action",
+        Some(OPS),
+        b"{\"action\":\"start\",\"vm\":\"\xff\xfe\"}",
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(state_is_empty(s.dir.path()));
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let s = setup("read_timeout_seconds = 1\n");
+    let agent = Agent::start(&s.cfg, s.port);
+    // Headers never finished: the connection is closed after the read timeout.
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"POST /v1/action HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // A body that trickles: 408 after the read timeout.
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(
+        format!(
+            "POST /v1/action HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPS}\r\nContent-Length: 100\r\n\r\n{{\"a"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(agent.get("/healthz", None).0, 200);
+}
