@@ -275,6 +275,11 @@ impl Engine {
         })
     }
 
+    /// Whether an action, peer call or recovery holds `vm` in this process right now.
+    pub fn is_busy(&self, vm: &str) -> bool {
+        self.busy.lock().map(|b| b.contains(vm)).unwrap_or(true)
+    }
+
     /// Whether an action, peer call or recovery holds `vm` in this process, or an unfinished
     /// journal or incoming migration owns it: the watchdog leaves such a VM alone.
     pub fn owned_by_action(&self, vm: &str) -> bool {
@@ -396,6 +401,17 @@ impl Engine {
 
     /// [`Engine::run`] on behalf of `origin`.
     pub async fn run_as(&self, req: ActionRequest, origin: Origin) -> ActionReport {
+        self.run_with_id(req, origin, None).await
+    }
+
+    /// [`Engine::run_as`] under a journal id chosen by the caller (the API answers with it
+    /// before the action is done); `None`: one is made.
+    pub async fn run_with_id(
+        &self,
+        req: ActionRequest,
+        origin: Origin,
+        id: Option<String>,
+    ) -> ActionReport {
         let t0 = Instant::now();
         let mut rep = ActionReport {
             action: req.action.as_str().to_string(),
@@ -421,7 +437,7 @@ impl Engine {
                 ),
             );
         };
-        let ctx = match self.context(&req, origin).await {
+        let ctx = match self.context(&req, origin, id).await {
             Ok(c) => c,
             Err(e) => {
                 let e = self.explain(e);
@@ -451,7 +467,12 @@ impl Engine {
         rep
     }
 
-    async fn context(&self, req: &ActionRequest, origin: Origin) -> Result<Ctx<'_>, ActionError> {
+    async fn context(
+        &self,
+        req: &ActionRequest,
+        origin: Origin,
+        id: Option<String>,
+    ) -> Result<Ctx<'_>, ActionError> {
         let virsh = self.virsh();
         // Both at once (two `virsh` round trips on the way to every action, a restart too); the
         // disks count only for a domain that is defined here.
@@ -490,15 +511,7 @@ impl Engine {
             peer,
             state,
             gone_after_migrate: std::sync::atomic::AtomicBool::new(false),
-            id: format!(
-                "{}-{}-{}",
-                req.vm,
-                req.action.as_str(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0)
-            ),
+            id: id.unwrap_or_else(|| new_action_id(&req.vm, req.action)),
         })
     }
 
@@ -824,6 +837,18 @@ impl Engine {
     pub async fn recovery_loop(self: Arc<Self>) {
         recover::run_loop(self).await
     }
+}
+
+/// `VM-ACTION-MILLIS`: the journal id of a new action.
+pub fn new_action_id(vm: &str, action: ActionKind) -> String {
+    format!(
+        "{vm}-{}-{}",
+        action.as_str(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    )
 }
 
 /// A lock refusal with the holder's node name when its host id is a known node:

@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod ctl;
 pub mod peer;
+pub mod rest;
 pub mod server;
 pub mod stats;

@@ -28,6 +28,7 @@ use tokio::sync::Mutex;
 use crate::actions::{ActionRequest, Engine};
 use crate::api::auth::{FailureLimiter, Identity, Need, Tokens};
 use crate::api::peer::PeerRequest;
+use crate::api::rest::{self, ActionTable, Verb};
 use crate::api::stats::ApiStats;
 use crate::collect::Collector;
 use crate::config::ApiConfig;
@@ -51,6 +52,8 @@ pub struct Server {
     limiter: FailureLimiter,
     pub stats: ApiStats,
     api: ApiConfig,
+    /// Actions started through the resource routes.
+    actions: Arc<std::sync::Mutex<ActionTable>>,
 }
 
 impl Server {
@@ -83,6 +86,7 @@ impl Server {
             limiter: FailureLimiter::new(api.auth_failures_per_minute),
             stats: ApiStats::default(),
             api,
+            actions: Arc::default(),
         })
     }
 
@@ -259,6 +263,72 @@ impl Server {
                 );
                 r
             }
+            Route::Node | Route::Vms | Route::Vm => {
+                let arg = match &r.arg {
+                    Some(Err(why)) => return json_error(StatusCode::BAD_REQUEST, why.clone()),
+                    Some(Ok(a)) => Some(a.clone()),
+                    None => None,
+                };
+                let cfg = self.collector.config();
+                let node = cfg.node_name();
+                let snap = self.collector.collect().await;
+                let wd = self.watchdog.as_ref();
+                let out = match r.route {
+                    Route::Node => {
+                        rest::node_status(&snap, cfg, &node, wd, &self.actions).to_string()
+                    }
+                    _ => match rest::vms(&snap, cfg, &node, wd, &self.actions) {
+                        Err(why) => return json_error(StatusCode::SERVICE_UNAVAILABLE, why),
+                        Ok(list) => match arg {
+                            None => serde_json::json!({ "node": node, "vms": list }).to_string(),
+                            Some(vm) => match list.into_iter().find(|v| v.name == vm) {
+                                Some(v) => serde_json::to_string(&v).unwrap_or_default(),
+                                None => {
+                                    return json_error(
+                                        StatusCode::NOT_FOUND,
+                                        format!("{vm} is not defined on {node} (`vmwarden ctl status {vm}` asks every node)"),
+                                    )
+                                }
+                            },
+                        },
+                    },
+                };
+                json_response(StatusCode::OK, out.into_bytes())
+            }
+            Route::VmAction(_) | Route::ActionGet => {
+                let arg = match &r.arg {
+                    Some(Ok(a)) => a.clone(),
+                    Some(Err(why)) => return json_error(StatusCode::BAD_REQUEST, why.clone()),
+                    None => return json_error(StatusCode::BAD_REQUEST, "no argument".into()),
+                };
+                let Some(engine) = engine else {
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "this agent cannot act".into(),
+                    );
+                };
+                if r.route == Route::ActionGet {
+                    return rest::action_status(&engine, &self.actions, &arg);
+                }
+                audit.vm = Some(arg.clone());
+                let body = match self.read_body(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                let Route::VmAction(verb) = r.route else {
+                    return json_error(StatusCode::NOT_FOUND, "unknown route".into());
+                };
+                rest::act(
+                    &engine,
+                    &self.actions,
+                    self.watchdog.as_ref(),
+                    &arg,
+                    verb,
+                    &body,
+                    audit,
+                )
+                .await
+            }
             _ => {
                 let body = match self.read_body(req).await {
                     Ok(b) => b,
@@ -344,6 +414,16 @@ pub(crate) enum Route {
     Status,
     /// `POST /v1/watchdog`.
     Watchdog,
+    /// `GET /v1/node`.
+    Node,
+    /// `GET /v1/vms`.
+    Vms,
+    /// `GET /v1/vms/{vm}`.
+    Vm,
+    /// `POST /v1/vms/{vm}/VERB`.
+    VmAction(Verb),
+    /// `GET /v1/actions/{id}`.
+    ActionGet,
     NotFound,
 }
 
@@ -351,7 +431,12 @@ impl Route {
     fn needs_engine(self) -> bool {
         matches!(
             self,
-            Route::Action | Route::Peer | Route::Status | Route::Watchdog
+            Route::Action
+                | Route::Peer
+                | Route::Status
+                | Route::Watchdog
+                | Route::VmAction(_)
+                | Route::ActionGet
         )
     }
 }
@@ -364,6 +449,8 @@ pub(crate) struct Routed {
     pub need: Need,
     /// Every request to it asks for a change (audited).
     pub mutating: bool,
+    /// The `{vm}` or `{id}` of the path, decoded and validated; `Err(why)`: a 400.
+    pub arg: Option<Result<String, String>>,
 }
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
@@ -377,29 +464,86 @@ pub(crate) fn classify(_method: &Method, path: &str, api: &ApiConfig) -> Routed 
         methods,
         need,
         mutating,
+        arg: None,
+    };
+    let with = |mut x: Routed, arg: Result<String, String>| {
+        x.arg = Some(arg);
+        x
     };
     match path {
-        "/metrics" => r(
-            Route::Metrics,
-            "/metrics",
-            GET,
-            open_or(api.open_metrics),
-            false,
+        "/metrics" => {
+            return r(
+                Route::Metrics,
+                "/metrics",
+                GET,
+                open_or(api.open_metrics),
+                false,
+            )
+        }
+        "/healthz" => {
+            return r(
+                Route::Healthz,
+                "/healthz",
+                GET,
+                open_or(api.open_healthz),
+                false,
+            )
+        }
+        "/" => return r(Route::Landing, "/", GET, open_or(api.open_healthz), false),
+        "/v1/action" => return r(Route::Action, "/v1/action", POST, Need::Operate, true),
+        "/v1/peer" => return r(Route::Peer, "/v1/peer", POST, Need::Peer, false),
+        "/v1/status" => return r(Route::Status, "/v1/status", POST, Need::Read, false),
+        "/v1/watchdog" => return r(Route::Watchdog, "/v1/watchdog", POST, Need::Read, false),
+        "/v1/node" => return r(Route::Node, "/v1/node", GET, Need::Read, false),
+        "/v1/vms" => return r(Route::Vms, "/v1/vms", GET, Need::Read, false),
+        _ => {}
+    }
+    let segs: Vec<&str> = path.split('/').collect();
+    match segs.as_slice() {
+        ["", "v1", "vms", vm] => with(
+            r(Route::Vm, "/v1/vms/{vm}", GET, Need::Read, false),
+            vm_arg(vm),
         ),
-        "/healthz" => r(
-            Route::Healthz,
-            "/healthz",
-            GET,
-            open_or(api.open_healthz),
-            false,
+        ["", "v1", "vms", vm, verb] => match Verb::parse(verb) {
+            Some(v) => with(
+                r(Route::VmAction(v), v.template(), POST, Need::Operate, true),
+                vm_arg(vm),
+            ),
+            None => r(Route::NotFound, "other", GET, Need::Open, false),
+        },
+        ["", "v1", "actions", id] => with(
+            r(Route::ActionGet, "/v1/actions/{id}", GET, Need::Read, false),
+            id_arg(id),
         ),
-        "/" => r(Route::Landing, "/", GET, open_or(api.open_healthz), false),
-        "/v1/action" => r(Route::Action, "/v1/action", POST, Need::Operate, true),
-        "/v1/peer" => r(Route::Peer, "/v1/peer", POST, Need::Peer, false),
-        "/v1/status" => r(Route::Status, "/v1/status", POST, Need::Read, false),
-        "/v1/watchdog" => r(Route::Watchdog, "/v1/watchdog", POST, Need::Read, false),
         _ => r(Route::NotFound, "other", GET, Need::Open, false),
     }
+}
+
+/// A `{vm}` path segment: percent-decoded, UTF-8, and a valid VM name.
+fn vm_arg(seg: &str) -> Result<String, String> {
+    let vm = rest::decode_segment(seg)
+        .ok_or_else(|| "the VM name in the path is not valid percent-encoded UTF-8".to_string())?;
+    validate_name(NameKind::Vm, &vm).map_err(|e| e.to_string())?;
+    Ok(vm)
+}
+
+/// An `{id}` path segment: what `new_action_id` makes (a VM name, `-`, the action, `-`, digits).
+fn id_arg(seg: &str) -> Result<String, String> {
+    let id = rest::decode_segment(seg).ok_or_else(|| {
+        "the action id in the path is not valid percent-encoded UTF-8".to_string()
+    })?;
+    if id.is_empty()
+        || id.len() > 200
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+    {
+        return Err(format!(
+            "action id {:?}: expected VM-ACTION-MILLISECONDS (letters, digits, + _ . -)",
+            truncate(&id, 100)
+        ));
+    }
+    Ok(id)
 }
 
 fn truncate(s: &str, n: usize) -> &str {
