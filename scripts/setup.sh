@@ -13,11 +13,13 @@ need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)
 # initramfs, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img overlays), python3 (serial command channel).
 # Notifications test (tests/notify_smtp.rs): python3-aiosmtpd, a real SMTP server with STARTTLS + AUTH.
 # Two-node lab (scripts/lab.sh): tini reaps each node's dead qemu at once, as systemd does on a node.
+# API tests: prometheus-alertmanager (a real Alertmanager posts to the webhook), python3-venv
+# (schemathesis from PyPI runs against docs/openapi.yaml; installed in a venv below).
 PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
       qemu-system-x86 sanlock prometheus prometheus-node-exporter prometheus-libvirt-exporter
       iproute2 procps psmisc
       lvm2 lvm2-lockd gcc util-linux debootstrap cpio e2fsprogs qemu-utils python3
-      python3-aiosmtpd tini)
+      python3-aiosmtpd tini prometheus-alertmanager python3-venv)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -42,6 +44,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -q --no-install-recommends --allow-downgrades "${pins[@]}" "${missing[@]}"
   rm -f /usr/sbin/policy-rc.d
+fi
+
+# schemathesis (tests/api_openapi.rs) from PyPI, pinned, in its own venv (never the system Python).
+SCHEMATHESIS_VERSION=4.32.5
+venv="${VMWARDEN_VENV:-$HOME/.cache/vmwarden/venv}"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # Rust toolchain components used by the quality gates.

@@ -519,6 +519,27 @@ pub(crate) fn classify(_method: &Method, path: &str, api: &ApiConfig) -> Routed 
     }
 }
 
+/// Every route this agent serves: (method, template, role needed). docs/openapi.yaml documents
+/// exactly these (tests/api_openapi.rs); a unit test below keeps them true to `classify`.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("get", "/metrics", "open"),
+    ("get", "/healthz", "open"),
+    ("get", "/", "open"),
+    ("get", "/v1/node", "read"),
+    ("get", "/v1/vms", "read"),
+    ("get", "/v1/vms/{vm}", "read"),
+    ("post", "/v1/vms/{vm}/start", "operate"),
+    ("post", "/v1/vms/{vm}/stop", "operate"),
+    ("post", "/v1/vms/{vm}/restart", "operate"),
+    ("post", "/v1/vms/{vm}/migrate", "operate"),
+    ("post", "/v1/vms/{vm}/reset", "operate"),
+    ("get", "/v1/actions/{id}", "read"),
+    ("post", "/v1/action", "operate"),
+    ("post", "/v1/status", "read"),
+    ("post", "/v1/watchdog", "read"),
+    ("post", "/v1/peer", "peer"),
+];
+
 /// A `{vm}` path segment: percent-decoded, UTF-8, and a valid VM name.
 fn vm_arg(seg: &str) -> Result<String, String> {
     let vm = rest::decode_segment(seg)
@@ -864,4 +885,44 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind(addr).await?;
     let a = l.local_addr()?;
     Ok((l, a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table_is_what_classify_does() {
+        let api = crate::config::Config::default_config().unwrap().api;
+        for (method, template, role) in ROUTES {
+            let path = template
+                .replace("{vm}", "vm1")
+                .replace("{id}", "vm1-start-1");
+            let r = classify(&Method::GET, &path, &api);
+            assert_eq!(r.template, *template, "{path}");
+            assert_ne!(r.route, Route::NotFound, "{path}");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            assert!(r.methods.contains(&m), "{path}: {method}");
+            let need = match r.need {
+                Need::Open => "open",
+                Need::Read => "read",
+                Need::Operate => "operate",
+                Need::Alertmanager => "alertmanager",
+                Need::Peer => "peer",
+            };
+            assert_eq!(need, *role, "{path}");
+        }
+        assert_eq!(
+            classify(&Method::GET, "/v1/vms/a/explode", &api).route,
+            Route::NotFound
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v1/nothing", &api).template,
+            "other"
+        );
+        assert!(matches!(
+            classify(&Method::GET, "/v1/vms/%2e%2e", &api).arg,
+            Some(Err(_))
+        ));
+    }
 }
