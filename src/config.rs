@@ -23,6 +23,7 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     pub notify: NotifyConfig,
     pub api: ApiConfig,
+    pub alertmanager: AlertmanagerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -195,6 +196,43 @@ pub struct ApiConfig {
     pub max_connections: usize,
 }
 
+/// `[alertmanager]`: the webhook `POST /v1/alertmanager` and its remediation rules.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    pub rules: Vec<RemediationRule>,
+    pub max_body_bytes: usize,
+}
+
+/// A firing alert whose `alertname` and `matchers` match runs `action` on the VM named by its
+/// label `vm_label`, at most once per alert (fingerprint) per `cooldown_seconds`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationRule {
+    pub name: String,
+    pub alertname: String,
+    #[serde(default)]
+    pub matchers: std::collections::BTreeMap<String, String>,
+    /// start, stop, restart, migrate (with `to`), reset.
+    pub action: String,
+    #[serde(default = "default_vm_label")]
+    pub vm_label: String,
+    #[serde(default)]
+    pub to: String,
+    #[serde(default = "default_cooldown")]
+    pub cooldown_seconds: f64,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn default_vm_label() -> String {
+    "vm".into()
+}
+
+fn default_cooldown() -> f64 {
+    600.0
+}
+
 /// One named token: `{ name = "ops", role = "operate", file = "/etc/vmwarden/tokens/ops" }`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -296,7 +334,53 @@ impl Config {
         self.validate_watchdog()?;
         self.validate_cluster()?;
         self.validate_notify()?;
-        self.validate_api()
+        self.validate_api()?;
+        self.validate_alertmanager()
+    }
+
+    fn validate_alertmanager(&self) -> Result<(), String> {
+        let a = &self.alertmanager;
+        if !(1024..=64 << 20).contains(&a.max_body_bytes) {
+            return Err(format!(
+                "alertmanager.max_body_bytes = {}: must be in [1024, 67108864]",
+                a.max_body_bytes
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &a.rules {
+            let at = format!("alertmanager.rules: {:?}", r.name);
+            if r.name.is_empty() || r.name.len() > 64 || !names.insert(r.name.as_str()) {
+                return Err(format!(
+                    "{at}: each rule needs its own name of 1-64 characters"
+                ));
+            }
+            if r.alertname.is_empty() || r.vm_label.is_empty() {
+                return Err(format!("{at}: alertname and vm_label must not be empty"));
+            }
+            if !["start", "stop", "restart", "migrate", "reset"].contains(&r.action.as_str()) {
+                return Err(format!(
+                    "{at}: action = {:?}: expected start, stop, restart, migrate or reset",
+                    r.action
+                ));
+            }
+            if r.action == "migrate" {
+                if self.peer(&r.to).is_none() {
+                    return Err(format!(
+                        "{at}: migrate needs `to`, a peer of [cluster] peers (got {:?})",
+                        r.to
+                    ));
+                }
+            } else if !r.to.is_empty() {
+                return Err(format!("{at}: `to` is only for action = \"migrate\""));
+            }
+            let c = r.cooldown_seconds;
+            if !(c.is_finite() && (0.0..=7.0 * 86400.0).contains(&c)) {
+                return Err(format!(
+                    "{at}: cooldown_seconds = {c}: must be a number of seconds in [0, 604800]"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_api(&self) -> Result<(), String> {
@@ -801,6 +885,31 @@ mod tests {
             ("[api]\nmax_body_bytes = 10\n", "max_body_bytes"),
             ("[api]\nread_timeout_seconds = 0\n", "read_timeout_seconds"),
             ("[api]\nauth_failures_per_minute = 0\n", "auth_failures_per_minute"),
+        ] {
+            let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn alertmanager_rules() {
+        let ok = "[alertmanager]\nrules = [{ name = \"down\", alertname = \"VmDown\", action = \"start\" }]\n";
+        let r = &Config::from_toml_str(ok, "t").unwrap().alertmanager.rules[0];
+        assert_eq!(
+            (r.vm_label.as_str(), r.cooldown_seconds, r.dry_run),
+            ("vm", 600.0, false)
+        );
+        for (bad, want) in [
+            ("[alertmanager]\nrules = [{ name = \"a\", alertname = \"X\", action = \"explode\" }]\n", "action = \"explode\""),
+            ("[alertmanager]\nrules = [{ name = \"a\", alertname = \"X\", action = \"migrate\" }]\n", "a peer"),
+            ("[alertmanager]\nrules = [{ name = \"a\", alertname = \"X\", action = \"stop\", to = \"n2\" }]\n", "only for"),
+            ("[alertmanager]\nrules = [{ name = \"a\", alertname = \"\", action = \"stop\" }]\n", "must not be empty"),
+            ("[alertmanager]\nrules = [{ name = \"a\", alertname = \"X\", action = \"stop\", cooldown_seconds = -1 }]\n", "cooldown_seconds"),
+            ("[alertmanager]\nrules = [{ name = \"a\", alertname = \"X\", action = \"stop\", command = \"rm\" }]\n", "unknown field `command`"),
+            (
+                "[alertmanager]\nrules = [{ name = \"a\", alertname = \"X\", action = \"stop\" }, { name = \"a\", alertname = \"Y\", action = \"stop\" }]\n",
+                "its own name",
+            ),
         ] {
             let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");

@@ -109,6 +109,7 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let d = dir.path();
     write_file_mode(d, "secret", "cluster-secret-0123456789abcdef\n", 0o600);
     write_file_mode(d, "ops", "ops-token-0123456789abcdef\n", 0o600);
+    write_file_mode(d, "am", "am-token-0123456789abcdef\n", 0o600);
     let port = free_port();
     let cfg = write_config(
         d,
@@ -119,15 +120,25 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
              [cluster]\nnode = \"t1\"\nsecret_file = \"{d}/secret\"\nstate_dir = \"{d}/state\"\n\
              [actions]\nshutdown_timeout_seconds = 1\n\
              [api]\nauth_failures_per_minute = 1000000\n\
-             tokens = [{{ name = \"ops\", role = \"operate\", file = \"{d}/ops\" }}]\n",
+             tokens = [{{ name = \"ops\", role = \"operate\", file = \"{d}/ops\" }},\n\
+               {{ name = \"am\", role = \"alertmanager\", file = \"{d}/am\" }}]\n\
+             [alertmanager]\nrules = [{{ name = \"r\", alertname = \"VmDown\", action = \"start\", dry_run = true }}]\n",
             d = d.display()
         ),
     );
     let _agent = Agent::start(&cfg, port);
-    // The operator's token everywhere but the node-to-node route; the cluster secret there.
+    // The operator's token everywhere but the node-to-node route and the webhook; the cluster
+    // secret and the alertmanager token there.
     for (token, filter) in [
-        ("ops-token-0123456789abcdef", "--exclude-path=/v1/peer"),
+        (
+            "ops-token-0123456789abcdef",
+            "--exclude-path-regex=^/v1/(peer|alertmanager)$",
+        ),
         ("cluster-secret-0123456789abcdef", "--include-path=/v1/peer"),
+        (
+            "am-token-0123456789abcdef",
+            "--include-path=/v1/alertmanager",
+        ),
     ] {
         let out = std::process::Command::new(&st)
             .arg("run")

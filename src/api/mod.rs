@@ -7,3 +7,4 @@ pub mod peer;
 pub mod rest;
 pub mod server;
 pub mod stats;
+pub mod webhook;

@@ -54,6 +54,8 @@ pub struct Server {
     api: ApiConfig,
     /// Actions started through the resource routes.
     actions: Arc<std::sync::Mutex<ActionTable>>,
+    /// When each alert last ran a remediation rule.
+    cooldowns: crate::api::webhook::Cooldowns,
 }
 
 impl Server {
@@ -87,6 +89,7 @@ impl Server {
             stats: ApiStats::default(),
             api,
             actions: Arc::default(),
+            cooldowns: Default::default(),
         })
     }
 
@@ -295,6 +298,28 @@ impl Server {
                 };
                 json_response(StatusCode::OK, out.into_bytes())
             }
+            Route::Alertmanager => {
+                let Some(engine) = engine else {
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "this agent cannot act".into(),
+                    );
+                };
+                let am = &self.collector.config().alertmanager;
+                let body = match self.read_body_max(req, am.max_body_bytes).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                crate::api::webhook::handle(
+                    &engine,
+                    &self.actions,
+                    self.watchdog.as_ref(),
+                    &am.rules,
+                    &self.cooldowns,
+                    &body,
+                    audit,
+                )
+            }
             Route::VmAction(_) | Route::ActionGet => {
                 let arg = match &r.arg {
                     Some(Ok(a)) => a.clone(),
@@ -348,7 +373,10 @@ impl Server {
     /// The body, at most `[api] max_body_bytes` (413 beyond) within `read_timeout_seconds`
     /// (408 beyond: a client trickling its body holds nothing for long).
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Resp> {
-        let limit = self.api.max_body_bytes;
+        self.read_body_max(req, self.api.max_body_bytes).await
+    }
+
+    async fn read_body_max(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, Resp> {
         let too_big = || {
             json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -424,6 +452,8 @@ pub(crate) enum Route {
     VmAction(Verb),
     /// `GET /v1/actions/{id}`.
     ActionGet,
+    /// `POST /v1/alertmanager`.
+    Alertmanager,
     NotFound,
 }
 
@@ -437,6 +467,7 @@ impl Route {
                 | Route::Watchdog
                 | Route::VmAction(_)
                 | Route::ActionGet
+                | Route::Alertmanager
         )
     }
 }
@@ -496,6 +527,15 @@ pub(crate) fn classify(_method: &Method, path: &str, api: &ApiConfig) -> Routed 
         "/v1/watchdog" => return r(Route::Watchdog, "/v1/watchdog", POST, Need::Read, false),
         "/v1/node" => return r(Route::Node, "/v1/node", GET, Need::Read, false),
         "/v1/vms" => return r(Route::Vms, "/v1/vms", GET, Need::Read, false),
+        "/v1/alertmanager" => {
+            return r(
+                Route::Alertmanager,
+                "/v1/alertmanager",
+                POST,
+                Need::Alertmanager,
+                true,
+            )
+        }
         _ => {}
     }
     let segs: Vec<&str> = path.split('/').collect();
@@ -538,6 +578,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/status", "read"),
     ("post", "/v1/watchdog", "read"),
     ("post", "/v1/peer", "peer"),
+    ("post", "/v1/alertmanager", "alertmanager"),
 ];
 
 /// A `{vm}` path segment: percent-decoded, UTF-8, and a valid VM name.
