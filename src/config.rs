@@ -24,6 +24,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub api: ApiConfig,
     pub alertmanager: AlertmanagerConfig,
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -196,6 +197,20 @@ pub struct ApiConfig {
     pub max_connections: usize,
 }
 
+/// `[tls]`: TLS of the agent's listener and of its calls to peers (src/api/tls.rs).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain and key of this agent: the listener speaks TLS when both are set;
+    /// also the client certificate it shows peers over https://.
+    pub cert_file: String,
+    pub key_file: String,
+    /// PEM CA(s) client certificates must chain to (mutual TLS); "": no client certificate asked.
+    pub client_ca_file: String,
+    /// PEM CA(s) the peers' (and, for `ctl`, this agent's) certificates must chain to.
+    pub ca_file: String,
+}
+
 /// `[alertmanager]`: the webhook `POST /v1/alertmanager` and its remediation rules.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -335,7 +350,43 @@ impl Config {
         self.validate_cluster()?;
         self.validate_notify()?;
         self.validate_api()?;
-        self.validate_alertmanager()
+        self.validate_alertmanager()?;
+        self.validate_tls()
+    }
+
+    fn validate_tls(&self) -> Result<(), String> {
+        let t = &self.tls;
+        for (key, path) in [
+            ("cert_file", &t.cert_file),
+            ("key_file", &t.key_file),
+            ("client_ca_file", &t.client_ca_file),
+            ("ca_file", &t.ca_file),
+        ] {
+            if !path.is_empty() && !path.starts_with('/') {
+                return Err(format!(
+                    "tls.{key} = {path:?}: must be an absolute path (or \"\" for none)"
+                ));
+            }
+        }
+        if t.cert_file.is_empty() != t.key_file.is_empty() {
+            return Err("tls: cert_file and key_file go together (both set for TLS, both \"\" for plain HTTP)".into());
+        }
+        if !t.client_ca_file.is_empty() && t.cert_file.is_empty() {
+            return Err(
+                "tls.client_ca_file (mutual TLS) needs the listener's cert_file and key_file"
+                    .into(),
+            );
+        }
+        if self
+            .cluster
+            .peers
+            .iter()
+            .any(|p| p.url.starts_with("https://"))
+            && t.ca_file.is_empty()
+        {
+            return Err("tls.ca_file: a peer is reached over https:// — name the CA its certificate chains to".into());
+        }
+        Ok(())
     }
 
     fn validate_alertmanager(&self) -> Result<(), String> {
@@ -632,9 +683,9 @@ impl Config {
                     p.name
                 ));
             }
-            if !p.url.starts_with("http://") {
+            if !p.url.starts_with("http://") && !p.url.starts_with("https://") {
                 return Err(format!(
-                    "cluster.peers: {}: url = {:?}: expected http://HOST:PORT of its agent",
+                    "cluster.peers: {}: url = {:?}: expected http://HOST:PORT or https://HOST:PORT of its agent",
                     p.name, p.url
                 ));
             }
@@ -914,5 +965,29 @@ mod tests {
             let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_section() {
+        let c = Config::default_config().unwrap();
+        assert!(c.tls.cert_file.is_empty() && c.tls.ca_file.is_empty());
+        for (bad, want) in [
+            ("[tls]\ncert_file = \"/c.pem\"\n", "go together"),
+            ("[tls]\nkey_file = \"k.pem\"\n", "absolute"),
+            ("[tls]\nclient_ca_file = \"/ca.pem\"\n", "needs the listener"),
+            (
+                "[cluster]\npeers = [{ name = \"n2\", url = \"https://n2:10177\", libvirt_uri = \"qemu:///system\" }]\n",
+                "tls.ca_file",
+            ),
+            (
+                "[cluster]\npeers = [{ name = \"n2\", url = \"ftp://n2:10177\", libvirt_uri = \"qemu:///system\" }]\n",
+                "https://HOST:PORT",
+            ),
+        ] {
+            let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let ok = "[tls]\nca_file = \"/ca.pem\"\n[cluster]\npeers = [{ name = \"n2\", url = \"https://n2:10177\", libvirt_uri = \"qemu:///system\" }]\n";
+        assert!(Config::from_toml_str(ok, "t").is_ok());
     }
 }

@@ -166,6 +166,15 @@ async fn run_agent(cfg: Config) -> ExitCode {
             watchdog = Some(w);
         }
     }
+    let tls = match vmwarden::api::tls::acceptor(&cfg.tls)
+        .and_then(|a| vmwarden::api::tls::init_client(&cfg.tls, None).map(|()| a))
+    {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vmwarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let secret = engine.as_ref().ok().map(|e| e.secret().clone());
     let tokens = match vmwarden::api::auth::Tokens::load(&cfg.api, secret.as_ref()) {
         Ok(t) => t,
@@ -178,7 +187,7 @@ async fn run_agent(cfg: Config) -> ExitCode {
         tracing::warn!("no [api] tokens: the cluster secret also authorizes operator calls (as before named tokens); give operators, Alertmanager and readers their own tokens (docs/api.md)");
     }
     let srv = Server::with_engine(collector, engine, watchdog, tokens);
-    server::serve(srv, listener, shutdown_signal()).await;
+    server::serve(srv, listener, tls, shutdown_signal()).await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS
 }

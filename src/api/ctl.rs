@@ -74,7 +74,11 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
             return ExitCode::from(2);
         }
     };
-    let url = crate::api::peer::local_url(&cfg.agent.listen);
+    if let Err(e) = crate::api::tls::init_client(&cfg.tls, Some(cfg.node_name())) {
+        eprintln!("vmwarden: {e}");
+        return ExitCode::from(2);
+    }
+    let url = crate::api::peer::local_url(&cfg.agent.listen, !cfg.tls.cert_file.is_empty());
     let a = &cfg.actions;
     // An action's own steps are bounded; this only guards against an agent that never answers.
     let limit = std::time::Duration::from_secs_f64(

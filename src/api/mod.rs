@@ -7,4 +7,5 @@ pub mod peer;
 pub mod rest;
 pub mod server;
 pub mod stats;
+pub mod tls;
 pub mod webhook;

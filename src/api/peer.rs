@@ -68,7 +68,7 @@ pub struct PeerReply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("{url}: not an http://HOST:PORT address")]
+    #[error("{url}: not an http://HOST:PORT or https://HOST:PORT address")]
     BadUrl { url: String },
     #[error(
         "cannot reach the agent at {url}: {why} — is vmwarden running there and is the port open?"
@@ -76,6 +76,8 @@ pub enum PeerError {
     Unreachable { url: String, why: String },
     #[error("the agent at {url} refused the token (401) — between agents: every node needs the same cluster secret ([cluster] secret_file); for `vmwarden ctl`: a token configured in the agent's [api] tokens, given with --token-file or [api] token_file")]
     Unauthorized { url: String },
+    #[error("TLS with the agent at {url} failed: {why} — check [tls] ca_file (the CA its certificate chains to), that its certificate names the host of the url, and, with mutual TLS, this node's [tls] cert_file")]
+    Tls { url: String, why: String },
     #[error("the agent at {url} did not answer within {secs:.0} s")]
     Timeout { url: String, secs: f64 },
     #[error("the agent at {url} answered {status}: {body}")]
@@ -88,18 +90,23 @@ pub enum PeerError {
     BadReply { url: String, why: String },
 }
 
-/// `http://HOST:PORT[/]` → `HOST:PORT`.
-fn authority(url: &str) -> Option<&str> {
-    let a = url.strip_prefix("http://")?.trim_end_matches('/');
-    (!a.is_empty() && !a.contains('/') && a.contains(':')).then_some(a)
+/// `http://HOST:PORT[/]` → (false, `HOST:PORT`); `https://...` → (true, ...).
+fn authority(url: &str) -> Option<(bool, &str)> {
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("http://")?),
+    };
+    let a = rest.trim_end_matches('/');
+    (!a.is_empty() && !a.contains('/') && a.contains(':')).then_some((tls, a))
 }
 
-/// An address to reach a listen address from this host (0.0.0.0 → 127.0.0.1, [::] → [::1]).
-pub fn local_url(listen: &str) -> String {
+/// An address to reach a listen address from this host (0.0.0.0 → 127.0.0.1, [::] → [::1]),
+/// over https when the listener speaks TLS.
+pub fn local_url(listen: &str, tls: bool) -> String {
     let l = listen
         .replace("0.0.0.0:", "127.0.0.1:")
         .replace("[::]:", "[::1]:");
-    format!("http://{l}")
+    format!("{}://{l}", if tls { "https" } else { "http" })
 }
 
 /// POST `body` as JSON to `url` + `path`; the JSON answer. Answers are bounded to 4 MiB.
@@ -125,7 +132,7 @@ async fn call_inner<Req: Serialize, Rep: DeserializeOwned>(
     secret: &Secret,
     body: &Req,
 ) -> Result<Rep, PeerError> {
-    let host = authority(url).ok_or_else(|| PeerError::BadUrl {
+    let (tls, host) = authority(url).ok_or_else(|| PeerError::BadUrl {
         url: url.to_string(),
     })?;
     let unreachable = |why: String| PeerError::Unreachable {
@@ -135,7 +142,41 @@ async fn call_inner<Req: Serialize, Rep: DeserializeOwned>(
     let stream = tokio::net::TcpStream::connect(host)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    if !tls {
+        return exchange(TokioIo::new(stream), url, host, path, secret, body).await;
+    }
+    let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let (config, name) = crate::api::tls::for_host(bare).map_err(|why| PeerError::Tls {
+        url: url.to_string(),
+        why,
+    })?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| PeerError::Tls {
+            url: url.to_string(),
+            why: e.to_string(),
+        })?;
+    exchange(TokioIo::new(stream), url, host, path, secret, body).await
+}
+
+/// One request over an established connection (plain or TLS).
+async fn exchange<Req: Serialize, Rep: DeserializeOwned, I>(
+    io: I,
+    url: &str,
+    host: &str,
+    path: &str,
+    secret: &Secret,
+    body: &Req,
+) -> Result<Rep, PeerError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let unreachable = |why: String| PeerError::Unreachable {
+        url: url.to_string(),
+        why,
+    };
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     tokio::spawn(async move {
@@ -190,12 +231,20 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(authority("http://10.0.0.2:10177"), Some("10.0.0.2:10177"));
-        assert_eq!(authority("http://n2:10177/"), Some("n2:10177"));
-        assert_eq!(authority("https://n2:10177"), None);
+        assert_eq!(
+            authority("http://10.0.0.2:10177"),
+            Some((false, "10.0.0.2:10177"))
+        );
+        assert_eq!(authority("http://n2:10177/"), Some((false, "n2:10177")));
+        assert_eq!(authority("https://n2:10177"), Some((true, "n2:10177")));
+        assert_eq!(authority("ftp://n2:10177"), None);
         assert_eq!(authority("http://n2"), None);
         assert_eq!(authority("http://n2:1/x"), None);
-        assert_eq!(local_url("0.0.0.0:10177"), "http://127.0.0.1:10177");
-        assert_eq!(local_url("10.77.0.1:10177"), "http://10.77.0.1:10177");
+        assert_eq!(local_url("0.0.0.0:10177", false), "http://127.0.0.1:10177");
+        assert_eq!(
+            local_url("10.77.0.1:10177", false),
+            "http://10.77.0.1:10177"
+        );
+        assert_eq!(local_url("[::]:10177", true), "https://[::1]:10177");
     }
 }

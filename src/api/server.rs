@@ -874,16 +874,19 @@ fn landing_page() -> String {
     )
 }
 
-/// Serve `listener` until `shutdown` resolves: at most `[api] max_connections` at once (more are
-/// closed at once), headers within `[api] read_timeout_seconds`.
+/// Serve `listener` until `shutdown` resolves, over TLS with `tls`: at most `[api]
+/// max_connections` at once (more are closed at once); the TLS handshake and then each
+/// request's headers within `[api] read_timeout_seconds`. A failed handshake (plain HTTP to a TLS
+/// listener, an untrusted client certificate) closes the connection; nothing is served on it.
 pub async fn serve(
     server: Arc<Server>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(server.api.max_connections));
-    let header_timeout = std::time::Duration::from_secs_f64(server.api.read_timeout_seconds);
+    let timeout = std::time::Duration::from_secs_f64(server.api.read_timeout_seconds);
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
@@ -904,21 +907,40 @@ pub async fn serve(
             continue;
         };
         let server = server.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let svc = service_fn(move |req| {
-                let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(req, peer).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
+            match tls {
+                None => serve_io(TokioIo::new(stream), server, peer, timeout).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_io(TokioIo::new(s), server, peer, timeout).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, "TLS handshake failed (plain HTTP, or an untrusted certificate?): {e}");
+                        }
+                        Err(_) => tracing::info!(%peer, "TLS handshake did not finish in time"),
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve_io<I>(io: I, server: Arc<Server>, peer: SocketAddr, timeout: std::time::Duration)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(server.handle(req, peer).await) }
+    });
+    if let Err(e) = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(io, svc)
+        .await
+    {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
     }
 }
 
