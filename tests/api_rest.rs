@@ -275,4 +275,25 @@ fn resources_and_actions() {
         "{log}"
     );
     assert!(!log.contains(OPS) && !log.contains(READER));
+
+    // `ctl vms`, a client of GET /v1/vms, with a read token.
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--config"])
+        .arg(dir.path().join("vmwarden.toml"))
+        .arg("--token-file")
+        .arg(dir.path().join("reader"))
+        .arg("vms")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("test "))
+        .unwrap_or_default();
+    assert!(line.contains("t1") && line.contains("running"), "{text}");
 }

@@ -61,6 +61,8 @@ pub enum Ctl {
     Reset { vm: String },
     /// The watchdog's status of every VM on this node.
     Watchdog,
+    /// The VMs defined on this node: state, lock held here, watchdog status, running action.
+    Vms,
 }
 
 /// `vmwarden ctl`: ask this node's agent (`[agent] listen`) with the token of `token_file`,
@@ -147,6 +149,42 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
                     } else {
                         ExitCode::from(1)
                     }
+                }
+                Err(e) => {
+                    eprintln!("vmwarden: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Ctl::Vms => {
+            let r: Result<crate::api::rest::VmListReply, _> =
+                crate::api::peer::get(&url, "/v1/vms", &secret, std::time::Duration::from_secs(30))
+                    .await;
+            return match r {
+                Ok(list) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&list.vms).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(list) => {
+                    println!(
+                        "{:<24} {:<10} {:<10} {:<12} {:<16} ACTION",
+                        "VM", "NODE", "STATE", "LOCK", "WATCHDOG"
+                    );
+                    for v in &list.vms {
+                        println!(
+                            "{:<24} {:<10} {:<10} {:<12} {:<16} {}",
+                            v.name,
+                            v.node,
+                            v.state,
+                            if v.lock.is_empty() { "-" } else { &v.lock },
+                            v.status_word.as_deref().unwrap_or("-"),
+                            v.action.as_deref().unwrap_or("-")
+                        );
+                    }
+                    ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("vmwarden: {e}");

@@ -117,7 +117,23 @@ pub async fn call<Req: Serialize, Rep: DeserializeOwned>(
     body: &Req,
     timeout: Duration,
 ) -> Result<Rep, PeerError> {
-    match tokio::time::timeout(timeout, call_inner(url, path, secret, body)).await {
+    match tokio::time::timeout(timeout, call_inner(url, path, secret, Some(body))).await {
+        Ok(r) => r,
+        Err(_) => Err(PeerError::Timeout {
+            url: url.to_string(),
+            secs: timeout.as_secs_f64(),
+        }),
+    }
+}
+
+/// GET `url` + `path`; the JSON answer (bounded like `call`).
+pub async fn get<Rep: DeserializeOwned>(
+    url: &str,
+    path: &str,
+    secret: &Secret,
+    timeout: Duration,
+) -> Result<Rep, PeerError> {
+    match tokio::time::timeout(timeout, call_inner::<(), Rep>(url, path, secret, None)).await {
         Ok(r) => r,
         Err(_) => Err(PeerError::Timeout {
             url: url.to_string(),
@@ -130,7 +146,7 @@ async fn call_inner<Req: Serialize, Rep: DeserializeOwned>(
     url: &str,
     path: &str,
     secret: &Secret,
-    body: &Req,
+    body: Option<&Req>,
 ) -> Result<Rep, PeerError> {
     let (tls, host) = authority(url).ok_or_else(|| PeerError::BadUrl {
         url: url.to_string(),
@@ -167,7 +183,7 @@ async fn exchange<Req: Serialize, Rep: DeserializeOwned, I>(
     host: &str,
     path: &str,
     secret: &Secret,
-    body: &Req,
+    body: Option<&Req>,
 ) -> Result<Rep, PeerError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -182,16 +198,29 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let json = serde_json::to_vec(body).map_err(|e| PeerError::BadReply {
-        url: url.to_string(),
-        why: format!("cannot encode the request: {e}"),
-    })?;
-    let req = Request::post(path)
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::AUTHORIZATION, secret.bearer())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(json)))
-        .map_err(|e| unreachable(e.to_string()))?;
+    let req = match body {
+        Some(body) => {
+            let json = serde_json::to_vec(body).map_err(|e| PeerError::BadReply {
+                url: url.to_string(),
+                why: format!("cannot encode the request: {e}"),
+            })?;
+            Request::post(path)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(json)))
+        }
+        None => Request::get(path).body(Full::new(Bytes::new())),
+    };
+    let mut req = req.map_err(|e| unreachable(e.to_string()))?;
+    let h = req.headers_mut();
+    h.insert(
+        hyper::header::HOST,
+        hyper::header::HeaderValue::from_str(host).map_err(|e| unreachable(e.to_string()))?,
+    );
+    h.insert(
+        hyper::header::AUTHORIZATION,
+        hyper::header::HeaderValue::from_str(&secret.bearer())
+            .map_err(|_| unreachable("the token is not a valid header value".into()))?,
+    );
     let resp = send
         .send_request(req)
         .await

@@ -563,6 +563,13 @@ fn lock_word(map: &crate::node::NodeMap, d: &crate::node::DomainMap) -> String {
         .unwrap_or_default()
 }
 
+/// `GET /v1/vms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmListReply {
+    pub node: String,
+    pub vms: Vec<VmInfo>,
+}
+
 pub fn vms(
     snap: &Snapshot,
     cfg: &crate::config::Config,
