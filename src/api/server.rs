@@ -56,6 +56,9 @@ pub struct Server {
     actions: Arc<std::sync::Mutex<ActionTable>>,
     /// When each alert last ran a remediation rule.
     cooldowns: crate::api::webhook::Cooldowns,
+    /// One API collection at a time (`GET /v1/node`, `/v1/vms`): many readers must not start
+    /// many `lvs` against storage that may hang.
+    collecting: Mutex<()>,
 }
 
 impl Server {
@@ -90,6 +93,7 @@ impl Server {
             api,
             actions: Arc::default(),
             cooldowns: Default::default(),
+            collecting: Mutex::new(()),
         })
     }
 
@@ -274,7 +278,10 @@ impl Server {
                 };
                 let cfg = self.collector.config();
                 let node = cfg.node_name();
-                let snap = self.collector.collect().await;
+                let snap = {
+                    let _one = self.collecting.lock().await;
+                    self.collector.collect().await
+                };
                 let wd = self.watchdog.as_ref();
                 let out = match r.route {
                     Route::Node => {
