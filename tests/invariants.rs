@@ -87,6 +87,7 @@ fn snap(domains: Vec<LibvirtDomain>, lvm: LvmSnapshot, drbd_snap: DrbdSnapshot) 
         libvirt: ok(LibvirtSnapshot {
             domains,
             reconnects: 0,
+            ..Default::default()
         }),
     }
 }

@@ -120,6 +120,7 @@ fn snapshot() -> LibvirtSnapshot {
     LibvirtSnapshot {
         domains: vec![vm1, vm2, vm3, vm4],
         reconnects: 2,
+        ..Default::default()
     }
 }
 

@@ -36,7 +36,11 @@ fn agent_rendering() -> String {
         drbd: report(Outcome::Absent("no DRBD".into())),
         lvm: report(Outcome::Failed("timeout".into())),
         sanlock: report(Outcome::Disabled),
-        libvirt: report(Outcome::Ok(Default::default())),
+        libvirt: report(Outcome::Ok(vmwarden::probe::libvirt::LibvirtSnapshot {
+            libvirt_version: Some("9.0.0".into()),
+            hypervisor_version: Some("7.2.22".into()),
+            ..Default::default()
+        })),
     };
     let actions = std::sync::Arc::new(vmwarden::actions::stats::ActionStats::new());
     actions.observe("migrate", "completed", 3.2);

@@ -10,6 +10,7 @@
 //! Live migration: preflight → source ex→sh → target sh → `virsh migrate --live` → source
 //! release → target sh→ex. The target's part is asked of its agent over HTTP (api/peer.rs).
 
+pub mod compat;
 pub mod journal;
 pub mod manual_lock;
 pub mod outcome;
@@ -95,6 +96,10 @@ pub struct ActionReport {
     /// refused (the watchdog does not fight it; a client can say where to look).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by_node: Option<String>,
+    /// What the steps want the operator to know although they passed (the migration
+    /// preflight's compatibility check: what it compared, or why it cannot tell).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl ActionReport {
@@ -140,6 +145,9 @@ impl ActionReport {
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             ));
+        }
+        for n in &self.notes {
+            s.push_str(&format!("  note: {n}\n"));
         }
         s.push_str(&format!(
             "{} {} on {}: {} in {:.2} s — {}\n",
@@ -240,6 +248,8 @@ pub(crate) struct Ctx<'a> {
     pub state: DomState,
     /// Set by a live migration's commit: the VM was seen gone from this node.
     pub gone_after_migrate: std::sync::atomic::AtomicBool,
+    /// Notes for the report (ActionReport::notes).
+    pub notes: Mutex<Vec<String>>,
 }
 
 impl Engine {
@@ -319,12 +329,22 @@ impl Engine {
             vm: vm.to_string(),
             disks: disks.to_vec(),
             action_id: id.to_string(),
+            platform: None,
         };
+        self.call_peer_with(peer, &req).await
+    }
+
+    /// Send `req` to a peer's agent; a reply that is not ok is a refusal naming the peer.
+    pub(crate) async fn call_peer_with(
+        &self,
+        peer: &Peer,
+        req: &PeerRequest,
+    ) -> Result<PeerReply, ActionError> {
         let reply: PeerReply = crate::api::peer::call(
             &peer.url,
             "/v1/peer",
             &self.secret,
-            &req,
+            req,
             self.peer_timeout(),
         )
         .await?;
@@ -457,7 +477,10 @@ impl Engine {
             rep.seconds = t0.elapsed().as_secs_f64();
             return rep;
         }
-        let rep = self.execute(&ctx, &req, plan, rep, t0).await;
+        let mut rep = self.execute(&ctx, &req, plan, rep, t0).await;
+        if let Ok(mut n) = ctx.notes.lock() {
+            rep.notes = std::mem::take(&mut *n);
+        }
         self.stats.observe(&rep.action, &rep.result, rep.seconds);
         // Recovery takes the VM over at once: free it first, or the pass would find it busy.
         drop(guard);
@@ -511,6 +534,7 @@ impl Engine {
             peer,
             state,
             gone_after_migrate: std::sync::atomic::AtomicBool::new(false),
+            notes: Mutex::new(Vec::new()),
             id: id.unwrap_or_else(|| new_action_id(&req.vm, req.action)),
         })
     }
@@ -685,6 +709,13 @@ impl Engine {
             rep.error = Some(e.to_string());
             return rep;
         }
+        if req.op == PeerOp::Capabilities {
+            // About this node's hypervisor, not the VM: no busy mark, no lock.
+            let platform = req.platform.clone().unwrap_or_default();
+            rep.caps = Some(compat::gather(&self.virsh(), &platform).await);
+            rep.ok = true;
+            return rep;
+        }
         let Some(_g) = self.wait_busy(&req.vm, self.peer_timeout()).await else {
             rep.error = Some(format!("{} is busy with another action here", req.vm));
             return rep;
@@ -752,6 +783,8 @@ impl Engine {
                     journal::set_incoming(sd, &req.vm, None)?;
                     Ok(())
                 }
+                // Answered before the VM's busy mark (above).
+                PeerOp::Capabilities => Ok(()),
                 PeerOp::Release => {
                     if active {
                         return Err(ActionError::Refused(format!(
@@ -811,6 +844,7 @@ impl Engine {
                 vm: vm.to_string(),
                 disks: disks.clone(),
                 action_id: String::new(),
+                platform: None,
             })
             .await,
         ];

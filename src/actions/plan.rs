@@ -294,7 +294,8 @@ impl Step {
                         r.drbd_problems.join("; ")
                     )));
                 }
-                Ok(())
+                // Can the target's hypervisor run this guest (CPU, machine type)?
+                super::compat::preflight(ctx, peer).await
             }
             Step::SourceToShared => Ok(Self::locks(ctx)?.apply(LockOp::ConvertToShared).await?),
             Step::TargetAcquireShared => {
@@ -489,6 +490,11 @@ impl Step {
                     virsh(&["domstate", "--reason", vm]),
                     format!("lock held exclusive here ({})", ctx.locks.as_ref().map(|l| l.targets()).unwrap_or_default()),
                     format!("node {pname}: agent answers, VM not active there, disks {:?} visible, DRBD UpToDate", ctx.disks),
+                    format!(
+                        "compatibility with node {pname}: the guest's CPU (mode, model, features) and machine type from {} against `virsh domcapabilities`, `virsh capabilities` and `virsh version` here and on {pname} ({}); refused if {pname} cannot run it, a note if it cannot tell",
+                        virsh(&["dumpxml", vm]),
+                        on_peer("capabilities").join("")
+                    ),
                 ],
                 vec![],
             ),

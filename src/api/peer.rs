@@ -26,6 +26,10 @@ pub enum PeerOp {
     ConvertToExclusive,
     /// Migration rolled back (or the VM left): drop this node's lock.
     Release,
+    /// What this node's hypervisor can run (`virsh domcapabilities` for `platform`, machine
+    /// types, qemu and libvirt versions), for the migration preflight's compatibility check.
+    /// An older agent answers 400 (unknown op): the caller warns that it cannot tell.
+    Capabilities,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +44,9 @@ pub struct PeerRequest {
     /// The action this call belongs to (journal id), for the peer's log.
     #[serde(default)]
     pub action_id: String,
+    /// Capabilities requests: the guest's virt type and arch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::actions::compat::Platform>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -64,6 +71,9 @@ pub struct PeerReply {
     /// DRBD volumes under those disks that are not UpToDate there ("r0/0 is Inconsistent").
     #[serde(default)]
     pub drbd_problems: Vec<String>,
+    /// Capabilities requests: what this node's hypervisor reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<crate::actions::compat::HostCaps>,
 }
 
 #[derive(Debug, thiserror::Error)]

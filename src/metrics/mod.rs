@@ -200,6 +200,29 @@ pub fn render(obs: &Observation, counters: &AgentCounters, capacity: usize) -> S
     );
     build.set(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
 
+    // One family for the node's stack, one series per component: an alert compares each
+    // component across nodes (`count by (component) (count by (component, version) (...))`).
+    let versions = gauge(
+        &mut reg,
+        "vmwarden_node_version_info",
+        "Always 1: the version of a component of this node's virtualisation stack (component = qemu, libvirt or drbd) in labels",
+    );
+    if let Outcome::Ok(l) = &snap.libvirt.outcome {
+        for (c, v) in [
+            ("libvirt", &l.libvirt_version),
+            ("qemu", &l.hypervisor_version),
+        ] {
+            if let Some(v) = v {
+                versions.set(&[("component", c), ("version", v.as_str())], 1.0);
+            }
+        }
+    }
+    if let Outcome::Ok(d) = &snap.drbd.outcome {
+        if let Some(v) = &d.version {
+            versions.set(&[("component", "drbd"), ("version", v.as_str())], 1.0);
+        }
+    }
+
     let success = gauge(
         &mut reg,
         "vmwarden_collector_success",

@@ -56,6 +56,10 @@ pub struct LibvirtSnapshot {
     /// Times this probe re-established a lost connection since it was created (libvirtd
     /// restarts seen by the agent).
     pub reconnects: u64,
+    /// The libvirt daemon's version ("9.0.0"), when it could be read.
+    pub libvirt_version: Option<String>,
+    /// The hypervisor's (qemu's) version as libvirt reports it ("7.2.22").
+    pub hypervisor_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -141,6 +145,9 @@ struct ConnState {
     /// A connection was lost and not yet re-established (to log the recovery once).
     lost: bool,
     reconnects: u64,
+    /// libvirt's and the hypervisor's versions, read once per connection (an upgrade restarts
+    /// libvirtd, which makes a new connection).
+    versions: Option<(Option<String>, Option<String>)>,
 }
 
 pub struct LibvirtProbe {
@@ -269,6 +276,7 @@ fn fetch(uri: &str, st: &mut ConnState) -> Result<Parsed<LibvirtSnapshot>, Probe
     };
     match collect(&conn) {
         Ok(mut p) => {
+            versions(&conn, st, &mut p.value);
             st.conn = Some(conn);
             p.value.reconnects = st.reconnects;
             Ok(p)
@@ -282,6 +290,7 @@ fn fetch(uri: &str, st: &mut ConnState) -> Result<Parsed<LibvirtSnapshot>, Probe
             let conn = open(uri, st)?;
             match collect(&conn) {
                 Ok(mut p) => {
+                    versions(&conn, st, &mut p.value);
                     st.conn = Some(conn);
                     p.value.reconnects = st.reconnects;
                     Ok(p)
@@ -298,6 +307,29 @@ fn fetch(uri: &str, st: &mut ConnState) -> Result<Parsed<LibvirtSnapshot>, Probe
     }
 }
 
+/// libvirt encodes versions as major * 1,000,000 + minor * 1,000 + release.
+pub fn version_string(v: u32) -> String {
+    format!("{}.{}.{}", v / 1_000_000, (v / 1_000) % 1_000, v % 1_000)
+}
+
+/// Fill in the versions, read on the first probe of a connection.
+fn versions(conn: &Connect, st: &mut ConnState, snap: &mut LibvirtSnapshot) {
+    let (lib, hyp) = st
+        .versions
+        .get_or_insert_with(|| {
+            (
+                conn.lib_version().ok().map(version_string),
+                conn.hyp_version()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .map(version_string),
+            )
+        })
+        .clone();
+    snap.libvirt_version = lib;
+    snap.hypervisor_version = hyp;
+}
+
 fn collect_failed(uri: &str, e: CallError) -> ProbeError {
     ProbeError::Failed(match e {
         CallError::Lost(m) => format!(
@@ -312,6 +344,7 @@ fn collect_failed(uri: &str, e: CallError) -> ProbeError {
 fn open(uri: &str, st: &mut ConnState) -> Result<Connect, ProbeError> {
     match Connect::open_read_only(Some(uri)) {
         Ok(c) => {
+            st.versions = None;
             if st.lost {
                 tracing::info!("reconnected to libvirt at {uri}");
                 st.lost = false;
@@ -577,6 +610,13 @@ fn non_neg(v: i64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libvirt_version_numbers() {
+        assert_eq!(version_string(9_000_000), "9.0.0");
+        assert_eq!(version_string(7_002_022), "7.2.22");
+        assert_eq!(version_string(10_010_000), "10.10.0");
+    }
 
     #[test]
     fn absent_only_when_clearly_no_libvirt() {
