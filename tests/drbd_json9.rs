@@ -68,7 +68,7 @@ fn two_resources_two_peers_one_syncing() {
     assert_eq!((c.ap_in_flight, c.rs_in_flight), (Some(0), Some(2048)));
     let r = c.resync.as_deref().unwrap();
     assert_eq!(r.kind, ResyncKind::Sync);
-    assert!((r.done_ratio - 0.5).abs() < 1e-9);
+    assert!((r.done_ratio.unwrap_or(f64::NAN) - 0.5).abs() < 1e-9);
     assert_eq!(r.total_bytes, Some(41_943_040 * 512));
     assert_eq!(r.remaining_bytes, Some(20_971_520 * 512));
     assert_eq!(r.finish_seconds, Some(116));
@@ -100,7 +100,7 @@ fn two_resources_two_peers_one_syncing() {
 fn missing_and_extra_fields_are_tolerated() {
     let text = r#"[{"name":"r0","role":"Secondary","future-field":{"x":[1,2]},
         "devices":[{"volume":0,"minor":7,"disk-state":"Outdated","open":false}],
-        "connections":[{"name":"peer1","connection-state":"StandAlone",
+        "connections":[{"name":"peer1","connection-state":"StandAlone","peer-role":"Unknown",
             "paths":[{"this_host":{"address":"10.0.0.1"}}],
             "peer_devices":[{"volume":0,"replication-state":"Off","peer-disk-state":"DUnknown"}]}]}]"#;
     let p = parse_status_json(text).unwrap();
@@ -120,13 +120,13 @@ fn wrong_types_are_skipped_with_messages_and_the_rest_kept() {
     let text = r#"[
         {"name":"good","role":"Primary","suspended":"yes",
          "devices":[{"volume":0,"minor":1,"disk-state":"UpToDate","read":"lots","written":-5}],
-         "connections":[{"name":"p","connection-state":"Connected","peer_devices":[
-             {"volume":0,"replication-state":"SyncTarget","out-of-sync":2048,"percent-in-sync":75.5},
+         "connections":[{"name":"p","connection-state":"Connected","peer-role":"Primary","peer_devices":[
+             {"volume":0,"replication-state":"SyncTarget","peer-disk-state":"UpToDate","out-of-sync":2048,"percent-in-sync":75.5},
              {"volume":3,"replication-state":"Established"},
              "not an object"]}]},
         {"role":"Primary"},
         42,
-        {"name":"nominor","devices":[{"volume":0}]}
+        {"name":"nominor","role":"Secondary","devices":[{"volume":0}]}
     ]"#;
     let p = parse_status_json(text).unwrap();
     let vols = &p.value.volumes;
@@ -138,7 +138,7 @@ fn wrong_types_are_skipped_with_messages_and_the_rest_kept() {
     assert_eq!(v.peers.len(), 1);
     // A resync without details: progress from percent-in-sync, remaining from out-of-sync.
     let r = v.peers[0].resync.as_deref().unwrap();
-    assert!((r.done_ratio - 0.755).abs() < 1e-9);
+    assert!((r.done_ratio.unwrap_or(f64::NAN) - 0.755).abs() < 1e-9);
     assert_eq!(r.remaining_bytes, Some(2048 * KIB));
     let e = p.errors.join("\n");
     for needle in [
@@ -166,9 +166,9 @@ fn not_json_or_not_an_array_is_an_error() {
 
 #[test]
 fn resync_suspension_reasons_and_verify() {
-    let text = r#"[{"name":"r","devices":[{"volume":0,"minor":0}],
-        "connections":[{"name":"p","peer_devices":[{"volume":0,
-            "replication-state":"VerifyS","resync-suspended":"user,dependency",
+    let text = r#"[{"name":"r","role":"Secondary","devices":[{"volume":0,"minor":0,"disk-state":"UpToDate"}],
+        "connections":[{"name":"p","connection-state":"Connected","peer-role":"Primary","peer_devices":[{"volume":0,
+            "replication-state":"VerifyS","peer-disk-state":"UpToDate","resync-suspended":"user,dependency",
             "has-sync-details":true,"has-online-verify-details":true,
             "out-of-sync":0,"rs-total":1000,"ov-left":250,
             "estimated-seconds-to-finish":987654321,"want":0.00}]}]}]"#;
@@ -181,7 +181,7 @@ fn resync_suspension_reasons_and_verify() {
     let r = pe.resync.as_deref().unwrap();
     assert_eq!(r.kind, ResyncKind::Verify);
     assert!(
-        (r.done_ratio - 0.75).abs() < 1e-9,
+        (r.done_ratio.unwrap_or(f64::NAN) - 0.75).abs() < 1e-9,
         "computed from rs-total and ov-left"
     );
     assert_eq!(r.remaining_bytes, Some(250 * 512));

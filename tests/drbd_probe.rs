@@ -63,6 +63,18 @@ async fn source_choice() {
     )
     .unwrap();
     let empty_84 = empty_84.display().to_string();
+    // Random bytes where /proc/drbd should be (a wrong proc_path, a damaged read).
+    let garbage = dir.path().join("proc_garbage");
+    std::fs::write(&garbage, b"\x8f\x01zq#\x00\xff\n%%\x13 junk\xfe\n").unwrap();
+    let garbage = garbage.display().to_string();
+    // DRBD 8 whose only device line is unreadable: nothing usable, not "no devices".
+    let all_bad = dir.path().join("proc_84_all_bad");
+    std::fs::write(
+        &all_bad,
+        "version: 8.4.11 (api:1/proto:86-101)\nsrcversion: X\n 0: cs:Connected C r-----\n",
+    )
+    .unwrap();
+    let all_bad = all_bad.display().to_string();
     let missing = dir.path().join("no-such-proc-drbd").display().to_string();
     let no_tool = "/nonexistent/vmwarden-test/drbdsetup";
 
@@ -145,6 +157,28 @@ async fn source_choice() {
     }
     match probe(&cfg(&fixture("proc9_transports.txt"), &broken), T).await {
         Err(ProbeError::Failed(why)) => assert!(why.contains("not its JSON"), "{why}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+
+    // Not DRBD's format at all: failed, saying what was seen, not "install drbd-utils"; with
+    // the 8.4 tool too (that used to be a successful collection of nothing).
+    for tool in [no_tool, drbdsetup84.as_str()] {
+        match probe(&cfg(&garbage, tool), T).await {
+            Err(ProbeError::Failed(why)) => {
+                assert!(why.contains("not in DRBD's format"), "{why}");
+                assert!(why.contains("proc_path"), "{why}");
+                assert!(!why.contains("install drbd-utils"), "{why}");
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    // DRBD 8 where no device could be read: failed with the first problem.
+    match probe(&cfg(&all_bad, no_tool), T).await {
+        Err(ProbeError::Failed(why)) => {
+            assert!(why.contains("nothing in it could be read"), "{why}");
+            assert!(why.contains("without `ro:` and `ds:`"), "{why}");
+        }
         other => panic!("expected Failed, got {other:?}"),
     }
 }

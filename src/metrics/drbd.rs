@@ -223,7 +223,9 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
             }
             rs_suspended.set(&pl, bool01(p.resync_suspended.any()));
             if let Some(r) = &p.resync {
-                done.set(&pl, r.done_ratio);
+                if let Some(d) = r.done_ratio {
+                    done.set(&pl, d);
+                }
                 opt(&remaining, r.remaining_bytes);
                 opt(&finish, r.finish_seconds);
                 opt(&speed, r.speed_bytes_per_second);

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Parsed, ProbeError};
+use super::{cut_line_error, split_cut_line, Parsed, ProbeError};
 use crate::config::LvmConfig;
 use crate::exec::{Cmd, ExecError, Output};
 
@@ -352,29 +352,38 @@ impl Row<'_> {
     }
 
     /// A size in bytes; "" (lvm's "no value"), garbage or missing => None and an error.
+    /// The probe asks for `--units b --nosuffix`; an lvm.conf or wrapper that overrides it gives
+    /// sizes with units (`1.99g`, `<2.00g`) or bare fractions. A size with a unit is read as
+    /// exact only when it is a whole number of that unit (`512.00m`); a rounded one (`1.99g`)
+    /// or a fraction with no unit (`1.99`: of what?) is not exported: rounding down to 1 byte
+    /// or guessing to the printed precision would be a confident wrong value.
     fn bytes(&mut self, key: &str) -> Option<u64> {
         let raw = text_field(self.obj, key);
-        let parsed = raw.as_deref().map(str::trim).and_then(|s| {
-            s.strip_suffix(['B', 'b'])
-                .unwrap_or(s)
-                .parse::<u64>()
-                .ok()
-                // Fractional output (an operator's units override) still counts, rounded down.
-                .or_else(|| {
-                    s.parse::<f64>()
-                        .ok()
-                        .filter(|f| f.is_finite() && *f >= 0.0)
-                        .map(|f| f as u64)
-                })
-        });
-        if parsed.is_none() {
-            self.errors.push(format!(
-                "lvm report: {}: {key} {:?} is not a size in bytes",
-                self.what,
-                raw.unwrap_or_else(|| "(missing)".to_string())
-            ));
+        let parsed = raw.as_deref().map(str::trim).map(parse_size);
+        match parsed {
+            Some(Ok(n)) => Some(n),
+            Some(Err(why)) => {
+                self.errors.push(format!(
+                    "lvm report: {}: {key} {:?} {why}; not exported (something overrides \
+                     vmwarden's `--units b --nosuffix`: check lvm.conf report/units settings)",
+                    self.what,
+                    raw.unwrap_or_default()
+                ));
+                None
+            }
+            None => {
+                self.errors.push(format!(
+                    "lvm report: {}: {key} {}",
+                    self.what,
+                    if self.obj.contains_key(key) {
+                        "is not text"
+                    } else {
+                        "missing"
+                    }
+                ));
+                None
+            }
         }
-        parsed
     }
 
     /// A yes/no field: 1/0 with --binary, the descriptive word or "" without. -1/unknown => None.
@@ -392,6 +401,107 @@ impl Row<'_> {
             },
         }
     }
+}
+
+/// An lvm size: plain bytes (`1073741824`, `1073741824B`) or a whole number of an lvm unit
+/// (`512.00m`, `2g`; lowercase powers of 1024, uppercase of 1000, `s` sectors). `Err` says why not.
+fn parse_size(s: &str) -> Result<u64, &'static str> {
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if let Ok(n) = s.strip_suffix(['B', 'b']).unwrap_or(s).parse::<u64>() {
+        return Ok(n);
+    }
+    if s.starts_with(['<', '>']) {
+        return Err("is rounded by lvm (`<`/`>`)");
+    }
+    let (num, mult): (&str, u64) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c {
+                's' | 'S' => 512,
+                'k' => 1 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                't' => 1 << 40,
+                'p' => 1 << 50,
+                'e' => 1 << 60,
+                'K' => 1_000,
+                'M' => 1_000_000,
+                'G' => 1_000_000_000,
+                'T' => 1_000_000_000_000,
+                'P' => 1_000_000_000_000_000,
+                'E' => 1_000_000_000_000_000_000,
+                _ => return Err("has a unit lvm does not print"),
+            };
+            (&s[..i], m)
+        }
+        _ => {
+            return Err(if s.parse::<f64>().is_ok() {
+                "is a fraction without a unit (unit unknown)"
+            } else {
+                "is not a size"
+            })
+        }
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty()
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
+        return Err("is not a size");
+    }
+    if frac.bytes().any(|c| c != b'0') {
+        return Err("is rounded to lvm's printed precision");
+    }
+    int.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or("is out of range")
+}
+
+/// The JSON document in lvm's stdout, and the lines printed around it. lvm prints warnings on
+/// stderr, but some versions and `--config` mistakes put them on stdout before (or after) the
+/// report; they are not the report, and not a reason to lose it either: each is counted.
+fn json_in_output(text: &str) -> Result<(Value, Vec<String>), String> {
+    let mut noise = Vec::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('{') {
+            break;
+        }
+        if !line.trim().is_empty() {
+            noise.push(format!(
+                "lvm report: printed before its JSON, ignored: `{}`",
+                super::drbd::truncate(line.trim(), 120)
+            ));
+        }
+        start += line.len();
+    }
+    let body = &text[start..];
+    if body.is_empty() {
+        let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+        return Err(match first {
+            Some(first) => format!(
+                "lvm report is not JSON (no line starts a JSON object; it printed `{}`)",
+                super::drbd::truncate(first, 120)
+            ),
+            None => "lvm report is empty".to_string(),
+        });
+    }
+    let mut stream = serde_json::Deserializer::from_str(body).into_iter::<Value>();
+    let doc = match stream.next() {
+        Some(Ok(doc)) => doc,
+        Some(Err(e)) => return Err(format!("lvm report is not JSON ({e})")),
+        None => return Err("lvm report is empty".to_string()),
+    };
+    let rest = body[stream.byte_offset()..].trim();
+    if !rest.is_empty() {
+        noise.push(format!(
+            "lvm report: printed after its JSON, ignored: `{}`",
+            super::drbd::truncate(rest, 120)
+        ));
+    }
+    Ok((doc, noise))
 }
 
 /// The VGs and LVs of a JSON report.
@@ -419,13 +529,11 @@ fn activity(active: &str, locally: Option<bool>, attr: &str) -> Activity {
 /// too). Err when the text is not an LVM JSON report at all; odd rows and fields are skipped and
 /// reported in `errors`. Never panics.
 pub fn parse_fullreport(text: &str) -> Result<Parsed<LvmReport>, String> {
-    let doc: Value =
-        serde_json::from_str(text).map_err(|e| format!("lvm report is not JSON ({e})"))?;
+    let (doc, mut errors) = json_in_output(text)?;
     let items = doc
         .get("report")
         .and_then(Value::as_array)
         .ok_or_else(|| "lvm report JSON has no \"report\" array".to_string())?;
-    let mut errors = Vec::new();
     let mut rep = LvmReport::default();
     for (ii, item) in items.iter().enumerate() {
         let Some(item) = item.as_object() else {
@@ -469,6 +577,23 @@ pub fn parse_fullreport(text: &str) -> Result<Parsed<LvmReport>, String> {
                 ));
                 continue;
             };
+            // Shared or local decides every lock judgment: from vg_lock_type, else vg_shared,
+            // else vg_attr's 6th character; with none of them the VG is skipped, never guessed
+            // local.
+            let attr_shared = text_field(obj, "vg_attr")
+                .and_then(|a| a.chars().nth(5))
+                .filter(|c| *c != '-')
+                .map(|c| c == 's');
+            if text_field(obj, "vg_lock_type").is_none()
+                && text_field(obj, "vg_shared").is_none()
+                && attr_shared.is_none()
+            {
+                errors.push(format!(
+                    "lvm report: VG {name}: none of vg_lock_type, vg_shared, vg_attr; shared or \
+                     local unknown, VG skipped"
+                ));
+                continue;
+            }
             let mut r = Row {
                 obj,
                 what: format!("VG {name}"),
@@ -480,7 +605,7 @@ pub fn parse_fullreport(text: &str) -> Result<Parsed<LvmReport>, String> {
                 lock_args: r.text("vg_lock_args"),
                 size_bytes: r.bytes("vg_size"),
                 free_bytes: r.bytes("vg_free"),
-                shared: r.flag("vg_shared").unwrap_or(false),
+                shared: r.flag("vg_shared").or(attr_shared).unwrap_or(false),
                 clustered: r.flag("vg_clustered").unwrap_or(false),
                 attr: r.text("vg_attr"),
                 lock_type,
@@ -498,6 +623,26 @@ pub fn parse_fullreport(text: &str) -> Result<Parsed<LvmReport>, String> {
                 ));
                 continue;
             };
+            // Without its uuid the LV's lock cannot be found (it would read as unlocked), and
+            // without any activity column it would read as inactive: skipped, not guessed.
+            let no_activity = ["lv_active", "lv_active_locally", "lv_attr"]
+                .iter()
+                .all(|k| text_field(obj, k).is_none());
+            if text_field(obj, "lv_uuid")
+                .filter(|u| !u.is_empty())
+                .is_none()
+                || no_activity
+            {
+                errors.push(format!(
+                    "lvm report: LV {vg}/{name}: {}; LV skipped",
+                    if no_activity {
+                        "none of lv_active, lv_active_locally, lv_attr (activation unknown)"
+                    } else {
+                        "no lv_uuid (its lock cannot be looked up)"
+                    }
+                ));
+                continue;
+            }
             let mut r = Row {
                 obj,
                 what: format!("LV {vg}/{name}"),
@@ -544,6 +689,11 @@ pub fn parse_lockctl_info(text: &str) -> Parsed<LockdInfo> {
     let mut errors = Vec::new();
     // Raw form: the resource an `info=lk` line belongs to (type, name).
     let mut raw_r: Option<(String, String)> = None;
+    // A cut last line (`LK LV e`) could hold a lock-mode prefix: skipped, not read as data.
+    let (text, cut) = split_cut_line(text);
+    if let Some(cut) = cut {
+        errors.push(cut_line_error("lvmlockctl --info", cut));
+    }
     for (i, raw) in text.lines().enumerate() {
         let lineno = i + 1;
         let line = raw.trim();

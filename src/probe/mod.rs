@@ -50,3 +50,44 @@ impl ProbeError {
         }
     }
 }
+
+/// Split line-based output into its complete lines and a last line cut short: the kernel's proc
+/// files and the lock tools' outputs always end in a newline, so text after the last one means
+/// the read or the process was cut (a short read, a killed command). Its last token may be a
+/// prefix of the real one (`cs:Stand` for `cs:StandAlone`), so parsers skip that line and count
+/// it instead of taking it as data. Returns `(complete, cut)`; `cut` is `None` when nothing but
+/// blanks follows the last newline.
+pub(crate) fn split_cut_line(text: &str) -> (&str, Option<&str>) {
+    let end = text.rfind('\n').map_or(0, |i| i + 1);
+    let (complete, rest) = text.split_at(end);
+    // Trailing NULs and blanks are not data (a zero-padded buffer, a stray space).
+    let trimmed = rest.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    if trimmed.is_empty() {
+        (text, None)
+    } else {
+        (complete, Some(trimmed))
+    }
+}
+
+/// The message for a line cut short, naming the source and what was dropped.
+pub(crate) fn cut_line_error(source: &str, cut: &str) -> String {
+    format!(
+        "{source}: last line cut short (no newline at the end), skipped: `{}` — the output was \
+         truncated (a short read or a killed command); the next collection reads it again",
+        drbd::truncate(cut, 80)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_line_split() {
+        assert_eq!(split_cut_line("a\nb\n"), ("a\nb\n", None));
+        assert_eq!(split_cut_line("a\nb"), ("a\n", Some("b")));
+        assert_eq!(split_cut_line("a\n  \0"), ("a\n  \0", None));
+        assert_eq!(split_cut_line("cs:Stand"), ("", Some("cs:Stand")));
+        assert_eq!(split_cut_line(""), ("", None));
+    }
+}

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Parsed, ProbeError};
+use super::{cut_line_error, split_cut_line, Parsed, ProbeError};
 use crate::config::SanlockConfig;
 use crate::exec::{Cmd, Output};
 
@@ -397,6 +397,11 @@ pub fn parse_status(text: &str) -> Parsed<SanlockSnapshot> {
     let mut snap = SanlockSnapshot::default();
     let mut errors = Vec::new();
     let mut cur = Current::None;
+    // A last line without its newline is a cut output: skipped, not read as data.
+    let (text, cut) = split_cut_line(text);
+    if let Some(cut) = cut {
+        errors.push(cut_line_error("sanlock status", cut));
+    }
     for (i, raw) in text.lines().enumerate() {
         let lineno = i + 1;
         if raw.trim().is_empty() || raw.trim() == "-" {
@@ -554,6 +559,10 @@ pub fn parse_status(text: &str) -> Parsed<SanlockSnapshot> {
 pub fn parse_gets(text: &str) -> Parsed<Vec<GetsLockspace>> {
     let mut out: Vec<GetsLockspace> = Vec::new();
     let mut errors = Vec::new();
+    let (text, cut) = split_cut_line(text);
+    if let Some(cut) = cut {
+        errors.push(cut_line_error("sanlock gets", cut));
+    }
     for (i, raw) in text.lines().enumerate() {
         let lineno = i + 1;
         let line = raw.trim();
@@ -619,6 +628,10 @@ fn parse_host(rest: &str) -> Result<Host, String> {
 pub fn parse_renewal(text: &str) -> Parsed<Option<RenewalStats>> {
     let mut stats = RenewalStats::default();
     let mut errors = Vec::new();
+    let (text, cut) = split_cut_line(text);
+    if let Some(cut) = cut {
+        errors.push(cut_line_error("sanlock renewal", cut));
+    }
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() {
@@ -727,6 +740,25 @@ pub async fn probe(
         )));
     }
     let mut parsed = parse_status(&status.stdout);
+    // Output that yields no daemon, client, lockspace or resource is not "zero lockspaces": the
+    // daemon always prints its own `daemon` line, so this is output vmwarden cannot read.
+    let v = &parsed.value;
+    if v.daemon.is_none()
+        && v.clients.is_empty()
+        && v.lockspaces.is_empty()
+        && v.resources.is_empty()
+    {
+        let seen = match parsed.errors.first() {
+            Some(first) => format!("{} problem(s), first: {first}", parsed.errors.len()),
+            None => "no daemon, client, lockspace or resource line".to_string(),
+        };
+        return Err(ProbeError::Failed(format!(
+            "`{}` printed nothing vmwarden can read ({seen}); run it by hand: a sanlock whose \
+             output format vmwarden does not know (checked against sanlock 3.8's `daemon`/`p`/`s`/`r` \
+             lines)?",
+            status_cmd.display()
+        )));
+    }
     match gets {
         Ok(out) if out.success() => {
             let g = parse_gets(&out.stdout);

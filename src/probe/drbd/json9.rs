@@ -305,6 +305,12 @@ impl<F: Fn() -> String> Reader<'_, F> {
         }
     }
 
+    /// A problem of this object that is not one field's type.
+    fn note(&mut self, msg: String) {
+        self.errors
+            .push(format!("drbdsetup json {}: {msg}", (self.at)()));
+    }
+
     fn u64(&mut self, key: &str, v: &L<u64>) -> Option<u64> {
         self.get(key, v).copied()
     }
@@ -329,9 +335,22 @@ impl<F: Fn() -> String> Reader<'_, F> {
         self.get(key, v).copied()
     }
 
-    fn state<T: for<'de> Accept<'de> + Clone + Default>(&mut self, key: &str, v: &L<T>) -> T {
-        self.get(key, v).cloned().unwrap_or_default()
+    /// A state DRBD always prints; `None` when missing or unreadable (a wrong type is reported
+    /// by `get`). A default (StandAlone, DUnknown, Off) would be a made-up state that alerts and
+    /// invariants act on, so callers skip the object and say which state was missing.
+    fn state<T: for<'de> Accept<'de> + Clone>(&mut self, key: &str, v: &L<T>) -> Option<T> {
+        self.get(key, v).cloned()
     }
+}
+
+/// The keys of the states that are `None`, for a "skipped" message.
+fn missing_keys(states: &[(&str, bool)]) -> String {
+    states
+        .iter()
+        .filter(|(_, present)| !present)
+        .map(|(k, _)| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Parse `drbdsetup status --json`. `Err` only when the text is not a JSON array at all;
@@ -382,7 +401,12 @@ fn resource(res: &JResource, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut V
         at: || format!("resource {name}"),
         errors: &mut *errors,
     };
-    let role = r.state("role", &res.role);
+    let Some(role) = r.state("role", &res.role) else {
+        errors.push(format!(
+            "drbdsetup json resource {name}: no usable `role` (not guessed); resource skipped"
+        ));
+        return;
+    };
     let suspended = r.bool("suspended", &res.suspended).unwrap_or(false);
     let write_ordering = r.get("write-ordering", &res.write_ordering).cloned();
     let devices = r
@@ -410,12 +434,18 @@ fn resource(res: &JResource, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut V
             ));
             continue;
         };
+        let Some(disk_state) = r.state("disk-state", &d.disk_state) else {
+            errors.push(format!(
+                "drbdsetup json resource {name} device #{j}: no usable `disk-state` (not guessed); device skipped"
+            ));
+            continue;
+        };
         out.push(DrbdVolume {
             minor,
             resource: name.clone(),
             volume: r.u32("volume", &d.volume).unwrap_or(0),
             role: role.clone(),
-            disk_state: r.state("disk-state", &d.disk_state),
+            disk_state,
             quorum: r.bool("quorum", &d.quorum),
             client: r.bool("client", &d.client),
             io_suspended: suspended,
@@ -452,8 +482,21 @@ fn resource(res: &JResource, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut V
             (None, Some(id)) => format!("node-id:{id}"),
             (None, None) => format!("connection-{j}"),
         };
-        let connection = r.state("connection-state", &c.connection_state);
-        let peer_role = r.state("peer-role", &c.peer_role);
+        let Some(connection) = r.state("connection-state", &c.connection_state) else {
+            errors.push(format!(
+                "drbdsetup json resource {name} connection {peer_name}: no usable \
+                 `connection-state` (not guessed); connection skipped"
+            ));
+            continue;
+        };
+        // `Unknown` is DRBD's own word for a peer role it does not know, so a missing
+        // `peer-role` is exactly that, counted as a problem.
+        let peer_role = r.state("peer-role", &c.peer_role).unwrap_or_else(|| {
+            if matches!(c.peer_role, L::Missing) {
+                r.note("no `peer-role`; exported as Unknown".to_string());
+            }
+            Role::Unknown
+        });
         let congested = r.bool("congested", &c.congested);
         let ap_in_flight = r.u64("ap-in-flight", &c.ap_in_flight);
         let rs_in_flight = r.u64("rs-in-flight", &c.rs_in_flight);
@@ -479,7 +522,20 @@ fn resource(res: &JResource, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut V
                 ));
                 continue;
             };
-            let replication = r.state("replication-state", &p.replication_state);
+            let (Some(replication), Some(peer_disk_state)) = (
+                r.state("replication-state", &p.replication_state),
+                r.state("peer-disk-state", &p.peer_disk_state),
+            ) else {
+                let which = missing_keys(&[
+                    ("replication-state", matches!(p.replication_state, L::Ok(_))),
+                    ("peer-disk-state", matches!(p.peer_disk_state, L::Ok(_))),
+                ]);
+                errors.push(format!(
+                    "drbdsetup json resource {name} peer {peer_name} peer device #{k}: no usable \
+                     {which} (not guessed); peer device skipped"
+                ));
+                continue;
+            };
             let out_of_sync_kib = r.u64("out-of-sync", &p.out_of_sync);
             let resync = resync(&mut r, p, &replication, out_of_sync_kib);
             vol.peers.push(DrbdPeer {
@@ -488,7 +544,7 @@ fn resource(res: &JResource, i: usize, out: &mut Vec<DrbdVolume>, errors: &mut V
                 connection: connection.clone(),
                 replication,
                 role: peer_role.clone(),
-                disk_state: r.state("peer-disk-state", &p.peer_disk_state),
+                disk_state: peer_disk_state,
                 protocol: None,
                 client: r.bool("peer-client", &p.peer_client),
                 congested,
@@ -548,11 +604,25 @@ fn resync<F: Fn() -> String>(
         res.total_bytes = total.map(|s| s.saturating_mul(512));
         res.remaining_bytes = to_go.map(|s| s.saturating_mul(512));
         res.done_ratio = match (percent_done, total, to_go) {
-            (Some(pct), _, _) => ratio(pct),
+            (Some(pct), _, _) => Some(ratio(pct)),
             (None, Some(t), Some(g)) if t > 0 => {
-                (t.saturating_sub(g) as f64 / t as f64).clamp(0.0, 1.0)
+                Some((t.saturating_sub(g) as f64 / t as f64).clamp(0.0, 1.0))
             }
-            _ => 0.0,
+            // Details promised but not there (an older or cut drbdsetup): percent-in-sync is
+            // the next best figure (drbdsetup's own fallback), never a made-up 0.
+            _ => {
+                let fallback = r.f64("percent-in-sync", &p.percent_in_sync).map(ratio);
+                r.note(format!(
+                    "`has-sync-details` is true but neither `percent-resync-done` nor a usable \
+                     `rs-total` is there; progress {}",
+                    if fallback.is_some() {
+                        "from `percent-in-sync`"
+                    } else {
+                        "unknown (not exported)"
+                    }
+                ));
+                fallback
+            }
         };
         res.finish_seconds = r
             .f64(
@@ -568,8 +638,14 @@ fn resync<F: Fn() -> String>(
         // Resync without details: drbdsetup's own fallback is percent-in-sync.
         res.done_ratio = percent_done
             .or_else(|| r.f64("percent-in-sync", &p.percent_in_sync))
-            .map(ratio)
-            .unwrap_or(0.0);
+            .map(ratio);
+        if res.done_ratio.is_none() {
+            r.note(
+                "a resync without `percent-resync-done` or `percent-in-sync`; progress unknown \
+                 (not exported)"
+                    .to_string(),
+            );
+        }
         if kind == ResyncKind::Sync {
             res.remaining_bytes = kib(out_of_sync_kib);
         }

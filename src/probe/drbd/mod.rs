@@ -314,8 +314,8 @@ pub enum ResyncKind {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resync {
     pub kind: ResyncKind,
-    /// 0..=1.
-    pub done_ratio: f64,
+    /// 0..=1; `None` when DRBD gave no figure to compute it from (no series, never a made-up 0).
+    pub done_ratio: Option<f64>,
     pub remaining_bytes: Option<u64>,
     pub total_bytes: Option<u64>,
     /// DRBD's estimate of the time left.
@@ -376,23 +376,55 @@ async fn probe_status(
         let major = p.value.version.as_deref().and_then(major_version);
         let is_8x = !p.value.volumes.is_empty() || matches!(major, Some(m) if m < 9);
         if is_8x {
+            // A DRBD 8 file whose every device block was unreadable yields nothing usable:
+            // reporting "no devices" would be a confident wrong answer.
+            if p.value.volumes.is_empty() && !p.errors.is_empty() {
+                return Err(ProbeError::Failed(format!(
+                    "{} reports DRBD {} but nothing in it could be read ({} problem{}, first: {}); \
+                     look at `cat {}`",
+                    cfg.proc_path,
+                    p.value.version.as_deref().unwrap_or("8"),
+                    p.errors.len(),
+                    if p.errors.len() == 1 { "" } else { "s" },
+                    p.errors[0],
+                    cfg.proc_path
+                )));
+            }
             return Ok(proc_parsed.unwrap_or_default());
         }
     }
+    // Readable, but neither a version line nor a device line: not DRBD's proc file at all (a
+    // wrong `proc_path`, a damaged read). Hints about drbd-utils would send the operator the
+    // wrong way.
+    let proc_unknown_format = proc_parsed
+        .as_ref()
+        .is_some_and(|p| p.value.version.is_none() && p.value.volumes.is_empty());
 
     let proc_version = proc_parsed.as_ref().and_then(|p| p.value.version.clone());
     let proc_build = proc_parsed.as_ref().and_then(|p| p.value.build.clone());
     let proc_desc = match (&proc_problem, &proc_version) {
         (Some(problem), _) => problem.clone(),
         (None, Some(v)) => format!("{} reports DRBD {v}", cfg.proc_path),
-        (None, None) => format!("{} has no version line and no devices", cfg.proc_path),
+        (None, None) => match proc_parsed.as_ref().and_then(|p| p.errors.first()) {
+            Some(first) => format!(
+                "{} is not in DRBD's format (no version line, no device line; {first})",
+                cfg.proc_path
+            ),
+            None => format!("{} is empty", cfg.proc_path),
+        },
     };
 
     let cmd = Cmd::new(cfg.drbdsetup.clone()).args(["status", "--json"]);
     let out = match cmd.run(timeout).await {
         Ok(out) => out,
         Err(ExecError::NotFound { program }) => {
-            return Err(if drbd_present {
+            return Err(if proc_unknown_format {
+                ProbeError::Failed(format!(
+                    "{proc_desc}, and `{program}` is not installed, so nothing could be read: check \
+                     that `proc_path` in the [drbd] config names DRBD's proc file (`cat {}`)",
+                    cfg.proc_path
+                ))
+            } else if drbd_present {
                 ProbeError::Failed(format!(
                     "{proc_desc}, but `{program}` is not installed: install drbd-utils (9.x) so \
                      `drbdsetup status --json` can be read"
@@ -415,6 +447,11 @@ async fn probe_status(
         // drbd-utils dispatching to the 8.4 tools reject --json: this is an 8.x-only node.
         if said.contains("unrecognized option") || said.contains("unknown option") {
             return match proc_parsed {
+                Some(_) if proc_unknown_format => Err(ProbeError::Failed(format!(
+                    "{proc_desc}; `{}` is the DRBD 8.4 tool (no --json), so nothing else can be \
+                     read: check that `proc_path` in the [drbd] config names DRBD's proc file",
+                    cfg.drbdsetup
+                ))),
                 Some(p) => Ok(p),
                 None if drbd_present => Err(ProbeError::Failed(format!(
                     "{proc_desc}; `{}` is the DRBD 8.4 tool (no --json), so nothing else can be read",
@@ -431,6 +468,13 @@ async fn probe_status(
             return Err(ProbeError::Absent(format!(
                 "no DRBD on this node: {proc_desc}; `{}` failed: {said}",
                 cmd.display()
+            )));
+        }
+        if proc_unknown_format {
+            return Err(ProbeError::Failed(format!(
+                "{proc_desc}, and `{}` exited with {:?}: {said}",
+                cmd.display(),
+                out.status
             )));
         }
         return Err(ProbeError::Failed(format!(

@@ -24,7 +24,7 @@ use super::{
     truncate, ConnState, DiskState, DrbdPeer, DrbdSnapshot, DrbdSource, DrbdVolume, ReplState,
     Resync, ResyncKind, Role, WriteOrdering,
 };
-use crate::probe::Parsed;
+use crate::probe::{cut_line_error, split_cut_line, Parsed};
 
 /// 8.x has exactly one peer per minor and does not name it.
 pub(crate) const PEER_8X: &str = "peer";
@@ -139,6 +139,8 @@ impl<'a> Iterator for Scanner<'a> {
 /// Parse a DRBD 8.x `/proc/drbd`. Never fails: bad lines and fields are skipped and described
 /// in `errors`; the good minors are returned.
 pub fn parse_proc_drbd(text: &str) -> Parsed<DrbdSnapshot> {
+    // A last line without its newline is a short read: skip it (see `split_cut_line`).
+    let (text, cut) = split_cut_line(text);
     let mut snap = DrbdSnapshot {
         source: DrbdSource::Proc8,
         // A device block is roughly 150-250 bytes: avoids regrowing at 1,000 minors.
@@ -255,6 +257,9 @@ pub fn parse_proc_drbd(text: &str) -> Parsed<DrbdSnapshot> {
             unknown_line(line, &mut errors);
         }
     }
+    if let Some(cut) = cut {
+        errors.push(cut_line_error("/proc/drbd", cut));
+    }
     Parsed {
         value: snap,
         errors,
@@ -297,9 +302,9 @@ fn device_name(minor: u32) -> String {
 /// The rest of `N: cs:… ro:A/B ds:C/D P flags` (or `N: cs:Unconfigured`) after `N:`; the
 /// volume is built in place at the end of `volumes` (no copies of the large struct).
 /// `Err` is a message for a block that must be skipped.
-fn parse_device_line<'a>(
+fn parse_device_line(
     minor: Option<u64>,
-    tokens: impl Iterator<Item = &'a str>,
+    sc: &mut Scanner<'_>,
     volumes: &mut Vec<DrbdVolume>,
     errors: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -317,25 +322,31 @@ fn parse_device_line<'a>(
     }
 
     let (mut cs, mut ro, mut ds, mut protocol, mut flags) = (None, None, None, None, None);
-    for tok in tokens {
+    // A state field that is there but unreadable, or missing, loses the whole block: a
+    // default (role Unknown, disk DUnknown) would be a made-up state that can raise the
+    // `drbd_not_uptodate` invariant, and one problem gets one message.
+    let unreadable = |tok: &str| {
+        format!(
+            "/proc/drbd minor {minor}: unreadable state field `{}`; block skipped",
+            truncate(tok, 40)
+        )
+    };
+    while let Some(tok) = sc.next() {
         if let Some(v) = tok.strip_prefix("cs:") {
+            if v.is_empty() {
+                return Err(unreadable(tok));
+            }
             cs = Some(v);
         } else if let Some(v) = tok.strip_prefix("ro:").or_else(|| tok.strip_prefix("st:")) {
-            match split_pair(v) {
-                Some(pair) => ro = Some(pair),
-                None => bad_field(minor, tok, errors),
-            }
+            ro = Some(split_pair(v).ok_or_else(|| unreadable(tok))?);
         } else if let Some(v) = tok.strip_prefix("ds:") {
-            match split_pair(v) {
-                Some(pair) => ds = Some(pair),
-                None => bad_field(minor, tok, errors),
-            }
+            ds = Some(split_pair(v).ok_or_else(|| unreadable(tok))?);
         } else if tok.starts_with("ld:") {
             // 0.7's local-consistency flag, superseded by `ds:`.
         } else if let [p @ b'A'..=b'C'] = tok.as_bytes() {
             protocol = Some(char::from(*p));
-        } else if is_io_flags(tok) {
-            flags = Some(tok.as_bytes());
+        } else if let Some(f) = io_flags(tok, sc) {
+            flags = Some(f);
         } else {
             bad_field(minor, tok, errors);
         }
@@ -343,6 +354,21 @@ fn parse_device_line<'a>(
     let cs = cs.ok_or_else(|| {
         format!("/proc/drbd minor {minor}: device line without `cs:`; block skipped")
     })?;
+    // Every configured minor prints both; only `cs:Unconfigured` stands alone.
+    if cs != "Unconfigured" {
+        let missing = match (ro.is_some(), ds.is_some()) {
+            (false, false) => Some("`ro:` and `ds:`"),
+            (false, true) => Some("`ro:`"),
+            (true, false) => Some("`ds:`"),
+            (true, true) => None,
+        };
+        if let Some(what) = missing {
+            return Err(format!(
+                "/proc/drbd minor {minor}: device line without {what} (role or disk state \
+                 unknown, not guessed); block skipped"
+            ));
+        }
+    }
 
     volumes.push(DrbdVolume {
         minor,
@@ -382,8 +408,8 @@ fn parse_device_line<'a>(
     } else {
         (peer.connection, peer.replication) = split_cs(cs);
     }
-    if let Some(b) = flags {
-        apply_io_flags(b, vol);
+    if let Some((b, len)) = flags {
+        apply_io_flags(&b[..len], vol);
     }
     Ok(())
 }
@@ -414,12 +440,46 @@ fn split_cs(cs: &str) -> (ConnState, ReplState) {
     }
 }
 
-/// `r-----` and its shorter ancestors: `r`/`s` then lowercase letters or `-`.
-fn is_io_flags(tok: &str) -> bool {
+/// The I/O flags `r-----` and their shorter ancestors (`r`/`s` then lowercase letters or `-`),
+/// as (bytes, length). Early 8.3 (8.3.0/8.3.1) printed the congestion reason with `%c` and no
+/// `-` fallback, so an uncongested device shows a NUL there (`r---\0`); the scanner takes the NUL
+/// for a delimiter, so the NULs (and flags after them) right after the token are read here and
+/// each NUL counts as `-`, "not set", instead of the flag being lost.
+fn io_flags(tok: &str, sc: &mut Scanner<'_>) -> Option<([u8; 6], usize)> {
+    let is_flag = |c: u8| c == b'-' || c.is_ascii_lowercase();
     let b = tok.as_bytes();
-    (4..=6).contains(&b.len())
-        && matches!(b[0], b'r' | b's')
-        && b[1..].iter().all(|c| *c == b'-' || c.is_ascii_lowercase())
+    if b.is_empty()
+        || b.len() > 6
+        || !matches!(b[0], b'r' | b's')
+        || !b[1..].iter().all(|c| is_flag(*c))
+    {
+        return None;
+    }
+    let mut out = [b'-'; 6];
+    out[..b.len()].copy_from_slice(b);
+    let mut len = b.len();
+    let text = sc.s.as_bytes();
+    let mut i = sc.i;
+    if text.get(i) == Some(&0) {
+        while len < 6 {
+            match text.get(i) {
+                Some(0) => out[len] = b'-',
+                Some(&c) if is_flag(c) => out[len] = c,
+                _ => break,
+            }
+            len += 1;
+            i += 1;
+        }
+        // Trailing NULs past six flags are padding, not a field.
+        while text.get(i) == Some(&0) {
+            i += 1;
+        }
+    }
+    if !(4..=6).contains(&len) {
+        return None;
+    }
+    sc.i = i;
+    Some((out, len))
 }
 
 /// Flags: [0] `s` I/O suspended, [1] `a` resync paused by an after-dependency, [2] `p` paused
@@ -579,7 +639,7 @@ fn parse_progress(line: &str, vol: &mut DrbdVolume, errors: &mut Vec<String>) {
     };
     let mut r = Resync {
         kind,
-        done_ratio: (pct / 100.0).clamp(0.0, 1.0),
+        done_ratio: Some((pct / 100.0).clamp(0.0, 1.0)),
         ..Default::default()
     };
 
@@ -604,7 +664,7 @@ fn parse_progress(line: &str, vol: &mut DrbdVolume, errors: &mut Vec<String>) {
                 // small device it moves in coarse steps ("25.0% (53208/65496)K" is 18.8 % done);
                 // the amounts are exact.
                 if t > 0 && l <= t {
-                    r.done_ratio = 1.0 - l as f64 / t as f64;
+                    r.done_ratio = Some(1.0 - l as f64 / t as f64);
                 }
             }
             _ => return bad(errors),
