@@ -300,12 +300,12 @@ fn promtool_accepts_the_exposition() {
     }
 }
 
-/// The alert rules shipped in config/prometheus-alerts.yml use only documented families, with
+/// The alert rules shipped in alerts/vmwarden.rules.yml use only documented families, with
 /// label names those families have (a renamed metric or label would silently never fire).
 #[test]
 fn alert_rules_use_documented_families_and_labels() {
-    let rules = std::fs::read_to_string(support::repo().join("config/prometheus-alerts.yml"))
-        .expect("config/prometheus-alerts.yml");
+    let rules = std::fs::read_to_string(support::repo().join("alerts/vmwarden.rules.yml"))
+        .expect("alerts/vmwarden.rules.yml");
     let docs = documented();
     let mut used = 0;
     for line in rules
@@ -343,7 +343,7 @@ fn alert_rules_use_documented_families_and_labels() {
     );
 }
 
-/// `promtool check rules` and the rules' unit tests (tests/fixtures/alerts/, `promtool test rules`):
+/// `promtool check rules` and the rules' unit tests (alerts/tests/, `promtool test rules`):
 /// each alert fires on the series it is for and stays quiet on the look-alikes (a migration's
 /// overlap, an absent collector, a node without shared VGs).
 #[test]
@@ -353,12 +353,8 @@ fn promtool_checks_and_tests_the_alert_rules() {
     }
     let repo = support::repo();
     for args in [
-        ["check", "rules", "config/prometheus-alerts.yml"],
-        [
-            "test",
-            "rules",
-            "tests/fixtures/alerts/prometheus-alerts.test.yml",
-        ],
+        ["check", "rules", "alerts/vmwarden.rules.yml"],
+        ["test", "rules", "alerts/tests/vmwarden.rules.test.yml"],
     ] {
         let out = std::process::Command::new("timeout")
             .arg("60")
