@@ -885,8 +885,6 @@ pub fn new_action_id(vm: &str, action: ActionKind) -> String {
     )
 }
 
-/// A lock refusal with the holder's node name when its host id is a known node:
-/// `... is locked by host 1 — ... [host 1 is node n1]`.
 /// The node holding the lock a refusal is about, when sanlock named its host and that host is
 /// this node's or a peer's.
 fn holder_node(cfg: &Config, e: &LockError) -> Option<String> {
@@ -898,6 +896,8 @@ fn holder_node(cfg: &Config, e: &LockError) -> Option<String> {
     }
 }
 
+/// A lock refusal with the holder's node name when its host id is a known node:
+/// `... is locked by host 1 — ... [host 1 is node n1]`.
 pub fn name_holder(cfg: &Config, e: &LockError) -> Option<String> {
     let LockError::HeldByOtherHost {
         host_id: Some(h), ..
