@@ -325,7 +325,15 @@ def normalize(lab_, home, stopped=False):
         return f"lab did not settle before the trial: {[lab_.state(n) for n in NODES]}, " \
                f"journals {[lab_.open_journals(n) for n in NODES]}"
     where = lab_.where()
-    if where == [OTHER[home]]:
+    other = OTHER[home]
+    # A migration moves the definition (--persistent --undefinesource): a VM shut off on the
+    # other node may be defined only there. Start it there; the migration below brings it home.
+    if not where and lab_.state(home) == "undefined" and lab_.state(other) != "undefined":
+        r = lab_.ctl(other, "start", VM)
+        if r.returncode != 0:
+            return f"normalize: start on {other} (defined only there) failed: {r.stdout}{r.stderr}"
+        where = lab_.where()
+    if where == [other]:
         r = lab_.ctl(OTHER[home], "migrate", VM, "--to", home)
         if r.returncode != 0:
             lab_.ctl(OTHER[home], "stop", VM)
