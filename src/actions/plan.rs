@@ -124,7 +124,24 @@ impl Step {
         let vm = ctx.vm.as_str();
         match self {
             Step::StartPreflight => {
-                let st = virsh.state(vm).await?;
+                // The lock decides; asking the peers gives a friendlier refusal (and catches a VM
+                // run elsewhere behind the lock's back). Asked while libvirt answers here: a
+                // watchdog restart waits for both.
+                let peers = async {
+                    for p in &e.cfg.cluster.peers {
+                        if let Ok(r) = e
+                            .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
+                            .await
+                        {
+                            if r.active {
+                                return Some((p.name.clone(), r.state));
+                            }
+                        }
+                    }
+                    None
+                };
+                let (st, elsewhere) = tokio::join!(virsh.state(vm), peers);
+                let st = st?;
                 if !st.defined() {
                     return Err(ActionError::Refused(format!(
                         "{vm} is not defined on {} (`virsh list --all`)",
@@ -135,22 +152,13 @@ impl Step {
                     return Err(state_refusal(vm, &e.node, &st, "nothing to start"));
                 }
                 Self::locks(ctx)?;
-                // The lock decides; asking the peers first gives a friendlier refusal.
-                for p in &e.cfg.cluster.peers {
-                    if let Ok(r) = e
-                        .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
-                        .await
-                    {
-                        if r.active {
-                            return Err(ActionError::HeldElsewhere {
-                                node: p.name.clone(),
-                                message: format!(
-                                    "{vm} already runs on node {} ({}); stop it there or migrate it",
-                                    p.name, r.state
-                                ),
-                            });
-                        }
-                    }
+                if let Some((node, state)) = elsewhere {
+                    return Err(ActionError::HeldElsewhere {
+                        message: format!(
+                            "{vm} already runs on node {node} ({state}); stop it there or migrate it"
+                        ),
+                        node,
+                    });
                 }
                 Ok(())
             }
