@@ -405,13 +405,11 @@ fn cli(path: &[&str]) -> Cli {
                     }
                 }
             }
-            "Options:" => {
-                if t.starts_with('-') {
-                    let spec = t.split("  ").next().unwrap_or(t);
-                    let takes = spec.contains('<');
-                    for flag in spec.split([',', ' ']).filter(|f| f.starts_with('-')) {
-                        c.options.insert(flag.to_string(), takes);
-                    }
+            "Options:" if t.starts_with('-') => {
+                let spec = t.split("  ").next().unwrap_or(t);
+                let takes = spec.contains('<');
+                for flag in spec.split([',', ' ']).filter(|f| f.starts_with('-')) {
+                    c.options.insert(flag.to_string(), takes);
                 }
             }
             _ => {}
