@@ -482,6 +482,9 @@ impl Engine {
             rep.notes = std::mem::take(&mut *n);
         }
         self.stats.observe(&rep.action, &rep.result, rep.seconds);
+        if rep.result != "incomplete" {
+            self.stats.unfinished_end(&req.vm);
+        }
         // Recovery takes the VM over at once: free it first, or the pass would find it busy.
         drop(guard);
         if rep.result == "incomplete" {
@@ -548,6 +551,7 @@ impl Engine {
         t0: Instant,
     ) -> ActionReport {
         rep.id = ctx.id.clone();
+        let started_unix = journal::now_unix();
         let header = Record::Header {
             id: ctx.id.clone(),
             action: req.action.as_str().into(),
@@ -555,7 +559,7 @@ impl Engine {
             node: self.node.clone(),
             to: req.to.clone(),
             live: plan.live,
-            started_unix: journal::now_unix(),
+            started_unix,
             steps: plan.steps.iter().map(|s| s.name().to_string()).collect(),
             disks: ctx.disks.clone(),
         };
@@ -568,6 +572,10 @@ impl Engine {
                 return rep;
             }
         };
+        // Seen as unfinished until its journal is finished (by this action or, if it ends
+        // incomplete, by recovery): vmwarden_action_unfinished_start_time_seconds.
+        self.stats
+            .unfinished_begin(&ctx.vm, req.action.as_str(), started_unix);
         tracing::info!(id = %ctx.id, "{} {}: {} steps", rep.action, ctx.vm, plan.steps.len());
         let mut done: Vec<Step> = Vec::new();
         let mut committed = false;

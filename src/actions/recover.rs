@@ -113,6 +113,7 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
         to,
         live,
         disks,
+        started_unix,
         ..
     }) = read.header().cloned()
     else {
@@ -121,9 +122,17 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
     let Some(_g) = engine.try_busy(&vm) else {
         return Ok(false);
     };
+    // Held now: no action of this process can finish it meanwhile. Gone since it was listed:
+    // an action finished it before letting go of the VM.
+    if !path.exists() {
+        engine.stats.unfinished_end(&vm);
+        return Ok(true);
+    }
+    engine.stats.unfinished_begin(&vm, &action, started_unix);
     if read.ended() {
         // Crashed between End and the move to done/: only the move is left.
         Journal::reopen(path)?.finish("completed", "closed by recovery")?;
+        engine.stats.unfinished_end(&vm);
         return Ok(true);
     }
     let locks = super::VmLocks::for_vm(&engine.cfg, &vm, &disks)?;
@@ -254,6 +263,7 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
     tracing::warn!(id = %id, "{message}");
     engine.stats.observe(&action, result, 0.0);
     j.finish(result, &message)?;
+    engine.stats.unfinished_end(&vm);
     Ok(true)
 }
 
