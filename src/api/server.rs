@@ -907,7 +907,8 @@ fn landing_page() -> String {
 }
 
 /// Serve `listener` until `shutdown` resolves, over TLS with `tls`: at most `[api]
-/// max_connections` at once (more are closed at once); the TLS handshake and then each
+/// max_connections` at once and `max_connections_per_source` from one address (more are closed
+/// at once); the TLS handshake and then each
 /// request's headers within `[api] read_timeout_seconds`. A failed handshake (plain HTTP to a TLS
 /// listener, an untrusted client certificate) closes the connection; nothing is served on it.
 pub async fn serve(
@@ -918,6 +919,7 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(server.api.max_connections));
+    let per_source = Arc::new(crate::api::conns::PerSource::default());
     let timeout = std::time::Duration::from_secs_f64(server.api.read_timeout_seconds);
     loop {
         let accepted = tokio::select! {
@@ -933,6 +935,13 @@ pub async fn serve(
                 continue;
             }
         };
+        let limit = server.api.max_connections_per_source;
+        let Some(source_slot) = crate::api::conns::PerSource::take(&per_source, peer.ip(), limit)
+        else {
+            tracing::warn!(%peer, "too many connections from this address ([api] max_connections_per_source): closed");
+            drop(stream);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many connections ([api] max_connections): closed");
             drop(stream);
@@ -941,7 +950,7 @@ pub async fn serve(
         let server = server.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, source_slot);
             match tls {
                 None => serve_io(TokioIo::new(stream), server, peer, timeout).await,
                 Some(acceptor) => {
