@@ -65,6 +65,14 @@ const SECRET: &str = "cluster-secret-for-load-0123456789";
 /// apply to them and not to the legitimate caller on 127.0.0.1.
 const HOSTILE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const LEGIT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// `[api] max_connections_per_source` (the default).
+const PER_SOURCE: usize = 64;
+
+/// The `i`th of four hostile addresses (127.0.0.2–5): slowloris spread so that each stays under
+/// `PER_SOURCE`, and together nearly fill `max_connections` (256).
+fn hostile(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8))
+}
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
@@ -101,7 +109,8 @@ impl Lab {
                  [api]\ntokens = [{{ name = \"reader\", role = \"read\", file = \"{d}/reader\" }},\n\
                    {{ name = \"ops\", role = \"operate\", file = \"{d}/ops\" }}]\n\
                  open_metrics = true\nopen_healthz = false\nread_timeout_seconds = {READ_S:.1}\n\
-                 auth_failures_per_minute = {FAIL_LIMIT}\nmax_body_bytes = {MAX_BODY}\n",
+                 auth_failures_per_minute = {FAIL_LIMIT}\nmax_body_bytes = {MAX_BODY}\n\
+                 max_connections = 256\nmax_connections_per_source = {PER_SOURCE}\n",
                 lvm = lvm.display(),
                 d = d.display()
             ),
@@ -673,18 +682,18 @@ async fn slowloris_round(lab: &Lab, round: usize) {
     let mut tasks = Vec::new();
     let trickle: &'static [u8] =
         b"GET /healthz HTTP/1.1\r\nHost: t1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    for _ in 0..SLOW {
-        let s = connect(HOSTILE, lab.addr).await.unwrap();
+    for i in 0..SLOW {
+        let s = connect(hostile(i), lab.addr).await.unwrap();
         let t = Instant::now();
         tasks.push(("slow", tokio::spawn(until_closed(s, t, Some(trickle)))));
     }
-    for _ in 0..SILENT {
-        let s = connect(HOSTILE, lab.addr).await.unwrap();
+    for i in 0..SILENT {
+        let s = connect(hostile(i), lab.addr).await.unwrap();
         let t = Instant::now();
         tasks.push(("silent", tokio::spawn(until_closed(s, t, None))));
     }
-    for _ in 0..IDLE {
-        let mut s = connect(HOSTILE, lab.addr).await.unwrap();
+    for i in 0..IDLE {
+        let mut s = connect(hostile(i), lab.addr).await.unwrap();
         let req =
             format!("GET /healthz HTTP/1.1\r\nHost: t1\r\nAuthorization: Bearer {READER}\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
@@ -847,4 +856,66 @@ async fn a_gibibyte_body_is_refused_unread() {
         );
     }
     lab.check_back(&base, "1 GiB body").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_address_cannot_take_every_connection() {
+    const TRIES: usize = 300;
+    let lab = Lab::start();
+    lab.metrics().await;
+    assert_eq!(lab.legit().await.0, 200);
+    let base = lab.settled(None, "one address").await;
+    // More silent connections from one address than the agent takes at all (256).
+    let mut held = Vec::new();
+    for _ in 0..TRIES {
+        let s = connect(HOSTILE, lab.addr).await.unwrap();
+        held.push((Instant::now(), s));
+    }
+    let pid = lab.pid();
+    let sampler = tokio::spawn(async move {
+        let mut most = 0;
+        for _ in 0..40 {
+            most = most.max(Usage::of(pid).fds);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        most
+    });
+    let mut fates = Vec::new();
+    for (t, s) in held {
+        fates.push(tokio::spawn(until_closed(s, t, None)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Other addresses are served meanwhile: the legitimate caller, and another client.
+    let (st, took) = lab.legit().await;
+    assert_eq!(st, 200);
+    let other = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t1\r\nAuthorization: Bearer {READER}\r\nConnection: close\r\n\r\n"
+    );
+    let (st2, _, _) = once(hostile(1), lab.addr, other.as_bytes()).await.unwrap();
+    assert_eq!(st2, 200);
+    let most_fds = sampler.await.unwrap();
+    let mut closed: Vec<Duration> = Vec::new();
+    for f in fates {
+        let (d, answered) = f.await.unwrap();
+        assert!(!answered);
+        closed.push(d);
+    }
+    closed.sort();
+    // Beyond its share, the address's connections are closed at once; its share by the timeout.
+    let at_once = closed.iter().filter(|d| **d < secs(READ_S) / 2).count();
+    let log = std::fs::read_to_string(&lab.log).unwrap();
+    let refused = log.matches("max_connections_per_source").count();
+    println!(
+        "LOAD one address: {TRIES} connections, {refused} refused at accept, {at_once} closed \
+         within half the read timeout, the rest after {}; the agent held at most {most_fds} fds \
+         ({} before); the legitimate caller meanwhile took {took:.1?}",
+        stats(&mut closed[at_once..].to_vec()),
+        base.fds
+    );
+    // The address holds at most its share of the agent's connections, whatever the kernel's
+    // accept queue delays (past its length connections reach the agent a second later).
+    assert_eq!(refused, TRIES - PER_SOURCE, "{closed:?}");
+    assert!(most_fds <= base.fds + PER_SOURCE + 2, "{most_fds} fds");
+    assert!(closed[TRIES - 1] <= secs(READ_S) + MARGIN, "{closed:?}");
+    lab.check_back(&base, "one address").await;
 }
