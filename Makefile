@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench clean lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture
+.PHONY: setup build run test lint unit bench load-test clean lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture
 
 setup:
 	bash scripts/setup.sh
@@ -38,6 +38,11 @@ bench: setup
 	bash benches/prometheus-compare.sh
 	bash benches/migration-compare.sh
 	bash benches/watchdog-crash.sh
+
+# Load and hostile clients on the agent's port, loopback only (docs/benchmarks.md): 50 scrapers
+# while lvs hangs, 10,000 wrong tokens, slowloris, a 1 GiB body. Also part of `make test`.
+load-test: setup
+	$(CARGO) test --locked --test agent_load -- --nocapture
 
 # Two-node lab on this machine (docs/lab.md): n1/n2 with libvirtd, virtlogd, sanlock and a vmwarden agent each.
 lab: build

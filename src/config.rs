@@ -195,6 +195,8 @@ pub struct ApiConfig {
     pub read_timeout_seconds: f64,
     pub auth_failures_per_minute: u32,
     pub max_connections: usize,
+    /// At most this many of them from one source address.
+    pub max_connections_per_source: usize,
 }
 
 /// `[tls]`: TLS of the agent's listener and of its calls to peers (src/api/tls.rs).
@@ -495,6 +497,12 @@ impl Config {
             return Err(format!(
                 "api.max_connections = {}: must be in [1, 100000]",
                 a.max_connections
+            ));
+        }
+        if !(1..=a.max_connections).contains(&a.max_connections_per_source) {
+            return Err(format!(
+                "api.max_connections_per_source = {}: must be in [1, max_connections = {}]",
+                a.max_connections_per_source, a.max_connections
             ));
         }
         Ok(())
@@ -936,6 +944,8 @@ mod tests {
             ("[api]\nmax_body_bytes = 10\n", "max_body_bytes"),
             ("[api]\nread_timeout_seconds = 0\n", "read_timeout_seconds"),
             ("[api]\nauth_failures_per_minute = 0\n", "auth_failures_per_minute"),
+            ("[api]\nmax_connections_per_source = 0\n", "max_connections_per_source"),
+            ("[api]\nmax_connections = 8\n", "max_connections_per_source = 64: must be in [1, max_connections = 8]"),
         ] {
             let e = Config::from_toml_str(bad, "t").unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");

@@ -2,6 +2,7 @@
 //! (server side in `server`, client side in `peer`).
 
 pub mod auth;
+pub mod conns;
 pub mod ctl;
 pub mod peer;
 pub mod rest;

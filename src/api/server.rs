@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +22,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::actions::{ActionRequest, Engine};
 use crate::api::auth::{FailureLimiter, Identity, Need, Tokens};
@@ -42,10 +41,8 @@ pub struct Server {
     collector: Collector,
     /// Actions and node-to-node calls; `Err(why)` when this agent cannot act (no secret).
     engine: Result<Arc<Engine>, String>,
-    /// The last rendered scrape and when it started, kept only while other scrapes wait for it.
-    last: Mutex<Option<(Instant, Bytes)>>,
-    /// Scrapes queued on `last`.
-    waiting: AtomicUsize,
+    /// The scrape collecting now, if one is: scrapes that arrive meanwhile wait for its result.
+    scraping: std::sync::Mutex<Option<watch::Receiver<Option<Bytes>>>>,
     /// The watchdog (`/v1/watchdog`), when it runs.
     watchdog: Option<Arc<crate::watchdog::Watchdog>>,
     tokens: Tokens,
@@ -84,8 +81,7 @@ impl Server {
         Arc::new(Server {
             collector,
             engine,
-            last: Mutex::new(None),
-            waiting: AtomicUsize::new(0),
+            scraping: std::sync::Mutex::new(None),
             watchdog,
             tokens,
             limiter: FailureLimiter::new(api.auth_failures_per_minute),
@@ -97,25 +93,45 @@ impl Server {
         })
     }
 
-    /// Metrics for a request that arrived at `asked`: one collection at a time, and a scrape that
-    /// queued behind another reuses its result when that collection started after it arrived
-    /// (never older data than asked for).
-    pub async fn metrics(&self, asked: Instant) -> Bytes {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let mut last = self.last.lock().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        if let Some((started, text)) = last.as_ref() {
-            if *started >= asked {
-                return text.clone();
+    /// Metrics for a scrape. One collection at a time: a scrape that arrives while one runs
+    /// waits for it and shares its result, so every scrape answers within the collector timeout
+    /// (with `lvs` hung, waiting for a second collection would take twice that) and a burst of
+    /// scrapes starts one `lvs`. The data is never older than the collection running when the
+    /// scrape arrived.
+    pub async fn metrics(&self) -> Bytes {
+        loop {
+            let running = {
+                let mut slot = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
+                match slot.as_ref() {
+                    Some(rx) => Ok(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        *slot = Some(rx);
+                        Err(tx)
+                    }
+                }
+            };
+            match running {
+                Ok(mut rx) => {
+                    // Err: the scrape collecting was dropped (its client left): collect anew.
+                    if let Ok(text) = rx.wait_for(Option::is_some).await {
+                        if let Some(text) = text.as_ref() {
+                            return text.clone();
+                        }
+                    }
+                }
+                Err(tx) => {
+                    let collecting = Collecting(&self.scraping);
+                    // Bytes: served to every waiter without copying (1,000 DRBD minors are ~7 MB).
+                    let om = self.collector.render().await;
+                    let text = Bytes::from(self.stats.splice_into(&om));
+                    // A scrape arriving from now on collects anew; those waiting get this.
+                    drop(collecting);
+                    tx.send_replace(Some(text.clone()));
+                    return text;
+                }
             }
         }
-        let started = Instant::now();
-        // Bytes: served to every waiter without copying (1,000 DRBD minors are ~7 MB of text).
-        let om = self.collector.render().await;
-        let text = Bytes::from(self.stats.splice_into(&om));
-        // Keep it only for scrapes already queued: an idle agent holds no old rendering.
-        *last = (self.waiting.load(Ordering::SeqCst) > 0).then(|| (started, text.clone()));
-        text
     }
 
     /// One request from `source`: classified, authorized, answered, counted, and audited when
@@ -258,7 +274,7 @@ impl Server {
                 };
                 let format = negotiate::format(&values(ACCEPT));
                 let gzip = negotiate::gzip(&values(ACCEPT_ENCODING));
-                let body = self.metrics(Instant::now()).await;
+                let body = self.metrics().await;
                 metrics_response(body, format, gzip).await
             }
             Route::Healthz => text(StatusCode::OK, "ok\n"),
@@ -421,6 +437,15 @@ impl Server {
             )),
             Ok(Ok(b)) => Ok(b.to_bytes()),
         }
+    }
+}
+
+/// Marks the end of a scrape's collection when dropped, also when the scrape is cancelled.
+struct Collecting<'a>(&'a std::sync::Mutex<Option<watch::Receiver<Option<Bytes>>>>);
+
+impl Drop for Collecting<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -882,7 +907,8 @@ fn landing_page() -> String {
 }
 
 /// Serve `listener` until `shutdown` resolves, over TLS with `tls`: at most `[api]
-/// max_connections` at once (more are closed at once); the TLS handshake and then each
+/// max_connections` at once and `max_connections_per_source` from one address (more are closed
+/// at once); the TLS handshake and then each
 /// request's headers within `[api] read_timeout_seconds`. A failed handshake (plain HTTP to a TLS
 /// listener, an untrusted client certificate) closes the connection; nothing is served on it.
 pub async fn serve(
@@ -893,6 +919,7 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(server.api.max_connections));
+    let per_source = Arc::new(crate::api::conns::PerSource::default());
     let timeout = std::time::Duration::from_secs_f64(server.api.read_timeout_seconds);
     loop {
         let accepted = tokio::select! {
@@ -908,6 +935,13 @@ pub async fn serve(
                 continue;
             }
         };
+        let limit = server.api.max_connections_per_source;
+        let Some(source_slot) = crate::api::conns::PerSource::take(&per_source, peer.ip(), limit)
+        else {
+            tracing::warn!(%peer, "too many connections from this address ([api] max_connections_per_source): closed");
+            drop(stream);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many connections ([api] max_connections): closed");
             drop(stream);
@@ -916,7 +950,7 @@ pub async fn serve(
         let server = server.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, source_slot);
             match tls {
                 None => serve_io(TokioIo::new(stream), server, peer, timeout).await,
                 Some(acceptor) => {
