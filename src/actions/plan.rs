@@ -131,26 +131,49 @@ impl Step {
                         e.node
                     )));
                 }
+                // The lock decides; asking the peers first gives a friendlier refusal, and
+                // finds a VM already running on several nodes (started behind vmwarden's back),
+                // which no start may touch: the refusal names every node it runs on.
+                let mut running_on = Vec::new();
                 if st.active() {
-                    return Err(state_refusal(vm, &e.node, &st, "nothing to start"));
+                    running_on.push(e.node.clone());
                 }
-                Self::locks(ctx)?;
-                // The lock decides; asking the peers first gives a friendlier refusal.
+                let mut first_elsewhere = None;
                 for p in &e.cfg.cluster.peers {
                     if let Ok(r) = e
                         .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
                         .await
                     {
                         if r.active {
-                            return Err(ActionError::HeldElsewhere {
-                                node: p.name.clone(),
-                                message: format!(
-                                    "{vm} already runs on node {} ({}); stop it there or migrate it",
-                                    p.name, r.state
-                                ),
-                            });
+                            running_on.push(p.name.clone());
+                            if first_elsewhere.is_none() {
+                                first_elsewhere = Some((p.name.clone(), r.state));
+                            }
                         }
                     }
+                }
+                if let Some(v) = crate::invariants::running_on_several(vm, &running_on) {
+                    let node = running_on
+                        .iter()
+                        .find(|n| **n != e.node)
+                        .cloned()
+                        .unwrap_or_default();
+                    return Err(ActionError::HeldElsewhere {
+                        node,
+                        message: format!("refusing to start {vm}: {} [{}]", v.message, v.invariant),
+                    });
+                }
+                if st.active() {
+                    return Err(state_refusal(vm, &e.node, &st, "nothing to start"));
+                }
+                Self::locks(ctx)?;
+                if let Some((node, state)) = first_elsewhere {
+                    return Err(ActionError::HeldElsewhere {
+                        message: format!(
+                            "{vm} already runs on node {node} ({state}); stop it there or migrate it"
+                        ),
+                        node,
+                    });
                 }
                 Ok(())
             }
