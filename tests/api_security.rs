@@ -170,7 +170,7 @@ fn tokens_and_roles() {
             &m,
             "vmwarden_api_requests_total{route=\"/v1/action\",code=\"403\"}"
         ),
-        Some(5.0),
+        Some(4.0),
         "{m}"
     );
     assert_eq!(
@@ -211,14 +211,30 @@ fn tokens_and_roles() {
         has(&["token=\"-\"", "code=401", "source=127.0.0.1"]),
         "{log}"
     );
-    // On /v1/action: 2 × 401, 4 × 403, 200 by curl and by ctl, ctl's 403: 9.
+    // On /v1/action: 2 × 401, 4 × 403, 200: 7; ctl's 403 and its dry run on the resource route.
     assert_eq!(
         audit
             .iter()
             .filter(|l| l.contains("route=\"/v1/action\""))
             .count(),
-        9,
+        7,
         "{log}"
+    );
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|l| l.contains("route=\"/v1/vms/{vm}/stop\""))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "vmwarden_api_requests_total{route=\"/v1/vms/{vm}/stop\",code=\"403\"}"
+        ),
+        Some(1.0),
+        "{m}"
     );
     // Watchdog resets the gate let in (the reader's 403, the operator's 200) are audited; its
     // status is not, nor the alertmanager token's 403 (refused before its body is read).
