@@ -50,6 +50,9 @@ pub struct Observation {
     pub snapshot: Snapshot,
     pub map: NodeMap,
     pub invariants: Report,
+    /// What each configured peer said about the VMs running there (or why it could not be
+    /// asked), as the invariants were fed it: `vmwarden_peer_up`.
+    pub peers: Vec<crate::invariants::PeerVms>,
 }
 
 impl Observation {
@@ -67,7 +70,17 @@ impl Observation {
             snapshot,
             map,
             invariants,
+            peers: Vec::new(),
         }
+    }
+
+    /// This observation with what the peers said judged too (`running_on_several_nodes`; `here`
+    /// is this node's name).
+    pub fn with_peers(mut self, here: &str, peers: Vec<crate::invariants::PeerVms>) -> Observation {
+        let cluster = crate::invariants::check_cluster(here, &self.map, &peers);
+        self.invariants = std::mem::take(&mut self.invariants).merged(cluster);
+        self.peers = peers;
+        self
     }
 }
 
@@ -90,6 +103,8 @@ pub struct Collector {
     last_len: std::sync::atomic::AtomicUsize,
     actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
     watchdog: Option<std::sync::Arc<crate::watchdog::Watchdog>>,
+    /// The credential peers accept, to ask them what runs there; `Err(why)` without one.
+    peer_secret: Result<crate::secret::Secret, String>,
 }
 
 impl Collector {
@@ -102,6 +117,7 @@ impl Collector {
             last_len: Default::default(),
             actions: None,
             watchdog: None,
+            peer_secret: Err("this process has no cluster secret to ask peers with".into()),
         }
     }
 
@@ -209,13 +225,34 @@ impl Collector {
         self
     }
 
-    /// Collect once and judge it (see [`Observation`]).
+    /// Ask the peers what runs there with `secret` (else every peer is reported not asked,
+    /// with `why`).
+    pub fn with_peer_secret(mut self, secret: Result<crate::secret::Secret, String>) -> Self {
+        self.peer_secret = secret;
+        self
+    }
+
+    /// Every configured peer's VMs, asked concurrently (`crate::cluster::ask`).
+    pub async fn ask_peers(&self) -> Vec<crate::cluster::PeerAnswer> {
+        crate::cluster::ask(&self.cfg, self.peer_secret.as_ref().map_err(String::as_str)).await
+    }
+
+    /// Collect once, ask the peers meanwhile, and judge both (see [`Observation`]).
     pub async fn observe(&self) -> Observation {
-        let snap = self.collect().await;
+        let (snap, peers) = tokio::join!(self.collect(), self.ask_peers());
+        self.judge(snap, &peers)
+    }
+
+    /// Judge a snapshot and the peers' answers, as `observe` does.
+    pub fn judge(&self, snap: Snapshot, peers: &[crate::cluster::PeerAnswer]) -> Observation {
         Observation::judge(
             snap,
             self.cfg.lease_lockspace().as_deref(),
             &crate::actions::journal::in_migration(&self.cfg),
+        )
+        .with_peers(
+            &self.cfg.node_name(),
+            peers.iter().map(|p| p.as_invariant_input()).collect(),
         )
     }
 

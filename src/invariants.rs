@@ -19,14 +19,17 @@ pub const LOCK_WITHOUT_RUNNING_DOMAIN: &str = "lock_without_running_domain";
 pub const LOCK_SHARED_OUTSIDE_MIGRATION: &str = "lock_shared_outside_migration";
 pub const DRBD_NOT_UPTODATE: &str = "drbd_not_uptodate";
 pub const DRBD_SPLIT_BRAIN: &str = "drbd_split_brain";
+/// A VM active on more than one node of the cluster (this one and its peers, as they answered).
+pub const RUNNING_ON_SEVERAL_NODES: &str = "running_on_several_nodes";
 
 /// Every invariant, in report order.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     RUNNING_WITHOUT_EXCLUSIVE_LOCK,
     LOCK_WITHOUT_RUNNING_DOMAIN,
     LOCK_SHARED_OUTSIDE_MIGRATION,
     DRBD_NOT_UPTODATE,
     DRBD_SPLIT_BRAIN,
+    RUNNING_ON_SEVERAL_NODES,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -349,6 +352,104 @@ fn check_leases(
                 if *mode == LeaseMode::Exclusive { "exclusive" } else { "shared" },
             ),
         });
+    }
+}
+
+/// What this node learned from one peer: the VMs active there (a qemu process exists), or why
+/// the peer could not be asked. The collector asks; this module only judges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerVms {
+    pub node: String,
+    pub active: Result<Vec<String>, String>,
+}
+
+/// Whether a VM in this libvirt state counts as running on its node for
+/// `running_on_several_nodes`: a qemu process exists (`active`), except the paused end of a live
+/// migration (`paused` for `migration`: the target before the switchover, the source right
+/// after), which every migration shows for a moment on one of its two nodes.
+pub fn counts_as_running(state: &str, reason: &str, active: bool) -> bool {
+    active && !(state == "paused" && reason == "migration")
+}
+
+/// `vm` is active on each of `nodes` (this node's name and peers' names, any order): a violation
+/// when that is more than one node. `subject` is the sorted node list joined by `,`.
+pub fn running_on_several(vm: &str, nodes: &[String]) -> Option<Violation> {
+    let set: BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
+    if set.len() < 2 {
+        return None;
+    }
+    let list: Vec<&str> = set.into_iter().collect();
+    let (last, first) = list.split_last()?;
+    let named = format!("{} and {last}", first.join(", "));
+    Some(Violation {
+        invariant: RUNNING_ON_SEVERAL_NODES,
+        domain: vm.to_string(),
+        subject: list.join(","),
+        message: format!(
+            "{vm} runs on {named} at once: two qemu processes write the same disk, which corrupts it. \
+             It was started behind vmwarden's back (a plain `virsh start` where the hook is off, or a \
+             lock not honoured). Decide which copy to keep, then destroy every other one at once \
+             (`virsh destroy {vm}` on that node) and check the disk; vmwarden refuses every start \
+             of {vm} until it runs on one node only (`vmwarden ctl vms --cluster` shows where)."
+        ),
+    })
+}
+
+/// `running_on_several_nodes` over this node's map (`here` is its name) and what the peers said.
+/// A peer that could not be asked leaves the invariant not fully checked (never silently
+/// skipped); what the others said is still judged.
+pub fn check_cluster(here: &str, map: &NodeMap, peers: &[PeerVms]) -> Report {
+    let mut on: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut not_checked = Vec::new();
+    match map.libvirt.why_not() {
+        Some(why) if !peers.is_empty() => not_checked.push(NotChecked {
+            invariant: RUNNING_ON_SEVERAL_NODES,
+            why: format!("{why} (the VMs running here are not compared with the peers')"),
+        }),
+        _ => {
+            for d in map
+                .domains
+                .iter()
+                .filter(|d| counts_as_running(&d.state.name(), &d.state.reason(), d.uses_disks()))
+            {
+                on.entry(d.name.as_str())
+                    .or_default()
+                    .push(here.to_string());
+            }
+        }
+    }
+    for p in peers {
+        match &p.active {
+            Ok(vms) => {
+                for vm in vms {
+                    on.entry(vm.as_str()).or_default().push(p.node.clone());
+                }
+            }
+            Err(why) => not_checked.push(NotChecked {
+                invariant: RUNNING_ON_SEVERAL_NODES,
+                why: format!("peer {} could not be asked: {why}", p.node),
+            }),
+        }
+    }
+    let mut violations: Vec<Violation> = on
+        .iter()
+        .filter_map(|(vm, nodes)| running_on_several(vm, nodes))
+        .collect();
+    violations.sort();
+    Report {
+        violations,
+        not_checked,
+    }
+}
+
+impl Report {
+    /// This report with `other`'s violations and unchecked invariants added (kept sorted).
+    pub fn merged(mut self, other: Report) -> Report {
+        self.violations.extend(other.violations);
+        self.violations.sort();
+        self.violations.dedup();
+        self.not_checked.extend(other.not_checked);
+        self
     }
 }
 

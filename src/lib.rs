@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod cluster;
 pub mod collect;
 pub mod config;
 pub mod exec;

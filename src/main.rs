@@ -175,7 +175,10 @@ async fn run_agent(cfg: Config) -> ExitCode {
             Err(format!("this agent cannot act: {e}"))
         }
     };
-    let mut collector = Collector::new(cfg.clone());
+    let mut collector = Collector::new(cfg.clone()).with_peer_secret(match &engine {
+        Ok(e) => Ok(e.secret().clone()),
+        Err(why) => Err(why.clone()),
+    });
     let mut watchdog = None;
     if let Ok(e) = &engine {
         collector = collector.with_action_stats(e.stats.clone());
@@ -214,6 +217,24 @@ async fn run_agent(cfg: Config) -> ExitCode {
     server::serve(srv, listener, tls, shutdown_signal()).await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS
+}
+
+/// A collector for `collect` and `check` that asks the peers what runs there (for
+/// running_on_several_nodes) with the cluster secret, when this process can read it and set up
+/// TLS to them; else every peer is reported as not asked, with why.
+fn peer_asking(c: Collector) -> Collector {
+    let cfg = c.config();
+    if cfg.cluster.peers.is_empty() {
+        return c;
+    }
+    let secret = vmwarden::secret::Secret::load(&cfg.cluster.secret_file)
+        .map_err(|e| format!("the peers are not asked: {e}"))
+        .and_then(|s| {
+            vmwarden::api::tls::init_client(&cfg.tls, None)
+                .map(|()| s)
+                .map_err(|e| format!("the peers are not asked: {e}"))
+        });
+    c.with_peer_secret(secret)
 }
 
 /// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
@@ -355,7 +376,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let c = Collector::new(cfg);
+            let c = peer_asking(Collector::new(cfg));
             let text = rt.block_on(c.render());
             match format {
                 Format::Openmetrics => print!("{text}"),
@@ -368,7 +389,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let c = Collector::new(cfg);
+            let c = peer_asking(Collector::new(cfg));
             let obs = rt.block_on(c.observe());
             let report = &obs.invariants;
             print!("{}", vmwarden::invariants::format_report(report));

@@ -2,25 +2,27 @@
 //! clear errors, names are validated, and a dry run plans against a real libvirt (the `test:///`
 //! driver, which needs no daemon) and changes nothing. Also `vmwarden ctl` end to end.
 
+#[path = "support/api.rs"]
+mod api;
 mod common;
 
-use std::process::Command;
-
+use api::{ctl, virsh_test_driver, AgentConfig};
 use common::*;
 
 const SECRET: &str = "s3cret-for-tests-0123456789";
 
-fn config(dir: &std::path::Path, port: u16, secret_file: &std::path::Path) -> std::path::PathBuf {
-    write_config(
+/// libvirt off (the dry run still plans through virsh against `test:///default`); `secret`
+/// written to `cluster.secret` unless empty.
+fn config(dir: &std::path::Path, port: u16, secret: &str) -> std::path::PathBuf {
+    api::agent_config(
         dir,
         port,
-        &format!(
-            "[drbd]\nenabled = false\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
-             [libvirt]\nenabled = false\nuri = \"test:///default\"\n\
-             [cluster]\nnode = \"t1\"\nsecret_file = \"{}\"\nstate_dir = \"{}\"\n",
-            secret_file.display(),
-            dir.join("state").display()
-        ),
+        &AgentConfig {
+            libvirt: false,
+            secret,
+            secret_file: "cluster.secret",
+            ..Default::default()
+        },
     )
 }
 
@@ -28,12 +30,12 @@ fn config(dir: &std::path::Path, port: u16, secret_file: &std::path::Path) -> st
 fn without_a_secret_the_agent_only_observes() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = config(dir.path(), port, &dir.path().join("missing.secret"));
+    let cfg = config(dir.path(), port, "");
     let agent = Agent::start(&cfg, port);
     let (s, body) = post(port, "/v1/action", Some(&format!("Bearer {SECRET}")), "{}");
     assert_eq!(s, 503, "{body}");
     assert!(
-        body.contains("missing.secret") && body.contains("urandom"),
+        body.contains("cluster.secret") && body.contains("urandom"),
         "{body}"
     );
     assert_eq!(agent.get("/healthz", None).0, 200);
@@ -41,14 +43,12 @@ fn without_a_secret_the_agent_only_observes() {
 
 #[test]
 fn the_api_checks_the_secret_and_the_request() {
-    if !have_virsh() {
+    if !virsh_test_driver("agent_api") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let port = free_port();
-    let cfg = config(dir.path(), port, &secret);
+    let cfg = config(dir.path(), port, SECRET);
     let _agent = Agent::start(&cfg, port);
     let good = format!("Bearer {SECRET}");
     let stop = r#"{"action":"stop","vm":"test","dry_run":true}"#;
@@ -99,46 +99,17 @@ fn the_api_checks_the_secret_and_the_request() {
     assert!(!dir.path().join("state/journal/test.json").exists());
 
     // The same through `vmwarden ctl`, which finds the agent and the secret in the config.
-    let out = Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(&cfg)
-        .args(["stop", "test", "--dry-run"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ctl(&cfg, ["stop", "test", "--dry-run"]);
+    let text = &out.stdout;
+    assert!(out.ok(), "{}", out.text());
     assert!(
         text.contains("plan for stop of test on t1") && text.contains("undo:")
             || text.contains("run:"),
         "{text}"
     );
     // A start of a VM libvirt does not know is refused, not attempted.
-    let out = Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(&cfg)
-        .args(["start", "no-such-vm"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let out = ctl(&cfg, ["start", "no-such-vm"]);
+    let text = &out.stdout;
+    assert_eq!(out.code, Some(1), "{}", out.text());
     assert!(text.contains("not defined on t1"), "{text}");
-}
-
-fn have_virsh() -> bool {
-    let ok = Command::new("virsh")
-        .args(["-c", "test:///default", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("VMWARDEN_REQUIRE_REAL").is_none(),
-            "virsh with the test:/// driver is required (scripts/setup.sh installs libvirt-clients)"
-        );
-        eprintln!("SKIPPED agent_api: virsh -c test:///default does not work here");
-    }
-    ok
 }

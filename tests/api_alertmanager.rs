@@ -3,12 +3,15 @@
 //! action once (one journal), the same alert repeated within the cooldown runs nothing, a resolved
 //! alert does nothing, and a receiver with a wrong token is refused — Alertmanager logs the failure.
 
+#[path = "support/api.rs"]
+mod api;
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use api::{virsh_test_driver, AgentConfig};
 use common::*;
 
 const AM_TOKEN: &str = "alertmanager-token-0123456789";
@@ -26,20 +29,6 @@ fn alertmanager_bin() -> Option<PathBuf> {
         eprintln!("SKIPPED api_alertmanager: prometheus-alertmanager is not installed");
     }
     found
-}
-
-fn have_virsh() -> bool {
-    let ok = Command::new("virsh")
-        .args(["-c", "test:///default", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("VMWARDEN_REQUIRE_REAL").is_none(),
-            "virsh with the test:/// driver is required (libvirt-clients)"
-        );
-    }
-    ok
 }
 
 struct Killed(Child);
@@ -81,30 +70,27 @@ fn real_alertmanager_drives_the_webhook() {
     let Some(am_bin) = alertmanager_bin() else {
         return;
     };
-    if !have_virsh() {
+    if !virsh_test_driver("api_alertmanager") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_file_mode(d, "secret", "cluster-secret-0123456789abcdef\n", 0o600);
-    write_file_mode(d, "am", &format!("{AM_TOKEN}\n"), 0o600);
     write_file_mode(d, "wrong", "not-the-alertmanager-token-0123\n", 0o600);
     let port = free_port();
-    let cfg = write_config(
+    let cfg = api::agent_config(
         d,
         port,
-        &format!(
-            "[drbd]\nenabled = false\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
-             [libvirt]\nuri = \"test:///default\"\n[watchdog]\nenabled = false\n\
-             [cluster]\nnode = \"t1\"\nsecret_file = \"{d}/secret\"\nstate_dir = \"{d}/state\"\n\
-             [actions]\nshutdown_timeout_seconds = 1\n\
-             [api]\nauth_failures_per_minute = 100000\n\
-             tokens = [{{ name = \"am\", role = \"alertmanager\", file = \"{d}/am\" }}]\n\
-             [alertmanager]\nrules = [{{ name = \"vm-stuck\", alertname = \"VmStuck\", \
-               matchers = {{ severity = \"critical\" }}, action = \"stop\", vm_label = \"domain\", \
-               cooldown_seconds = 600 }}]\n",
-            d = d.display()
-        ),
+        &AgentConfig {
+            watchdog: false,
+            tokens: &[("am", "alertmanager", AM_TOKEN)],
+            api: "auth_failures_per_minute = 100000\n".into(),
+            extra: "[actions]\nshutdown_timeout_seconds = 1\n\
+                    [alertmanager]\nrules = [{ name = \"vm-stuck\", alertname = \"VmStuck\", \
+                    matchers = { severity = \"critical\" }, action = \"stop\", vm_label = \"domain\", \
+                    cooldown_seconds = 600 }]\n"
+                .into(),
+            ..Default::default()
+        },
     );
     let log = d.join("agent.log");
     let agent = Agent::start_logged(&cfg, port, &log);

@@ -3,11 +3,14 @@
 //! venv `scripts/setup.sh` makes) run against a real agent finds no 5xx and no response that
 //! breaks the schema.
 
+#[path = "support/api.rs"]
+mod api;
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use api::{virsh_test_driver, AgentConfig};
 use common::*;
 
 fn repo() -> PathBuf {
@@ -94,37 +97,26 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let Some(st) = schemathesis() else {
         return;
     };
-    let virsh_ok = std::process::Command::new("virsh")
-        .args(["-c", "test:///default", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !virsh_ok {
-        assert!(
-            std::env::var_os("VMWARDEN_REQUIRE_REAL").is_none(),
-            "virsh with the test:/// driver is required (libvirt-clients)"
-        );
+    if !virsh_test_driver("api_openapi") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_file_mode(d, "secret", "cluster-secret-0123456789abcdef\n", 0o600);
-    write_file_mode(d, "ops", "ops-token-0123456789abcdef\n", 0o600);
-    write_file_mode(d, "am", "am-token-0123456789abcdef\n", 0o600);
     let port = free_port();
-    let cfg = write_config(
+    let cfg = api::agent_config(
         d,
         port,
-        &format!(
-            "[drbd]\nenabled = false\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
-             [libvirt]\nuri = \"test:///default\"\n\
-             [cluster]\nnode = \"t1\"\nsecret_file = \"{d}/secret\"\nstate_dir = \"{d}/state\"\n\
-             [actions]\nshutdown_timeout_seconds = 1\n\
-             [api]\nauth_failures_per_minute = 1000000\n\
-             tokens = [{{ name = \"ops\", role = \"operate\", file = \"{d}/ops\" }},\n\
-               {{ name = \"am\", role = \"alertmanager\", file = \"{d}/am\" }}]\n\
-             [alertmanager]\nrules = [{{ name = \"r\", alertname = \"VmDown\", action = \"start\", dry_run = true }}]\n",
-            d = d.display()
-        ),
+        &AgentConfig {
+            tokens: &[
+                ("ops", "operate", "ops-token-0123456789abcdef"),
+                ("am", "alertmanager", "am-token-0123456789abcdef"),
+            ],
+            api: "auth_failures_per_minute = 1000000\n".into(),
+            extra: "[actions]\nshutdown_timeout_seconds = 1\n\
+                    [alertmanager]\nrules = [{ name = \"r\", alertname = \"VmDown\", action = \"start\", dry_run = true }]\n"
+                .into(),
+            ..Default::default()
+        },
     );
     let _agent = Agent::start(&cfg, port);
     // The operator's token everywhere but the node-to-node route and the webhook; the cluster

@@ -3,78 +3,43 @@
 //! journal, a second action on the same VM refused with 409 naming the first, and the
 //! OpenAPI file kept true to the routes the agent serves.
 
+#[path = "support/api.rs"]
+mod api;
 mod common;
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use api::{call_json as call, ctl, virsh_test_driver, AgentConfig};
 use common::*;
 
 const OPS: &str = "ops-token-0123456789abcdef";
 const READER: &str = "read-token-0123456789abcdef";
 const AM: &str = "alertmanager-token-0123456789";
 
-fn have_virsh() -> bool {
-    let ok = std::process::Command::new("virsh")
-        .args(["-c", "test:///default", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("VMWARDEN_REQUIRE_REAL").is_none(),
-            "virsh with the test:/// driver is required (scripts/setup.sh installs libvirt-clients)"
-        );
-        eprintln!("SKIPPED api_rest: virsh -c test:///default does not work here");
-    }
-    ok
-}
-
 fn agent(dir: &std::path::Path) -> (Agent, u16, PathBuf) {
-    let d = dir.display();
-    write_file_mode(dir, "secret", "cluster-secret-0123456789abcdef\n", 0o600);
-    write_file_mode(dir, "ops", &format!("{OPS}\n"), 0o600);
-    write_file_mode(dir, "reader", &format!("{READER}\n"), 0o600);
-    write_file_mode(dir, "am", &format!("{AM}\n"), 0o600);
     let port = free_port();
-    let cfg = write_config(
+    let cfg = api::agent_config(
         dir,
         port,
-        &format!(
-            "[drbd]\nenabled = false\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
-             [libvirt]\nuri = \"test:///default\"\n\
-             [cluster]\nnode = \"t1\"\nsecret_file = \"{d}/secret\"\nstate_dir = \"{d}/state\"\n\
-             [actions]\nshutdown_timeout_seconds = 1\n\
-             [api]\ntokens = [{{ name = \"ops\", role = \"operate\", file = \"{d}/ops\" }},\n\
-               {{ name = \"reader\", role = \"read\", file = \"{d}/reader\" }},\n\
-               {{ name = \"am\", role = \"alertmanager\", file = \"{d}/am\" }}]\n"
-        ),
+        &AgentConfig {
+            tokens: &[
+                ("ops", "operate", OPS),
+                ("reader", "read", READER),
+                ("am", "alertmanager", AM),
+            ],
+            extra: "[actions]\nshutdown_timeout_seconds = 1\n".into(),
+            ..Default::default()
+        },
     );
     let log = dir.join("agent.log");
     (Agent::start_logged(&cfg, port, &log), port, log)
 }
 
-fn call(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("Authorization", a.as_str()));
-    }
-    let (s, _, b) = request(port, method, path, &h, body.as_bytes());
-    (
-        s,
-        serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b)),
-    )
-}
-
 #[test]
 fn resources_and_actions() {
-    if !have_virsh() {
+    if !virsh_test_driver("api_rest") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -277,23 +242,24 @@ fn resources_and_actions() {
     assert!(!log.contains(OPS) && !log.contains(READER));
 
     // `ctl vms`, a client of GET /v1/vms, with a read token.
-    let out = std::process::Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(dir.path().join("vmwarden.toml"))
-        .arg("--token-file")
-        .arg(dir.path().join("reader"))
-        .arg("vms")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let reader = dir.path().join("reader");
+    let out = ctl(
+        &dir.path().join("vmwarden.toml"),
+        [
+            OsStr::new("--token-file"),
+            reader.as_os_str(),
+            OsStr::new("vms"),
+        ],
     );
-    let line = text
+    assert!(out.ok(), "{}", out.text());
+    let line = out
+        .stdout
         .lines()
         .find(|l| l.starts_with("test "))
         .unwrap_or_default();
-    assert!(line.contains("t1") && line.contains("running"), "{text}");
+    assert!(
+        line.contains("t1") && line.contains("running"),
+        "{}",
+        out.stdout
+    );
 }

@@ -2,6 +2,8 @@
 //! secret as the `peer` credential, rate-limited failures, strict and bounded bodies, names,
 //! slow clients, the audit line and the request counter — and nothing runs or changes on disk.
 
+#[path = "support/api.rs"]
+mod api;
 mod common;
 
 use std::io::{Read, Write};
@@ -9,6 +11,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use api::{ctl, AgentConfig};
 use common::*;
 
 const SECRET: &str = "cluster-secret-for-tests-0123456789";
@@ -23,30 +26,28 @@ struct Setup {
     port: u16,
 }
 
-/// An agent config with the four roles' tokens and the cluster secret; `extra` is appended
+/// An agent config with the four roles' tokens and the cluster secret; `api_extra` is appended
 /// to its `[api]` section.
 fn setup(api_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write_file_mode(d, "cluster.secret", &format!("{SECRET}\n"), 0o600);
-    for (name, tok) in [("ops", OPS), ("reader", READER), ("am", AM), ("peer", PEER)] {
-        write_file_mode(d, name, &format!("{tok}\n"), 0o600);
-    }
     let port = free_port();
-    let cfg = write_config(
-        d,
+    let cfg = api::agent_config(
+        dir.path(),
         port,
-        &format!(
-            "[drbd]\nenabled = false\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
-             [libvirt]\nenabled = false\nuri = \"test:///default\"\n\
-             [watchdog]\nenabled = false\n\
-             [cluster]\nnode = \"t1\"\nsecret_file = \"{d}/cluster.secret\"\nstate_dir = \"{d}/state\"\n\
-             [api]\ntokens = [{{ name = \"ops\", role = \"operate\", file = \"{d}/ops\" }},\n\
-               {{ name = \"reader\", role = \"read\", file = \"{d}/reader\" }},\n\
-               {{ name = \"am\", role = \"alertmanager\", file = \"{d}/am\" }},\n\
-               {{ name = \"peer\", role = \"peer\", file = \"{d}/peer\" }}]\n{api_extra}\n",
-            d = d.display()
-        ),
+        &AgentConfig {
+            libvirt: false,
+            watchdog: false,
+            secret: SECRET,
+            secret_file: "cluster.secret",
+            tokens: &[
+                ("ops", "operate", OPS),
+                ("reader", "read", READER),
+                ("am", "alertmanager", AM),
+                ("peer", "peer", PEER),
+            ],
+            api: api_extra.to_string(),
+            ..Default::default()
+        },
     );
     Setup { dir, cfg, port }
 }
@@ -56,13 +57,26 @@ fn bearer(t: &str) -> String {
 }
 
 fn post_as(port: u16, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
-    let auth = token.map(bearer);
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("Authorization", a.as_str()));
+    api::call(port, "POST", path, token, body)
+}
+
+/// One request and what must come back: (method, route, token, body, code, a part of the
+/// answer's body).
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], u16, &'a str);
+
+/// Send every case in order; every mismatch is reported, not only the first.
+fn check_cases(port: u16, cases: &[Case]) {
+    let mut wrong = Vec::new();
+    for (method, route, token, body, code, says) in cases {
+        let (st, answer) = api::call(port, method, route, *token, body);
+        if st != *code || !answer.contains(says) {
+            wrong.push(format!(
+                "{method} {route} with {token:?} and {:?}: {st} {answer:?}, expected {code} saying {says:?}",
+                String::from_utf8_lossy(&body[..body.len().min(80)])
+            ));
+        }
     }
-    let (s, _, b) = request(port, "POST", path, &h, body);
-    (s, b)
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 fn state_is_empty(dir: &Path) -> bool {
@@ -88,80 +102,66 @@ fn tokens_and_roles() {
     assert_eq!(st, 401, "{body}");
     assert!(head.contains("www-authenticate: Bearer"), "{head}");
     assert!(body.contains("missing token"), "{body}");
-    assert_eq!(
-        post_as(port, "/v1/action", Some("not-a-token-at-all-x"), stop).0,
-        401
-    );
-    for (tok, role) in [
-        (READER, "read"),
-        (AM, "alertmanager"),
-        (SECRET, "peer"),
-        (PEER, "peer"),
-    ] {
-        let (st, body) = post_as(port, "/v1/action", Some(tok), stop);
-        assert_eq!(st, 403, "{role}: {body}");
-        assert!(
-            body.contains(&format!("role {role}")) && body.contains("needs operate"),
-            "{body}"
-        );
-    }
-    let (st, body) = post_as(port, "/v1/action", Some(OPS), stop);
-    assert_eq!(st, 200, "{body}");
-    // A watchdog reset is operate's; its status is anyone's who reads.
-    let reset = br#"{"op":"reset","vm":"test"}"#;
-    assert_eq!(post_as(port, "/v1/watchdog", Some(READER), reset).0, 403);
-    assert_eq!(post_as(port, "/v1/watchdog", Some(AM), reset).0, 403);
-    assert_eq!(
-        post_as(port, "/v1/watchdog", Some(READER), br#"{"op":"status"}"#).0,
-        200
-    );
-    assert_eq!(post_as(port, "/v1/watchdog", Some(OPS), reset).0, 200);
-
-    // Node-to-node: what an older agent sends (the cluster secret) is accepted; a peer token
-    // too; an operator's token is not a peer's.
+    let (reset, status_all) = (br#"{"op":"reset","vm":"test"}"#, br#"{"op":"status"}"#);
     let status = br#"{"op":"status","vm":"test"}"#;
-    let (st, body) = post_as(port, "/v1/peer", Some(SECRET), status);
-    assert_eq!(st, 200, "{body}");
-    assert!(body.contains("\"node\":\"t1\""), "{body}");
-    assert_eq!(post_as(port, "/v1/peer", Some(PEER), status).0, 200);
-    assert_eq!(post_as(port, "/v1/peer", Some(OPS), status).0, 403);
-    assert_eq!(post_as(port, "/v1/peer", None, status).0, 401);
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        // Unknown token 401; read, alertmanager and peer (the cluster secret, or a peer
+        // token) 403; only operate passes.
+        ("POST", "/v1/action", Some("not-a-token-at-all-x"), stop, 401, "needs a valid token"),
+        ("POST", "/v1/action", Some(READER), stop, 403, "has the role read; /v1/action needs operate"),
+        ("POST", "/v1/action", Some(AM), stop, 403, "has the role alertmanager; /v1/action needs operate"),
+        ("POST", "/v1/action", Some(SECRET), stop, 403, "has the role peer; /v1/action needs operate"),
+        ("POST", "/v1/action", Some(PEER), stop, 403, "has the role peer; /v1/action needs operate"),
+        ("POST", "/v1/action", Some(OPS), stop, 200, "\"vm\":\"test\""),
+        // A watchdog reset is operate's; its status is anyone's who reads.
+        ("POST", "/v1/watchdog", Some(READER), reset, 403, "a watchdog reset needs a token with the role operate"),
+        ("POST", "/v1/watchdog", Some(AM), reset, 403, "has the role alertmanager"),
+        ("POST", "/v1/watchdog", Some(READER), status_all, 200, "the watchdog does not run"),
+        ("POST", "/v1/watchdog", Some(OPS), reset, 200, "the watchdog does not run"),
+        // Node-to-node: what an older agent sends (the cluster secret) is accepted; a peer
+        // token too; an operator's token is not a peer's.
+        ("POST", "/v1/peer", Some(SECRET), status, 200, "\"node\":\"t1\""),
+        ("POST", "/v1/peer", Some(PEER), status, 200, "\"node\":\"t1\""),
+        ("POST", "/v1/peer", Some(OPS), status, 403, "/v1/peer needs peer"),
+        ("POST", "/v1/peer", None, status, 401, "missing token"),
+    ];
+    check_cases(port, cases);
 
     // Metrics and health stay open by default.
     assert_eq!(agent.get("/metrics", None).0, 200);
     assert_eq!(agent.get("/healthz", None).0, 200);
 
     // `ctl` with an operator token file; with the reader's it is told it may not.
-    let out = std::process::Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(&s.cfg)
-        .arg("--token-file")
-        .arg(s.dir.path().join("reader"))
-        .args(["stop", "test", "--dry-run"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let token = |name: &str| s.dir.path().join(name).display().to_string();
+    let out = ctl(
+        &s.cfg,
+        [
+            "--token-file",
+            &token("reader"),
+            "stop",
+            "test",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.code, Some(2), "{}", out.text());
     assert!(
-        err.contains("403") && err.contains("needs operate"),
-        "{err}"
+        out.stderr.contains("403") && out.stderr.contains("needs operate"),
+        "{}",
+        out.stderr
     );
-    let out = std::process::Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(&s.cfg)
-        .arg("--token-file")
-        .arg(s.dir.path().join("ops"))
-        .args(["--json", "stop", "test", "--dry-run"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rep: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    assert_eq!(
-        rep["vm"],
-        "test",
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = ctl(
+        &s.cfg,
+        [
+            "--token-file",
+            &token("ops"),
+            "--json",
+            "stop",
+            "test",
+            "--dry-run",
+        ],
     );
+    assert_eq!(out.json()["vm"], "test", "{}", out.text());
 
     // Counted by route template and code.
     let (_, m) = agent.get("/metrics", None);
@@ -170,7 +170,7 @@ fn tokens_and_roles() {
             &m,
             "vmwarden_api_requests_total{route=\"/v1/action\",code=\"403\"}"
         ),
-        Some(5.0),
+        Some(4.0),
         "{m}"
     );
     assert_eq!(
@@ -211,14 +211,30 @@ fn tokens_and_roles() {
         has(&["token=\"-\"", "code=401", "source=127.0.0.1"]),
         "{log}"
     );
-    // On /v1/action: 2 × 401, 4 × 403, 200 by curl and by ctl, ctl's 403: 9.
+    // On /v1/action: 2 × 401, 4 × 403, 200: 7; ctl's 403 and its dry run on the resource route.
     assert_eq!(
         audit
             .iter()
             .filter(|l| l.contains("route=\"/v1/action\""))
             .count(),
-        9,
+        7,
         "{log}"
+    );
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|l| l.contains("route=\"/v1/vms/{vm}/stop\""))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "vmwarden_api_requests_total{route=\"/v1/vms/{vm}/stop\",code=\"403\"}"
+        ),
+        Some(1.0),
+        "{m}"
     );
     // Watchdog resets the gate let in (the reader's 403, the operator's 200) are audited; its
     // status is not, nor the alertmanager token's 403 (refused before its body is read).
@@ -297,17 +313,10 @@ fn a_readable_token_file_stops_the_agent() {
         "{err}"
     );
     // ctl refuses it too, before sending anything.
-    let out = std::process::Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(&s.cfg)
-        .arg("--token-file")
-        .arg(s.dir.path().join("ops"))
-        .args(["stop", "test"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("chmod 600"), "{err}");
+    let ops = s.dir.path().join("ops").display().to_string();
+    let out = ctl(&s.cfg, ["--token-file", &ops, "stop", "test"]);
+    assert_eq!(out.code, Some(2), "{}", out.text());
+    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
 }
 
 #[test]
@@ -319,30 +328,19 @@ fn bodies_and_names_are_checked_before_anything_runs() {
         r#"{{"action":"stop","vm":"test","pad":"{}"}}"#,
         "x".repeat(5000)
     );
-    let (st, body) = post_as(port, "/v1/action", Some(OPS), big.as_bytes());
-    assert_eq!(st, 413, "{body}");
-    assert!(body.contains("4096 bytes"), "{body}");
-    let (st, body) = post_as(port, "/v1/action", Some(OPS), b"{not json");
-    assert_eq!(st, 400);
-    assert!(body.contains("bad JSON"), "{body}");
-    let (st, body) = post_as(
-        port,
-        "/v1/action",
-        Some(OPS),
-        br#"{"action":"stop","vm":"test","dryrun":true}"#,
-    );
-    assert_eq!(st, 400, "{body}");
-    assert!(body.contains("unknown field `dryrun`"), "{body}");
-    let (st, body) = post_as(
-        port,
-        "/v1/peer",
-        Some(SECRET),
-        br#"{"op":"status","vm":"x","evil":1}"#,
-    );
-    assert_eq!(st, 400, "{body}");
-    assert!(body.contains("unknown field `evil`"), "{body}");
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("POST", "/v1/action", Some(OPS), big.as_bytes(), 413, "4096 bytes"),
+        ("POST", "/v1/action", Some(OPS), b"{not json", 400, "bad JSON"),
+        ("POST", "/v1/action", Some(OPS), br#"{"action":"stop","vm":"test","dryrun":true}"#, 400, "unknown field `dryrun`"),
+        ("POST", "/v1/peer", Some(SECRET), br#"{"op":"status","vm":"x","evil":1}"#, 400, "unknown field `evil`"),
+        // Not UTF-8 at all.
+        ("POST", "/v1/action", Some(OPS), b"{\"action\":\"start\",\"vm\":\"\xff\xfe\"}", 400, ""),
+    ];
+    check_cases(port, cases);
+    // Bad names, in an action and in a peer's lock step.
     let long = "a".repeat(300);
-    for name in [
+    let bodies: Vec<(Vec<u8>, Vec<u8>)> = [
         "../x",
         "vm;rm -rf /",
         "",
@@ -350,26 +348,36 @@ fn bodies_and_names_are_checked_before_anything_runs() {
         "-x",
         "a b",
         "vm/../../etc",
-    ] {
-        let b = serde_json::json!({"action": "start", "vm": name}).to_string();
-        let (st, body) = post_as(port, "/v1/action", Some(OPS), b.as_bytes());
-        assert_eq!(st, 400, "{name:?}: {body}");
-        assert!(body.contains("name"), "{name:?}: {body}");
-        let b = serde_json::json!({"op": "acquire_shared", "vm": name}).to_string();
-        assert_eq!(
-            post_as(port, "/v1/peer", Some(SECRET), b.as_bytes()).0,
-            400,
-            "{name:?}"
-        );
-    }
-    // Not UTF-8 at all.
-    let (st, body) = post_as(
-        port,
-        "/v1/action",
-        Some(OPS),
-        b"{\"action\":\"start\",\"vm\":\"\xff\xfe\"}",
-    );
-    assert_eq!(st, 400, "{body}");
+    ]
+    .iter()
+    .map(|name| {
+        (
+            serde_json::json!({"action": "start", "vm": name})
+                .to_string()
+                .into_bytes(),
+            serde_json::json!({"op": "acquire_shared", "vm": name})
+                .to_string()
+                .into_bytes(),
+        )
+    })
+    .collect();
+    let cases: Vec<Case> = bodies
+        .iter()
+        .flat_map(|(action, peer)| {
+            [
+                (
+                    "POST",
+                    "/v1/action",
+                    Some(OPS),
+                    action.as_slice(),
+                    400,
+                    "name",
+                ),
+                ("POST", "/v1/peer", Some(SECRET), peer.as_slice(), 400, ""),
+            ]
+        })
+        .collect();
+    check_cases(port, &cases);
     assert!(state_is_empty(s.dir.path()));
 }
 

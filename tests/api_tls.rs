@@ -4,6 +4,8 @@
 //! certificate or with one from another CA, and a client trusting another CA all fail cleanly,
 //! and the agent keeps serving.
 
+#[path = "support/api.rs"]
+mod api;
 mod common;
 
 use std::io::{Read, Write};
@@ -13,6 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api::{ctl, virsh_test_driver, AgentConfig};
 use common::*;
 
 struct Pki {
@@ -75,25 +78,25 @@ fn node_config(
 ) -> PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    write_file_mode(dir, "secret", "cluster-secret-0123456789abcdef\n", 0o600);
-    write_config(
+    api::agent_config(
         &d,
         port,
-        &format!(
-            "[drbd]\nenabled = false\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
-             [libvirt]\nuri = \"test:///default\"\n[watchdog]\nenabled = false\n\
-             [cluster]\nnode = \"{name}\"\nsecret_file = \"{s}\"\nstate_dir = \"{d}/state\"\n\
-             peers = [{{ name = \"{pn}\", url = \"https://127.0.0.1:{pp}\", libvirt_uri = \"test:///default\" }}]\n\
-             [tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca1}\"\nca_file = \"{ca}\"\n",
-            s = dir.join("secret").display(),
-            d = d.display(),
-            pn = peer.0,
-            pp = peer.1,
-            cert = pki.cert.display(),
-            key = pki.key.display(),
-            ca1 = pki.ca.display(),
-            ca = ca.display(),
-        ),
+        &AgentConfig {
+            node: name,
+            watchdog: false,
+            cluster: format!(
+                "peers = [{{ name = \"{}\", url = \"https://127.0.0.1:{}\", libvirt_uri = \"test:///default\" }}]\n",
+                peer.0, peer.1
+            ),
+            extra: format!(
+                "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\nca_file = \"{}\"\n",
+                pki.cert.display(),
+                pki.key.display(),
+                pki.ca.display(),
+                ca.display(),
+            ),
+            ..Default::default()
+        },
     )
 }
 
@@ -146,23 +149,9 @@ fn tls_get(
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-fn have_virsh() -> bool {
-    let ok = Command::new("virsh")
-        .args(["-c", "test:///default", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("VMWARDEN_REQUIRE_REAL").is_none(),
-            "virsh with the test:/// driver is required (libvirt-clients)"
-        );
-    }
-    ok
-}
-
 #[test]
 fn tls_and_mutual_tls_between_agents() {
-    if !have_virsh() {
+    if !virsh_test_driver("api_tls") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -182,19 +171,10 @@ fn tls_and_mutual_tls_between_agents() {
     );
 
     // ctl over TLS to t1, which asks t2 over https:// with its client certificate.
-    let out = Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(&c1)
-        .args(["--json", "status", "test"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let nodes: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let out = ctl(&c1, ["--json", "status", "test"]);
+    let text = &out.stdout;
+    assert!(out.ok(), "{}", out.text());
+    let nodes = out.json();
     let names: Vec<&str> = nodes
         .as_array()
         .unwrap()
@@ -247,14 +227,9 @@ fn tls_and_mutual_tls_between_agents() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["ctl", "--config"])
-        .arg(&wrong)
-        .args(["status", "test"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let out = ctl(&wrong, ["status", "test"]);
+    let err = &out.stderr;
+    assert_eq!(out.code, Some(2), "{}", out.text());
     assert!(
         err.contains("TLS with the agent") && err.contains("ca_file"),
         "{err}"

@@ -294,8 +294,9 @@ fn a_failed_libvirt_collector_judges_nothing() {
     let r = run(&s, &[]);
     assert_eq!(found(&r), vec![]);
     let skipped: Vec<&str> = r.not_checked.iter().map(|n| n.invariant).collect();
-    // Split brain is DRBD's alone: judged without libvirt.
-    assert_eq!(skipped.len(), ALL.len() - 1, "{r:?}");
+    // Split brain is DRBD's alone: judged without libvirt; running_on_several_nodes is judged
+    // with the peers' answers (check_cluster, below).
+    assert_eq!(skipped.len(), ALL.len() - 2, "{r:?}");
     assert!(r.checked(DRBD_SPLIT_BRAIN));
     assert!(r.not_checked[0].why.contains("libvirt collector failed"));
     assert!(format_report(&r).contains("NOT CHECKED lock_without_running_domain"));
@@ -493,4 +494,122 @@ fn split_brain_is_a_violation_with_the_way_out() {
     let mut s = s;
     s.drbd = failed();
     assert!(!run(&s, &[]).checked(DRBD_SPLIT_BRAIN));
+}
+
+// ---------------------------------------------------------------------------------------------
+// running_on_several_nodes: this node's map and what the peers said.
+
+fn peer(node: &str, active: Result<&[&str], &str>) -> vmwarden::invariants::PeerVms {
+    vmwarden::invariants::PeerVms {
+        node: node.into(),
+        active: active
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .map_err(str::to_string),
+    }
+}
+
+#[test]
+fn a_vm_running_here_and_on_a_peer_is_a_violation_naming_both() {
+    use vmwarden::invariants::{check_cluster, RUNNING_ON_SEVERAL_NODES};
+    // golden_snapshot's vm2 runs here (h1).
+    let map = vmwarden::node::NodeMap::build(&golden_snapshot());
+    let running_here: Vec<&str> = map
+        .domains
+        .iter()
+        .filter(|d| d.uses_disks())
+        .map(|d| d.name.as_str())
+        .collect();
+    assert!(running_here.contains(&"vm2"), "{running_here:?}");
+    let r = check_cluster("h1", &map, &[peer("h2", Ok(&["vm2", "other"]))]);
+    assert_eq!(found(&r), vec![(RUNNING_ON_SEVERAL_NODES, "vm2", "h1,h2")]);
+    assert!(r.violations[0]
+        .message
+        .contains("vm2 runs on h1 and h2 at once"));
+    assert!(r.not_checked.is_empty() && r.checked(RUNNING_ON_SEVERAL_NODES));
+    // Three nodes: all named, sorted; one VM on two peers is seen here too.
+    let r = check_cluster(
+        "h1",
+        &map,
+        &[peer("h3", Ok(&["vm2", "x"])), peer("h2", Ok(&["vm2", "x"]))],
+    );
+    assert_eq!(
+        found(&r),
+        vec![
+            (RUNNING_ON_SEVERAL_NODES, "vm2", "h1,h2,h3"),
+            (RUNNING_ON_SEVERAL_NODES, "x", "h2,h3")
+        ]
+    );
+    assert!(r.violations[0].message.contains("h1, h2 and h3"));
+    // Nowhere else: none; no peers at all: checked, nothing to compare.
+    assert!(check_cluster("h1", &map, &[peer("h2", Ok(&["other"]))])
+        .violations
+        .is_empty());
+    let r = check_cluster("h1", &map, &[]);
+    assert!(r.violations.is_empty() && r.checked(RUNNING_ON_SEVERAL_NODES));
+}
+
+#[test]
+fn an_unreachable_peer_leaves_it_unchecked_never_silently() {
+    use vmwarden::invariants::{check_cluster, RUNNING_ON_SEVERAL_NODES};
+    let map = vmwarden::node::NodeMap::build(&golden_snapshot());
+    let r = check_cluster(
+        "h1",
+        &map,
+        &[
+            peer(
+                "h2",
+                Err("cannot reach the agent at http://h2:10177: refused"),
+            ),
+            peer("h3", Ok(&["vm2"])),
+        ],
+    );
+    assert!(!r.checked(RUNNING_ON_SEVERAL_NODES));
+    assert!(
+        r.not_checked[0].why.contains("peer h2 could not be asked")
+            && r.not_checked[0].why.contains("refused")
+    );
+    // What h3 said is still judged.
+    assert_eq!(found(&r), vec![(RUNNING_ON_SEVERAL_NODES, "vm2", "h1,h3")]);
+    // This node's libvirt unread: not compared, said so.
+    let mut s = golden_snapshot();
+    s.libvirt = failed();
+    let r = check_cluster(
+        "h1",
+        &vmwarden::node::NodeMap::build(&s),
+        &[peer("h2", Ok(&["vm2"]))],
+    );
+    assert!(r.violations.is_empty());
+    assert!(
+        r.not_checked[0].why.contains("libvirt collector failed"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn the_paused_end_of_a_live_migration_does_not_count() {
+    use vmwarden::invariants::counts_as_running;
+    assert!(counts_as_running("running", "booted", true));
+    assert!(counts_as_running("paused", "user", true));
+    assert!(!counts_as_running("paused", "migration", true));
+    assert!(!counts_as_running("shutoff", "destroyed", false));
+}
+
+#[test]
+fn the_agent_rendering_exports_the_peers_and_the_cluster_violation() {
+    let obs = vmwarden::collect::Observation::judge(golden_snapshot(), None, &Default::default())
+        .with_peers(
+            "h1",
+            vec![peer("h2", Ok(&["vm2"])), peer("h3", Err("timeout"))],
+        );
+    let text = vmwarden::metrics::render(&obs, &Default::default(), 0);
+    for want in [
+        "vmwarden_invariant_violation{invariant=\"running_on_several_nodes\",domain=\"vm2\",subject=\"h1,h2\"} 1",
+        "vmwarden_invariant_checked{invariant=\"running_on_several_nodes\"} 0",
+        "vmwarden_peer_up{peer=\"h2\"} 1",
+        "vmwarden_peer_up{peer=\"h3\"} 0",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    // The node's own violations are still there, sorted with the new one.
+    assert!(text.contains("invariant=\"lock_without_running_domain\""));
 }

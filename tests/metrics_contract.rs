@@ -50,7 +50,13 @@ fn agent_rendering() -> String {
         actions: Some(actions),
         watchdog: None,
     };
-    let obs = vmwarden::collect::Observation::judge(snap, None, &Default::default());
+    let obs = vmwarden::collect::Observation::judge(snap, None, &Default::default()).with_peers(
+        "n1",
+        vec![vmwarden::invariants::PeerVms {
+            node: "n2".into(),
+            active: Ok(vec![]),
+        }],
+    );
     let mut text = render(&obs, &counters, 0);
     // The watchdog's families, from views of the kinds it reports.
     let views = [vmwarden::watchdog::VmView {

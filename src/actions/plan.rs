@@ -124,21 +124,23 @@ impl Step {
         let vm = ctx.vm.as_str();
         match self {
             Step::StartPreflight => {
-                // The lock decides; asking the peers gives a friendlier refusal (and catches a VM
-                // run elsewhere behind the lock's back). Asked while libvirt answers here: a
-                // watchdog restart waits for both.
+                // The lock decides; asking the peers gives a friendlier refusal, and finds a VM
+                // already running on several nodes (started behind vmwarden's back), which no
+                // start may touch: the refusal names every node it runs on. Asked while libvirt
+                // answers here: a watchdog restart waits for both.
                 let peers = async {
+                    let mut active = Vec::new();
                     for p in &e.cfg.cluster.peers {
                         if let Ok(r) = e
                             .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
                             .await
                         {
                             if r.active {
-                                return Some((p.name.clone(), r.state));
+                                active.push((p.name.clone(), r.state));
                             }
                         }
                     }
-                    None
+                    active
                 };
                 let (st, elsewhere) = tokio::join!(virsh.state(vm), peers);
                 let st = st?;
@@ -148,11 +150,27 @@ impl Step {
                         e.node
                     )));
                 }
+                let mut running_on = Vec::new();
+                if st.active() {
+                    running_on.push(e.node.clone());
+                }
+                running_on.extend(elsewhere.iter().map(|(n, _)| n.clone()));
+                if let Some(v) = crate::invariants::running_on_several(vm, &running_on) {
+                    let node = running_on
+                        .iter()
+                        .find(|n| **n != e.node)
+                        .cloned()
+                        .unwrap_or_default();
+                    return Err(ActionError::HeldElsewhere {
+                        node,
+                        message: format!("refusing to start {vm}: {} [{}]", v.message, v.invariant),
+                    });
+                }
                 if st.active() {
                     return Err(state_refusal(vm, &e.node, &st, "nothing to start"));
                 }
                 Self::locks(ctx)?;
-                if let Some((node, state)) = elsewhere {
+                if let Some((node, state)) = elsewhere.into_iter().next() {
                     return Err(ActionError::HeldElsewhere {
                         message: format!(
                             "{vm} already runs on node {node} ({state}); stop it there or migrate it"

@@ -118,6 +118,10 @@ pub struct ActionStatus {
     /// The plan's steps in order.
     pub plan: Vec<String>,
     pub steps: Vec<StepState>,
+    /// Once finished, for an action this agent ran since it started: its full report (step
+    /// durations, rollback, notes, the node holding the lock of a refused start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<ActionReport>,
 }
 
 struct Tracked {
@@ -332,6 +336,7 @@ fn from_journal(j: &journal::ReadJournal, state: &'static str) -> Option<ActionS
         message: String::new(),
         plan: steps.clone(),
         steps: Vec::new(),
+        report: None,
     };
     let mut set = |step: &str, st: &'static str, error: Option<String>| match out
         .steps
@@ -409,6 +414,7 @@ fn report_status(id: &str, rep: &ActionReport, journal: Option<ActionStatus>) ->
             .map(|j| j.plan)
             .unwrap_or_else(|| rep.plan.iter().map(|p| p.step.clone()).collect()),
         steps,
+        report: Some(rep.clone()),
     }
 }
 
@@ -455,6 +461,7 @@ pub fn action_status(engine: &Engine, table: &Mutex<ActionTable>, id: &str) -> R
                     message: "planning".into(),
                     plan: Vec::new(),
                     steps: Vec::new(),
+                    report: None,
                 }),
         ),
         Some((vm, _, Some(rep))) => {
@@ -612,9 +619,9 @@ pub fn vms(
         .collect())
 }
 
-/// `GET /v1/node`.
+/// `GET /v1/node`: from the one judgment of this collection (peers asked included).
 pub fn node_status(
-    snap: &Snapshot,
+    obs: &crate::collect::Observation,
     cfg: &crate::config::Config,
     node: &str,
     watchdog: Option<&Arc<crate::watchdog::Watchdog>>,
@@ -628,8 +635,8 @@ pub fn node_status(
             Outcome::Disabled => serde_json::json!({"status": "disabled"}),
         }
     }
-    let map = crate::node::NodeMap::build_with_leases(snap, cfg.lease_lockspace().as_deref());
-    let report = crate::invariants::check(&map, &journal::in_migration(cfg));
+    let snap = &obs.snapshot;
+    let report = &obs.invariants;
     let running: Vec<String> = {
         let t = table.lock().unwrap_or_else(|p| p.into_inner());
         t.inflight.values().cloned().collect()
@@ -652,6 +659,9 @@ pub fn node_status(
         "watchdog": watchdog.map(|w| serde_json::json!({"vms": w.views()})),
         "actions_running": running,
         "peers": cfg.cluster.peers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "peers_up": obs.peers.iter().map(|p| serde_json::json!({
+            "peer": p.node, "up": p.active.is_ok(), "error": p.active.as_ref().err(),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -286,7 +286,46 @@ impl Server {
                 );
                 r
             }
-            Route::Node | Route::Vms | Route::Vm => {
+            Route::Node => {
+                let cfg = self.collector.config();
+                // The lock only around this node's collection: a peer asking this node's
+                // /v1/vms meanwhile must not wait for our question to it.
+                let (snap, peers) = tokio::join!(
+                    async {
+                        let _one = self.collecting.lock().await;
+                        self.collector.collect().await
+                    },
+                    self.collector.ask_peers()
+                );
+                let obs = self.collector.judge(snap, &peers);
+                let out = rest::node_status(
+                    &obs,
+                    cfg,
+                    &cfg.node_name(),
+                    self.watchdog.as_ref(),
+                    &self.actions,
+                );
+                json_response(StatusCode::OK, out.to_string().into_bytes())
+            }
+            Route::ClusterVms => {
+                let cfg = self.collector.config();
+                let node = cfg.node_name();
+                // This node's VMs and every peer's, asked at once (each peer under its timeout).
+                let (local, peers) = tokio::join!(
+                    async {
+                        let _one = self.collecting.lock().await;
+                        let snap = self.collector.collect().await;
+                        rest::vms(&snap, cfg, &node, self.watchdog.as_ref(), &self.actions)
+                    },
+                    self.collector.ask_peers()
+                );
+                let reply = crate::cluster::merge(&node, local, &peers);
+                match serde_json::to_vec(&reply) {
+                    Ok(j) => json_response(StatusCode::OK, j),
+                    Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+            Route::Vms | Route::Vm => {
                 let arg = match &r.arg {
                     Some(Err(why)) => return json_error(StatusCode::BAD_REQUEST, why.clone()),
                     Some(Ok(a)) => Some(a.clone()),
@@ -299,11 +338,7 @@ impl Server {
                     self.collector.collect().await
                 };
                 let wd = self.watchdog.as_ref();
-                let out = match r.route {
-                    Route::Node => {
-                        rest::node_status(&snap, cfg, &node, wd, &self.actions).to_string()
-                    }
-                    _ => match rest::vms(&snap, cfg, &node, wd, &self.actions) {
+                let out = match rest::vms(&snap, cfg, &node, wd, &self.actions) {
                         Err(why) => return json_error(StatusCode::SERVICE_UNAVAILABLE, why),
                         Ok(list) => match arg {
                             None => serde_json::json!({ "node": node, "vms": list }).to_string(),
@@ -312,12 +347,11 @@ impl Server {
                                 None => {
                                     return json_error(
                                         StatusCode::NOT_FOUND,
-                                        format!("{vm} is not defined on {node} (`vmwarden ctl status {vm}` asks every node)"),
+                                        format!("{vm} is not defined on {node} (`vmwarden ctl vms --cluster` shows every node's VMs)"),
                                     )
                                 }
                             },
                         },
-                    },
                 };
                 json_response(StatusCode::OK, out.into_bytes())
             }
@@ -480,6 +514,8 @@ pub(crate) enum Route {
     Vms,
     /// `GET /v1/vms/{vm}`.
     Vm,
+    /// `GET /v1/cluster/vms`.
+    ClusterVms,
     /// `POST /v1/vms/{vm}/VERB`.
     VmAction(Verb),
     /// `GET /v1/actions/{id}`.
@@ -559,6 +595,9 @@ pub(crate) fn classify(_method: &Method, path: &str, api: &ApiConfig) -> Routed 
         "/v1/watchdog" => return r(Route::Watchdog, "/v1/watchdog", POST, Need::Read, false),
         "/v1/node" => return r(Route::Node, "/v1/node", GET, Need::Read, false),
         "/v1/vms" => return r(Route::Vms, "/v1/vms", GET, Need::Read, false),
+        "/v1/cluster/vms" => {
+            return r(Route::ClusterVms, "/v1/cluster/vms", GET, Need::Read, false)
+        }
         "/v1/alertmanager" => {
             return r(
                 Route::Alertmanager,
@@ -600,6 +639,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/node", "read"),
     ("get", "/v1/vms", "read"),
     ("get", "/v1/vms/{vm}", "read"),
+    ("get", "/v1/cluster/vms", "read"),
     ("post", "/v1/vms/{vm}/start", "operate"),
     ("post", "/v1/vms/{vm}/stop", "operate"),
     ("post", "/v1/vms/{vm}/restart", "operate"),

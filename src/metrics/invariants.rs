@@ -15,7 +15,7 @@ pub fn encode(reg: &mut Registry, report: &Report) {
     let violation = gauge(
         reg,
         "vmwarden_invariant_violation",
-        "One series with value 1 per violated invariant: domain and subject (vg/lv, or DRBD resource/volume) in labels; no series when it holds",
+        "One series with value 1 per violated invariant: domain and subject (vg/lv, DRBD resource/volume, or the nodes a VM runs on) in labels; no series when it holds",
     );
     for inv in ALL {
         checked.set(

@@ -286,6 +286,19 @@ pub fn render(obs: &Observation, counters: &AgentCounters, capacity: usize) -> S
         libvirt::encode(&mut reg, s);
     }
     invariants::encode(&mut reg, &obs.invariants);
+    // One series per configured peer, 0 when it could not be asked: an unreachable peer is
+    // visible, and running_on_several_nodes is then not fully checked.
+    let peer_up = gauge(
+        &mut reg,
+        "vmwarden_peer_up",
+        "1 if the peer's agent answered with the VMs it runs on this scrape, 0 if it could not be reached or asked (running_on_several_nodes is then not fully checked)",
+    );
+    for p in &obs.peers {
+        peer_up.set(
+            &[("peer", p.node.as_str())],
+            if p.active.is_ok() { 1.0 } else { 0.0 },
+        );
+    }
     if let Some(a) = &counters.actions {
         a.register(&mut reg);
     }
