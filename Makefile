@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench load-test clean lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture
+.PHONY: setup build run test lint unit bench load-test clean lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture dashboards-preview
 
 setup:
 	bash scripts/setup.sh
@@ -68,6 +68,13 @@ storage-lab-down:
 # Re-capture tests/fixtures/real/ (real lvm, lvmlockd, sanlock and DRBD 8.4 outputs) in a fresh lab.
 storage-lab-capture: build
 	VMWARDEN_BIN=$(CARGO_TARGET_DIR)/release/vmwarden bash scripts/storage-lab.sh capture
+
+# Every dashboard panel against a real Prometheus scraping the two-node lab (tests/lab_dashboards.rs),
+# then each dashboard rendered to PNG from that data (docs/dashboards.md). Output outside git.
+PREVIEW_DIR ?= $(HOME)/.cache/vmwarden/dashboards-preview
+dashboards-preview: setup
+	VMWARDEN_REQUIRE_REAL=1 VMWARDEN_DASHBOARDS_PREVIEW=$(PREVIEW_DIR) $(CARGO) test --locked --test lab_dashboards -- --nocapture
+	@echo "previews: $(PREVIEW_DIR)/*.png"
 
 clean:
 	$(CARGO) clean

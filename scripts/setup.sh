@@ -15,11 +15,13 @@ need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)
 # Two-node lab (scripts/lab.sh): tini reaps each node's dead qemu at once, as systemd does on a node.
 # API tests: prometheus-alertmanager (a real Alertmanager posts to the webhook), python3-venv
 # (schemathesis from PyPI runs against docs/openapi.yaml; installed in a venv below).
+# Dashboards (tests/lab_dashboards.rs, make dashboards-preview): curl queries the lab's Prometheus
+# inside a node's namespace; python3-matplotlib renders the panels to PNG.
 PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
       qemu-system-x86 sanlock prometheus prometheus-node-exporter prometheus-libvirt-exporter
       iproute2 procps psmisc
       lvm2 lvm2-lockd gcc util-linux debootstrap cpio e2fsprogs qemu-utils python3
-      python3-aiosmtpd tini prometheus-alertmanager python3-venv)
+      python3-aiosmtpd tini prometheus-alertmanager python3-venv curl python3-matplotlib)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -4,6 +4,8 @@
 //! keep identical to the code), so a new family fails here until it is documented.
 //! Also lints the full exposition with promtool.
 
+#[path = "support/contract.rs"]
+mod contract;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +14,7 @@ use std::time::Duration;
 use vmwarden::collect::{CollectorReport, Outcome, Snapshot};
 use vmwarden::metrics::{render, to_prometheus_text, AgentCounters};
 
-type Families = BTreeMap<String, (String, BTreeSet<String>)>;
+use contract::{documented, Families};
 
 const GOLDENS: &[&str] = &[
     "drbd/proc84_syncsource.metrics",
@@ -154,24 +156,6 @@ fn split_labels(s: &str) -> Vec<String> {
         rest = &after[(end + 1).min(after.len())..];
     }
     names
-}
-
-/// name -> (type, label names) from the tables of docs/metrics.md.
-fn documented() -> Families {
-    let doc = std::fs::read_to_string(support::repo().join("docs/metrics.md")).unwrap();
-    let mut out = Families::new();
-    for line in doc.lines().filter(|l| l.starts_with("| `vmwarden_")) {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let name = cells[1].trim_matches('`').to_string();
-        let labels: BTreeSet<String> = if cells[3] == "-" || cells[3].is_empty() {
-            BTreeSet::new()
-        } else {
-            cells[3].split(',').map(|l| l.trim().to_string()).collect()
-        };
-        let prev = out.insert(name.clone(), (cells[2].to_string(), labels));
-        assert!(prev.is_none(), "{name} is documented twice");
-    }
-    out
 }
 
 fn code_families() -> Families {

@@ -163,3 +163,9 @@ impl Lab {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 }
+
+/// The same guest with an ethernet interface (a tap libvirt creates), for the network metrics.
+#[allow(dead_code)] // tests/lab_dashboards.rs only
+pub fn guest_xml_with_nic(ty: &str, name: &str, uuid: Option<&str>, disk: &Path) -> String {
+    domain_xml::os_less_domain(ty, name, uuid, disk, Some("none"), true)
+}
