@@ -24,7 +24,6 @@
 #[allow(dead_code)] // each test uses a part of the support modules
 #[path = "support/dashboards.rs"]
 mod dash;
-#[allow(dead_code)]
 #[path = "support/lab.rs"]
 mod lab_support;
 mod support;

@@ -165,7 +165,6 @@ impl Lab {
 }
 
 /// The same guest with an ethernet interface (a tap libvirt creates), for the network metrics.
-#[allow(dead_code)] // tests/lab_dashboards.rs only
 pub fn guest_xml_with_nic(ty: &str, name: &str, uuid: Option<&str>, disk: &Path) -> String {
     domain_xml::os_less_domain(ty, name, uuid, disk, Some("none"), true)
 }
