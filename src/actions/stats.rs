@@ -42,11 +42,30 @@ impl Default for ActionStats {
 
 impl ActionStats {
     pub fn new() -> ActionStats {
-        ActionStats {
+        let s = ActionStats {
             total: Family::default(),
             duration: Family::new_with_constructor(buckets),
             unfinished: Mutex::new(BTreeMap::new()),
+        };
+        // The everyday actions' counters exist at 0 from the start: a counter whose series is
+        // born at 1 hides its first event from `increase()`/`rate()` (the first migration after
+        // an agent start would never show on a dashboard or fire an alert). Rarer actions and
+        // results appear at their first use.
+        for action in ["start", "stop", "restart", "migrate"] {
+            for result in [
+                "completed",
+                "refused",
+                "failed",
+                "rolled_back",
+                "incomplete",
+            ] {
+                let _ = s.total.get_or_create(&vec![
+                    ("action".into(), action.into()),
+                    ("result".into(), result.into()),
+                ]);
+            }
         }
+        s
     }
 
     pub fn observe(&self, action: &str, result: &str, seconds: f64) {

@@ -64,7 +64,21 @@ pub fn encode_views(
             gave_up.set(&[("domain", &v.vm)], if v.gave_up { 1.0 } else { 0.0 });
         }
     }
+    // Every managed VM's restart counters exist at 0 before its first restart: a series born
+    // at 1 hides that restart from `increase()` (dashboards, VmwardenVmRestartsLooping).
+    let mut counts: std::collections::BTreeMap<(&str, &str), u64> =
+        std::collections::BTreeMap::new();
+    for v in views {
+        if v.status != super::Status::Unmanaged {
+            for result in ["started", "failed", "elsewhere"] {
+                counts.insert((v.vm.as_str(), result), 0);
+            }
+        }
+    }
     for (vm, result, n) in results {
-        restarts.set(&[("domain", vm), ("result", result)], *n as f64);
+        counts.insert((vm.as_str(), result), *n);
+    }
+    for ((vm, result), n) in counts {
+        restarts.set(&[("domain", vm), ("result", result)], n as f64);
     }
 }
