@@ -35,6 +35,8 @@ pub enum Step {
     /// stopped VM: check, then move its definition (`virsh migrate --offline`, commit).
     ColdPreflight,
     OfflineMigrate,
+    /// create, grow, disks, remove (lifecycle/).
+    Life(super::lifecycle::LStep),
 }
 
 impl Step {
@@ -55,11 +57,15 @@ impl Step {
             Step::TargetToExclusive => "target_to_exclusive",
             Step::ColdPreflight => "cold_preflight",
             Step::OfflineMigrate => "libvirt_migrate_offline",
+            Step::Life(l) => l.name(),
         }
     }
 
     /// Once done, the action cannot be undone past this step.
     pub fn commits(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.commits();
+        }
         matches!(
             self,
             Step::WaitOrDestroy | Step::LibvirtMigrate | Step::OfflineMigrate
@@ -68,6 +74,9 @@ impl Step {
 
     /// After a commit these must succeed (retried; else the journal stays for recovery).
     pub fn forward_only(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.forward_only();
+        }
         matches!(
             self,
             Step::ReleaseLock | Step::SourceRelease | Step::TargetToExclusive
@@ -76,6 +85,9 @@ impl Step {
 
     /// Whether the step changes anything (the preflights only look).
     pub fn changes(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.changes();
+        }
         !matches!(
             self,
             Step::StartPreflight | Step::MigratePreflight | Step::ColdPreflight
@@ -89,11 +101,15 @@ impl Step {
                 "the guest was asked to power off (ACPI) and may still do so; its lock is released when it does"
             }
             Step::AttachLease => "the lease was tied to qemu's process",
+            Step::Life(l) => l.cannot_undo(),
             _ => "it has no undo",
         }
     }
 
     pub fn has_undo(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.has_undo();
+        }
         matches!(
             self,
             Step::LockExclusive
@@ -135,12 +151,24 @@ impl Step {
                     return Err(state_refusal(vm, &e.node, &st, "nothing to start"));
                 }
                 Self::locks(ctx)?;
+                // Disks activated for maintenance here: the lock is ours, so only the marker
+                // can refuse (a peer's start is refused by the lock, worded below).
+                if let Some(m) = super::lifecycle::maintenance_refusal(&e.cfg.cluster.state_dir, vm)
+                {
+                    return Err(ActionError::Refused(m));
+                }
                 // The lock decides; asking the peers first gives a friendlier refusal.
                 for p in &e.cfg.cluster.peers {
                     if let Ok(r) = e
                         .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
                         .await
                     {
+                        if let Some(m) = r.maintenance {
+                            return Err(ActionError::HeldElsewhere {
+                                node: p.name.clone(),
+                                message: m,
+                            });
+                        }
                         if r.active {
                             return Err(ActionError::HeldElsewhere {
                                 node: p.name.clone(),
@@ -394,6 +422,7 @@ impl Step {
                 virsh.run(&a, virsh.timeout).await?;
                 Ok(())
             }
+            Step::Life(l) => l.run(ctx).await,
         }
     }
 
@@ -415,6 +444,7 @@ impl Step {
                     .await?;
                 Ok(())
             }
+            Step::Life(l) => l.undo(ctx).await,
             _ => Ok(()),
         }
     }
@@ -520,12 +550,13 @@ impl Step {
                     .unwrap_or_default()],
                 vec![],
             ),
+            Step::Life(l) => l.describe(ctx),
         }
     }
 }
 
 /// The `virsh metadata` command that records an intent (for plan printouts).
-fn intent_cmd(
+pub(crate) fn intent_cmd(
     v: &super::virsh::Virsh,
     vm: &str,
     want: crate::watchdog::intent::Want,
@@ -590,6 +621,7 @@ impl Plan {
                 let live = ctx.state.active();
                 (Plan::for_migration(live), live)
             }
+            k => (super::lifecycle::plan(ctx, k)?, false),
         };
         Ok(Plan {
             steps,
@@ -646,6 +678,7 @@ impl Plan {
                     format!("{} (stopped) is now defined on {to}", ctx.vm)
                 }
             }
+            k => super::lifecycle::success_message(ctx, k),
         }
     }
 }

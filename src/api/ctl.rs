@@ -55,6 +55,50 @@ pub enum Ctl {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Make a new VM: its disk (an LV in the shared VG, `lvcreate -an`), optionally an image copied
+    /// into it, its definition here (intent stopped). The name must be free in the whole cluster.
+    Create {
+        vm: String,
+        /// The disk's size (binary units: 8G, 512M).
+        #[arg(long)]
+        size: String,
+        /// The VG (default: [lifecycle] vg).
+        #[arg(long)]
+        vg: Option<String>,
+        /// An image on this node (raw, qcow2, …) copied into the disk with `qemu-img convert`.
+        #[arg(long)]
+        from_image: Option<PathBuf>,
+        /// The domain XML (its <name> must be VM; its one disk is pointed at the new LV).
+        #[arg(long)]
+        xml: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Grow a disk: lvextend under the lock, then `virsh blockresize` if the VM runs (asked of the
+    /// node where it runs). Never shrinks.
+    Grow {
+        vm: String,
+        /// The disk: its target (vda) or source path.
+        disk: String,
+        /// +SIZE (by) or SIZE (to).
+        size: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Activate a stopped VM's disks here for maintenance (lock exclusive, device paths,
+    /// partitions via kpartx), or deactivate them.
+    Disks {
+        #[command(subcommand)]
+        op: DisksOp,
+    },
+    /// Remove a stopped VM: undefine it everywhere, remove its LVs under its lock (or keep them).
+    Remove {
+        vm: String,
+        #[arg(long)]
+        keep_disks: bool,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Where the VM is and who holds its lock, on this node and every peer; the watchdog's status.
     Status { vm: String },
     /// Forget the watchdog's restart attempts of VM (and a give-up); it is looked at again now.
@@ -63,6 +107,34 @@ pub enum Ctl {
     Watchdog,
     /// The VMs defined on this node: state, lock held here, watchdog status, running action.
     Vms,
+}
+
+#[derive(Subcommand)]
+pub enum DisksOp {
+    Activate {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    Deactivate {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn plain(
+    action: crate::actions::ActionKind,
+    vm: String,
+    dry_run: bool,
+) -> crate::actions::ActionRequest {
+    crate::actions::ActionRequest {
+        action,
+        vm,
+        to: None,
+        dry_run,
+        lifecycle: Default::default(),
+    }
 }
 
 /// `vmwarden ctl`: ask this node's agent (`[agent] listen`) with the token of `token_file`,
@@ -87,6 +159,7 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
         a.migrate_timeout_seconds
             + 2.0 * a.shutdown_timeout_seconds
             + 10.0 * a.virsh_timeout_seconds
+            + cfg.lifecycle.image_copy_timeout_seconds
             + 300.0,
     );
     let req = match what {
@@ -223,29 +296,76 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
                 }
             };
         }
-        Ctl::Start { vm, dry_run } => ActionRequest {
-            action: ActionKind::Start,
-            vm,
-            to: None,
-            dry_run,
-        },
-        Ctl::Stop { vm, dry_run } => ActionRequest {
-            action: ActionKind::Stop,
-            vm,
-            to: None,
-            dry_run,
-        },
-        Ctl::Restart { vm, dry_run } => ActionRequest {
-            action: ActionKind::Restart,
-            vm,
-            to: None,
-            dry_run,
-        },
+        Ctl::Start { vm, dry_run } => plain(ActionKind::Start, vm, dry_run),
+        Ctl::Stop { vm, dry_run } => plain(ActionKind::Stop, vm, dry_run),
+        Ctl::Restart { vm, dry_run } => plain(ActionKind::Restart, vm, dry_run),
         Ctl::Migrate { vm, to, dry_run } => ActionRequest {
-            action: ActionKind::Migrate,
-            vm,
             to: Some(to),
+            ..plain(ActionKind::Migrate, vm, dry_run)
+        },
+        Ctl::Create {
+            vm,
+            size,
+            vg,
+            from_image,
+            xml,
             dry_run,
+        } => {
+            let text = match std::fs::read_to_string(&xml) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("vmwarden: --xml {}: {e}", xml.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let from_image = match from_image.map(|p| std::path::absolute(&p)) {
+                None => None,
+                Some(Ok(p)) => Some(p.display().to_string()),
+                Some(Err(e)) => {
+                    eprintln!("vmwarden: --from-image: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            ActionRequest {
+                lifecycle: crate::actions::lifecycle::Params {
+                    size: Some(size),
+                    vg,
+                    from_image,
+                    xml: Some(text),
+                    ..Default::default()
+                },
+                ..plain(ActionKind::Create, vm, dry_run)
+            }
+        }
+        Ctl::Grow {
+            vm,
+            disk,
+            size,
+            dry_run,
+        } => ActionRequest {
+            lifecycle: crate::actions::lifecycle::Params {
+                size: Some(size),
+                disk: Some(disk),
+                ..Default::default()
+            },
+            ..plain(ActionKind::Grow, vm, dry_run)
+        },
+        Ctl::Disks {
+            op: DisksOp::Activate { vm, dry_run },
+        } => plain(ActionKind::ActivateDisks, vm, dry_run),
+        Ctl::Disks {
+            op: DisksOp::Deactivate { vm, dry_run },
+        } => plain(ActionKind::DeactivateDisks, vm, dry_run),
+        Ctl::Remove {
+            vm,
+            keep_disks,
+            dry_run,
+        } => ActionRequest {
+            lifecycle: crate::actions::lifecycle::Params {
+                keep_disks,
+                ..Default::default()
+            },
+            ..plain(ActionKind::Remove, vm, dry_run)
         },
     };
     let rep: ActionReport = match crate::api::peer::call(&url, "/v1/action", &secret, &req, limit)
