@@ -12,7 +12,8 @@ use vmwarden::config::Config;
 use vmwarden::secret::Secret;
 
 const NODE_XML: &str = "<node>
-  <domain type='test'>
+  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <test:runstate>5</test:runstate>
     <name>vm1</name>
     <uuid>6a1f0f4e-2f0c-4a57-9d2b-1c3d5e7f9a0b</uuid>
     <memory>65536</memory>
