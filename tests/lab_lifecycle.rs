@@ -18,6 +18,7 @@
 //! Hold /work/lab.lock (`flock /work/lab.lock cargo test --test lab_lifecycle`).
 
 #[path = "support/lab.rs"]
+#[allow(dead_code)]
 mod lab_support;
 mod support;
 
