@@ -6,7 +6,8 @@ writes a mark into its memory (a CMOS byte), runs one action — vmwarden's (sta
 live migration either way, a qemu crash for the watchdog) or a careless operator's (plain `virsh
 start` on the other node, plain `virsh migrate`, `vmwarden lock` by hand) — and injects one fault
 at a random moment: SIGKILL of either agent, `kill -9` of qemu, libvirtd stopped and started
-again, the peer link cut for a few seconds, or none. The faulty part comes back, recovery gets a
+again, the peer link cut for a few seconds, a node's state directory full or read-only, the
+sanlock daemon stopped (every lock command slow), or none. The faulty part comes back, recovery gets a
 bounded time, then the trial is judged.
 
 A sampler runs inside each node for the whole campaign (every 40 ms: libvirt's status file of the
@@ -28,6 +29,8 @@ Root; uses the lab's fixed namespaces (nothing else may use them meanwhile).
 import json
 import os
 import random
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,7 +55,10 @@ backoff_max_seconds = 2
 ACTIONS = ["start", "stop", "restart", "migrate", "crash",
            "virsh_start_other", "virsh_migrate", "lock_by_hand"]
 FAULTS = ["none", "kill_agent_here", "kill_agent_other", "kill_qemu",
-          "libvirtd_here", "libvirtd_other", "link_cut"]
+          "libvirtd_here", "libvirtd_other", "link_cut", "state_full", "state_ro", "slow_lock"]
+# Each node's state directory is a small tmpfs inside the node (Lab.up) so that "full" and
+# "read-only" are faults of that directory alone, repaired without losing what it holds.
+STATE_SIZE = "8m"
 RECOVERY_BOUND = 60.0
 
 SAMPLER = r"""
@@ -206,6 +212,8 @@ class Lab:
         with open(path, "w") as f:
             f.write(xml)
         for n in NODES:
+            self.state_on_tmpfs(n)
+        for n in NODES:
             r = self.virsh(n, "define", path)
             if r.returncode != 0:
                 raise RuntimeError(f"define on {n}: {r.stderr}")
@@ -220,6 +228,31 @@ class Lab:
                  f"{LAB}/{n}/state"],
                 env=dict(os.environ, VMWARDEN_LAB_DIR=LAB), stdout=subprocess.DEVNULL)
             self.samplers.append(p)
+
+    def state_on_tmpfs(self, node):
+        """The node's state directory on its own small tmpfs (in the node's mount namespace, so
+        its agent, hook and sampler see it), with what the agent wrote there so far."""
+        d = f"{LAB}/{node}/state"
+        keep = f"{LAB}/{node}/state.pre"
+        lab("agent-stop", node, "TERM", check=False)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(d, keep, symlinks=True)
+        for argv in (["mount", "-t", "tmpfs", "-o", f"size={STATE_SIZE},mode=0700", "vmw-state", d],
+                     ["cp", "-a", f"{keep}/.", f"{d}/"]):
+            r = self.run(node, *argv)
+            if r.returncode != 0:
+                raise RuntimeError(f"{' '.join(argv)} on {node}: {r.stderr}")
+        lab("agent-start", node)
+
+    def sanlock_pid(self, node):
+        """The node's sanlock daemon, by its recorded pid with the name checked."""
+        try:
+            pid = int(open(f"{LAB}/{node}.sanlock.pid").read().strip())
+            if open(f"/proc/{pid}/comm").read().strip() == "sanlock":
+                return pid
+        except (OSError, ValueError):
+            pass
+        return None
 
     def down(self):
         # The samplers run inside the nodes' namespaces: `down` sweeps them (fail-closed, by
@@ -325,7 +358,15 @@ def normalize(lab_, home, stopped=False):
         return f"lab did not settle before the trial: {[lab_.state(n) for n in NODES]}, " \
                f"journals {[lab_.open_journals(n) for n in NODES]}"
     where = lab_.where()
-    if where == [OTHER[home]]:
+    other = OTHER[home]
+    # A migration moves the definition (--persistent --undefinesource): a VM shut off on the
+    # other node may be defined only there. Start it there; the migration below brings it home.
+    if not where and lab_.state(home) == "undefined" and lab_.state(other) != "undefined":
+        r = lab_.ctl(other, "start", VM)
+        if r.returncode != 0:
+            return f"normalize: start on {other} (defined only there) failed: {r.stdout}{r.stderr}"
+        where = lab_.where()
+    if where == [other]:
         r = lab_.ctl(OTHER[home], "migrate", VM, "--to", home)
         if r.returncode != 0:
             lab_.ctl(OTHER[home], "stop", VM)
@@ -407,6 +448,32 @@ def inject(lab_, fault, at, rng):
         lab("libvirtd-stop", n, check=False)
         return f"libvirtd stopped on {n} for {hold:.1f} s", \
             lambda: (time.sleep(hold), lab("libvirtd-start", n))
+    if fault == "state_full":
+        n = rng.choice(NODES)
+        d = f"{LAB}/{n}/state"
+        # dd ends with ENOSPC (exit 1) once the tmpfs is full: that is the fault.
+        lab_.run(n, "dd", "if=/dev/zero", f"of={d}/.fault-filler", "bs=64k", "status=none")
+        return f"state directory full on {n} for {hold:.1f} s", \
+            lambda: (time.sleep(hold), lab_.run(n, "rm", "-f", f"{d}/.fault-filler"))
+    if fault == "state_ro":
+        n = rng.choice(NODES)
+        d = f"{LAB}/{n}/state"
+        lab_.run(n, "mount", "-o", "remount,ro", d)
+        return f"state directory read-only on {n} for {hold:.1f} s", \
+            lambda: (time.sleep(hold), lab_.run(n, "mount", "-o", "remount,rw", d))
+    if fault == "slow_lock":
+        # Every lock command waits while the sanlock daemon is stopped (a stalled lock manager,
+        # as on slow lease storage); well under its renewal failure time (8 × io_timeout).
+        n = rng.choice(NODES)
+        pid = lab_.sanlock_pid(n)
+        if pid is None:
+            return f"slow lock on {n}: no sanlock pid recorded", lambda: None
+        os.kill(pid, signal.SIGSTOP)
+        def cont():
+            time.sleep(hold)
+            if lab_.sanlock_pid(n) == pid:
+                os.kill(pid, signal.SIGCONT)
+        return f"sanlock stopped on {n} for {hold:.1f} s (slow lock commands)", cont
     if fault == "link_cut":
         lab_.run(at, "ip", "link", "set", VETH[at], "down")
         return f"peer link cut for {hold:.1f} s", \

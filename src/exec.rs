@@ -140,6 +140,20 @@ impl Cmd {
         }
     }
 
+    /// Become `argv` (exec, same pid), for the lease holder that must stay the process sanlock
+    /// registered. Returns only when the exec failed.
+    pub fn replace_process(&self) -> ExecError {
+        let Some(program) = self.argv.first() else {
+            return ExecError::Empty;
+        };
+        let e = std::process::Command::new(program)
+            .args(&self.argv[1..])
+            .env("LC_ALL", "C")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .exec();
+        self.spawn_failed(e)
+    }
+
     /// Start a long-lived process that must outlive this call and the agent (a lease holder):
     /// own process group (a signal to the agent's group does not reach it), no stdio, `LC_ALL=C`.
     /// Returns its pid; a thread reaps it if it exits while the agent lives.

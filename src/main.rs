@@ -83,6 +83,18 @@ enum Command {
         /// Only `split-brain` is handled.
         event: String,
     },
+    /// Internal: the sanlock lease holder that waits for the VM's qemu and then watches it
+    /// (started by vmwarden itself through `sanlock client command`; see src/lock/follow.rs).
+    #[command(name = "lease-holder", hide = true)]
+    LeaseHolder {
+        #[arg(long)]
+        pid_file: PathBuf,
+        #[arg(long)]
+        vm: String,
+        /// The plain holder to become once qemu is known (`[lock.sanlock] holder`).
+        #[arg(long)]
+        holder: String,
+    },
     /// libvirt hook entry point (install: `ln -s $(command -v vmwarden) /etc/libvirt/hooks/qemu`).
     Hook {
         /// Default: /etc/vmwarden/vmwarden.toml when it exists, else the embedded defaults.
@@ -112,6 +124,18 @@ enum LockCliOp {
     Release,
     /// Print what this host holds: exclusive, shared or unlocked.
     Status,
+}
+
+/// The lease holder that follows the VM's qemu (src/lock/follow.rs).
+fn lease_holder(pid_file: &std::path::Path, vm: &str, holder: &str) -> ExitCode {
+    if let Err(e) = vmwarden::lock::validate_name(vmwarden::lock::NameKind::Vm, vm) {
+        eprintln!("vmwarden lease-holder: {e}");
+        return ExitCode::from(2);
+    }
+    // Returns only when it could not become the holder; exiting frees the lease.
+    let why = vmwarden::lock::follow::run(pid_file, vm, holder);
+    eprintln!("vmwarden lease-holder: {why}");
+    ExitCode::from(1)
 }
 
 /// `--config` or the embedded defaults; a bad file is reported and exits 2.
@@ -299,6 +323,14 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none(),
         )
         .init();
+    if let Command::LeaseHolder {
+        pid_file,
+        vm,
+        holder,
+    } = &cli.cmd
+    {
+        return lease_holder(pid_file, vm, holder);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -407,6 +439,8 @@ fn main() -> ExitCode {
             }
         }
         Command::DrbdHandler { config, event } => drbd_handler(config, &event),
+        // Handled before the runtime is built (a holder lives as long as its VM: no threads).
+        Command::LeaseHolder { .. } => ExitCode::FAILURE,
         Command::Hook {
             config,
             driver,

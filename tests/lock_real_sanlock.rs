@@ -50,6 +50,14 @@ impl Drop for FakeVm {
     }
 }
 
+async fn wait_free(lease: &SanlockLease, what: &str) {
+    let t = Instant::now();
+    while lease.mode().await.unwrap() != Held::None {
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sanlock_lease_dance_restart_and_vm_death() {
     let Some(lab) = lab::Lab::start("sanlock") else {
@@ -142,6 +150,74 @@ async fn sanlock_lease_dance_restart_and_vm_death() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Start flow with the holder that follows the VM's qemu pid file (the vmwarden binary's
+    // `lease-holder`): the stand-in qemu runs "-name guest=vm1,…" like libvirt's; once its pid
+    // is in the pid file the holder becomes its watcher by itself, so attaching hands nothing
+    // over (same holder pid), and the VM's death frees the lease.
+    let pid_file = std::env::temp_dir().join(format!("vmw-follow-{}-vm1.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let fake_qemu = || {
+        FakeVm(
+            Command::new("/usr/bin/python3")
+                .args([
+                    "-c",
+                    "import time; time.sleep(300)",
+                    "-name",
+                    "guest=vm1,debug-threads=on",
+                ])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // A qemu of vm1 older than the holder (a previous run's, its pid file left behind) is not
+    // followed: attaching falls back to handing the lease over to a new holder.
+    let old_vm = fake_qemu();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(&pid_file, format!("{}\n", old_vm.0.id())).unwrap();
+    let lease = SanlockLease::new(&c1, "vm1")
+        .unwrap()
+        .following(env!("CARGO_BIN_EXE_vmwarden"), pid_file.clone());
+    lease.acquire_exclusive().await.unwrap();
+    let follower = lease.holder_pid().await.unwrap().expect("held");
+    let cmdline = std::fs::read(format!("/proc/{follower}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("lease-holder"),
+        "{cmdline:?}"
+    );
+    lease.attach_vm(old_vm.0.id()).await.unwrap();
+    let handed = lease.holder_pid().await.unwrap().expect("still held");
+    assert_ne!(handed, follower, "an older qemu must not be followed");
+    assert_eq!(lease.mode().await.unwrap(), Held::Exclusive);
+    drop(old_vm);
+    wait_free(&lease, "handed-over lease outlived its VM").await;
+
+    let lease = SanlockLease::new(&c1, "vm1")
+        .unwrap()
+        .following(env!("CARGO_BIN_EXE_vmwarden"), pid_file.clone());
+    lease.acquire_exclusive().await.unwrap();
+    let follower = lease.holder_pid().await.unwrap().expect("held");
+    let vm = fake_qemu();
+    std::fs::write(&pid_file, format!("{}\n", vm.0.id())).unwrap();
+    lease.attach_vm(vm.0.id()).await.unwrap();
+    assert_eq!(
+        lease.holder_pid().await.unwrap(),
+        Some(follower),
+        "the follower itself became the watcher"
+    );
+    let cmdline = std::fs::read(format!("/proc/{follower}/cmdline")).unwrap();
+    assert!(
+        cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == format!("--pid={}", vm.0.id()).as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert_held_by(h2.acquire_shared().await, 1);
+    drop(vm);
+    wait_free(&lease, "followed lease outlived its VM").await;
+    let _ = std::fs::remove_file(&pid_file);
 
     // The lease cannot outlive the VM: tie vm2's lease to a stand-in qemu pid, kill it.
     let vm = FakeVm(

@@ -751,16 +751,13 @@ fn custom_check(
 pub async fn gather(virsh: &super::virsh::Virsh, platform: &Platform) -> HostCaps {
     let mut caps = HostCaps::default();
     let fake = std::env::var(FAKE_CAPS_ENV).ok().filter(|d| !d.is_empty());
-    let read_fake = |name: &str| -> Option<String> {
-        let d = fake.as_ref()?;
-        std::fs::read_to_string(std::path::Path::new(d).join(name)).ok()
-    };
     if let Some(d) = &fake {
         tracing::warn!(
             "{FAKE_CAPS_ENV}={d}: reporting the capabilities in {d} instead of this node's (test switch)"
         );
         caps.fake_from = Some(d.clone());
     }
+    let fake = fake.as_deref();
     let mut dc_args = vec!["domcapabilities"];
     if !platform.virt_type.is_empty() {
         dc_args.extend(["--virttype", platform.virt_type.as_str()]);
@@ -768,37 +765,12 @@ pub async fn gather(virsh: &super::virsh::Virsh, platform: &Platform) -> HostCap
     if !platform.arch.is_empty() {
         dc_args.extend(["--arch", platform.arch.as_str()]);
     }
+    // The domain capabilities are what the decision rests on: with the test switch on, falling back
+    // to this node's own would let a test pass on the wrong host's data, so a missing file is an error.
     let (dc, cap, ver) = tokio::join!(
-        async {
-            match read_fake("domcapabilities.xml") {
-                Some(x) => Ok(x),
-                None if fake.is_some() => {
-                    Err("the test switch's directory has no domcapabilities.xml".to_string())
-                }
-                None => virsh
-                    .run(&dc_args, virsh.timeout)
-                    .await
-                    .map_err(|e| e.to_string()),
-            }
-        },
-        async {
-            match read_fake("capabilities.xml") {
-                Some(x) => Ok(x),
-                None => virsh
-                    .run(&["capabilities"], virsh.timeout)
-                    .await
-                    .map_err(|e| e.to_string()),
-            }
-        },
-        async {
-            match read_fake("version.txt") {
-                Some(x) => Ok(x),
-                None => virsh
-                    .run(&["version"], virsh.timeout)
-                    .await
-                    .map_err(|e| e.to_string()),
-            }
-        },
+        fake_or_virsh(virsh, fake, "domcapabilities.xml", true, &dc_args),
+        fake_or_virsh(virsh, fake, "capabilities.xml", false, &["capabilities"]),
+        fake_or_virsh(virsh, fake, "version.txt", false, &["version"]),
     );
     match dc {
         Ok(x) => caps.domcaps = Some(x),
@@ -813,6 +785,30 @@ pub async fn gather(virsh: &super::virsh::Virsh, platform: &Platform) -> HostCap
         Err(e) => caps.errors.push(format!("versions: {e}")),
     }
     caps
+}
+
+/// One capability text: the test switch's file `name` when the switch is on and the file exists,
+/// otherwise `virsh ARGS` on this node — unless `required`, where a missing fake file is an error.
+async fn fake_or_virsh(
+    virsh: &super::virsh::Virsh,
+    fake: Option<&str>,
+    name: &str,
+    required: bool,
+    args: &[&str],
+) -> Result<String, String> {
+    if let Some(d) = fake {
+        match std::fs::read_to_string(std::path::Path::new(d).join(name)) {
+            Ok(x) => return Ok(x),
+            Err(_) if required => {
+                return Err(format!("the test switch's directory has no {name}"));
+            }
+            Err(_) => {}
+        }
+    }
+    virsh
+        .run(args, virsh.timeout)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The live migration preflight's compatibility check: refuses when the target cannot run the

@@ -122,8 +122,13 @@ impl Journal {
             Err(e) => return Err(io(&path)(e)),
         };
         let mut j = Journal { path, file };
-        j.write(&header)?;
-        sync_dir(&dir)?;
+        // Nothing has been done under a journal whose header is not on disk: remove it, or the
+        // empty file (a full or read-only state directory) would bar every action on the VM
+        // and leave recovery nothing to read.
+        if let Err(e) = j.write(&header).and_then(|()| sync_dir(&dir)) {
+            let _ = std::fs::remove_file(&j.path);
+            return Err(e);
+        }
         Ok(j)
     }
 
@@ -211,9 +216,17 @@ pub struct ReadJournal {
     pub path: PathBuf,
     pub records: Vec<Record>,
     pub bad_lines: usize,
+    /// Lines ended by a newline (a record is one `write_all` of its line and the newline).
+    pub complete_lines: usize,
 }
 
 impl ReadJournal {
+    /// No record was ever completely written: the file is empty or holds a torn first line.
+    /// The header is written and synced before any step runs, so no step ran under it.
+    pub fn never_began(&self) -> bool {
+        self.complete_lines == 0
+    }
+
     pub fn header(&self) -> Option<&Record> {
         self.records
             .first()
@@ -299,6 +312,7 @@ pub fn read(path: &Path) -> Result<ReadJournal, JournalError> {
         path: path.to_path_buf(),
         records,
         bad_lines,
+        complete_lines: text.matches('\n').count(),
     })
 }
 
@@ -514,6 +528,27 @@ mod tests {
             .collect();
         assert_eq!(done.len(), 1);
         Journal::create(sd, "vm1", header("vm1")).unwrap();
+    }
+
+    #[test]
+    fn a_journal_whose_header_never_reached_the_disk_never_began() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("vm1.json");
+        // Empty (the header's write failed on a full disk) or a torn header: nothing ran.
+        for text in ["", "{\"kind\":\"header\",\"id\":\"x"] {
+            std::fs::write(&p, text).unwrap();
+            let r = read(&p).unwrap();
+            assert!(r.header().is_none());
+            assert!(r.never_began(), "{text:?}");
+        }
+        // A complete line that is not a header (another version's?) is for a human.
+        std::fs::write(&p, "{\"kind\":\"novel\"}\n").unwrap();
+        let r = read(&p).unwrap();
+        assert!(r.header().is_none());
+        assert!(!r.never_began());
+        let sd = d.path().join("sd");
+        let j = Journal::create(sd.to_str().unwrap(), "vm1", header("vm1")).unwrap();
+        assert!(!read(j.path()).unwrap().never_began());
     }
 
     #[test]

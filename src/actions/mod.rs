@@ -503,6 +503,9 @@ impl Engine {
             rep.notes = std::mem::take(&mut *n);
         }
         self.stats.observe(&rep.action, &rep.result, rep.seconds);
+        if rep.result != "incomplete" {
+            self.stats.unfinished_end(&req.vm);
+        }
         // Recovery takes the VM over at once: free it first, or the pass would find it busy.
         drop(guard);
         if rep.result == "incomplete" {
@@ -578,6 +581,7 @@ impl Engine {
         t0: Instant,
     ) -> ActionReport {
         rep.id = ctx.id.clone();
+        let started_unix = journal::now_unix();
         let header = Record::Header {
             id: ctx.id.clone(),
             action: req.action.as_str().into(),
@@ -585,7 +589,7 @@ impl Engine {
             node: self.node.clone(),
             to: req.to.clone(),
             live: plan.live,
-            started_unix: journal::now_unix(),
+            started_unix,
             steps: plan.steps.iter().map(|s| s.name().to_string()).collect(),
             disks: ctx.disks.clone(),
         };
@@ -598,6 +602,10 @@ impl Engine {
                 return rep;
             }
         };
+        // Seen as unfinished until its journal is finished (by this action or, if it ends
+        // incomplete, by recovery): vmwarden_action_unfinished_start_time_seconds.
+        self.stats
+            .unfinished_begin(&ctx.vm, req.action.as_str(), started_unix);
         tracing::info!(id = %ctx.id, "{} {}: {} steps", rep.action, ctx.vm, plan.steps.len());
         let mut done: Vec<Step> = Vec::new();
         let mut committed = false;
@@ -932,8 +940,6 @@ pub fn new_action_id(vm: &str, action: ActionKind) -> String {
     )
 }
 
-/// A lock refusal with the holder's node name when its host id is a known node:
-/// `... is locked by host 1 — ... [host 1 is node n1]`.
 /// The node holding the lock a refusal is about, when sanlock named its host and that host is
 /// this node's or a peer's.
 fn holder_node(cfg: &Config, e: &LockError) -> Option<String> {
@@ -945,6 +951,8 @@ fn holder_node(cfg: &Config, e: &LockError) -> Option<String> {
     }
 }
 
+/// A lock refusal with the holder's node name when its host id is a known node:
+/// `... is locked by host 1 — ... [host 1 is node n1]`.
 pub fn name_holder(cfg: &Config, e: &LockError) -> Option<String> {
     let LockError::HeldByOtherHost {
         host_id: Some(h), ..

@@ -140,7 +140,35 @@ impl Step {
         let vm = ctx.vm.as_str();
         match self {
             Step::StartPreflight => {
-                let st = virsh.state(vm).await?;
+                // The lock decides; asking the peers gives a friendlier refusal (and catches a VM
+                // run elsewhere behind the lock's back). Asked while libvirt answers here: a
+                // watchdog restart waits for both.
+                let peers = async {
+                    for p in &e.cfg.cluster.peers {
+                        if let Ok(r) = e
+                            .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
+                            .await
+                        {
+                            // Disks activated for maintenance there: the lock refuses the
+                            // start; the marker says why.
+                            if let Some(m) = r.maintenance {
+                                return Some((p.name.clone(), m));
+                            }
+                            if r.active {
+                                return Some((
+                                    p.name.clone(),
+                                    format!(
+                                        "{vm} already runs on node {} ({}); stop it there or migrate it",
+                                        p.name, r.state
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    None
+                };
+                let (st, elsewhere) = tokio::join!(virsh.state(vm), peers);
+                let st = st?;
                 if !st.defined() {
                     return Err(ActionError::Refused(format!(
                         "{vm} is not defined on {} (`virsh list --all`)",
@@ -157,28 +185,8 @@ impl Step {
                 {
                     return Err(ActionError::Refused(m));
                 }
-                // The lock decides; asking the peers first gives a friendlier refusal.
-                for p in &e.cfg.cluster.peers {
-                    if let Ok(r) = e
-                        .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
-                        .await
-                    {
-                        if let Some(m) = r.maintenance {
-                            return Err(ActionError::HeldElsewhere {
-                                node: p.name.clone(),
-                                message: m,
-                            });
-                        }
-                        if r.active {
-                            return Err(ActionError::HeldElsewhere {
-                                node: p.name.clone(),
-                                message: format!(
-                                    "{vm} already runs on node {} ({}); stop it there or migrate it",
-                                    p.name, r.state
-                                ),
-                            });
-                        }
-                    }
+                if let Some((node, message)) = elsewhere {
+                    return Err(ActionError::HeldElsewhere { node, message });
                 }
                 Ok(())
             }

@@ -62,6 +62,47 @@ pub(super) async fn recover_all(engine: &Engine) -> usize {
     left
 }
 
+/// A journal without a header: when no record was ever completely written (the state directory
+/// was full or read-only when the action began, or the agent died creating it) and it is old
+/// enough that no one is still writing it, nothing ran under it: close it. Anything else is
+/// for a human.
+fn abandoned(
+    engine: &Engine,
+    path: &Path,
+    read: &journal::ReadJournal,
+) -> Result<bool, ActionError> {
+    let for_a_human = || {
+        ActionError::Refused(format!(
+            "{}: no header line; move it away after checking the VM by hand",
+            path.display()
+        ))
+    };
+    if !read.never_began() {
+        return Err(for_a_human());
+    }
+    let vm = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let age = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    // A creator writes the header right after creating the file; ten seconds is far past that.
+    if !age.is_some_and(|a| a >= std::time::Duration::from_secs(10)) {
+        return Ok(false);
+    }
+    let Some(_g) = engine.try_busy(&vm) else {
+        return Ok(false);
+    };
+    tracing::warn!(vm, journal = %path.display(), "closing a journal whose header was never written (no step ran under it; was the state directory full or read-only?)");
+    Journal::reopen(path)?.finish(
+        "abandoned",
+        "no step ran: the journal's header was never written",
+    )?;
+    Ok(true)
+}
+
 /// Ok(true): finished; Ok(false): busy in this process (an action is running), leave it.
 async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> {
     let read = journal::read(path)?;
@@ -72,20 +113,26 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
         to,
         live,
         disks,
+        started_unix,
         ..
     }) = read.header().cloned()
     else {
-        return Err(ActionError::Refused(format!(
-            "{}: no header line; move it away after checking the VM by hand",
-            path.display()
-        )));
+        return abandoned(engine, path, &read);
     };
     let Some(_g) = engine.try_busy(&vm) else {
         return Ok(false);
     };
+    // Held now: no action of this process can finish it meanwhile. Gone since it was listed:
+    // an action finished it before letting go of the VM.
+    if !path.exists() {
+        engine.stats.unfinished_end(&vm);
+        return Ok(true);
+    }
+    engine.stats.unfinished_begin(&vm, &action, started_unix);
     if read.ended() {
         // Crashed between End and the move to done/: only the move is left.
         Journal::reopen(path)?.finish("completed", "closed by recovery")?;
+        engine.stats.unfinished_end(&vm);
         return Ok(true);
     }
     let locks = super::VmLocks::for_vm(&engine.cfg, &vm, &disks)?;
@@ -234,6 +281,7 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
     tracing::warn!(id = %id, "{message}");
     engine.stats.observe(&action, result, 0.0);
     j.finish(result, &message)?;
+    engine.stats.unfinished_end(&vm);
     Ok(true)
 }
 

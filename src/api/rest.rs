@@ -782,6 +782,7 @@ mod tests {
         let j = journal::ReadJournal {
             path: "x".into(),
             bad_lines: 0,
+            complete_lines: 3,
             records: vec![
                 Record::Header {
                     id: "vm1-start-1".into(),

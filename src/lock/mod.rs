@@ -11,6 +11,7 @@
 //! Names from users are checked by [`validate_name`] before they reach any argv.
 
 mod error;
+pub mod follow;
 pub mod lvmlockd;
 pub mod sanlock;
 

@@ -3,8 +3,9 @@
 //!
 //! sanlock ties every lease to a registered process and frees it when that process exits. The
 //! holder is `sanlock client command -c HOLDER ...`: sanlock registers the process, which then
-//! execs `HOLDER` (by default `tail --pid=QEMU_PID -f /dev/null`, or `tail -f /dev/null` when
-//! no VM pid is known yet). The agent then acquires/converts/releases on the holder's behalf with
+//! execs `HOLDER` (by default `tail --pid=QEMU_PID -f /dev/null`; before qemu exists,
+//! `vmwarden lease-holder`, which waits for qemu's pid file and then becomes that — follow.rs —
+//! or `tail -f /dev/null` outside the vmwarden binary). The agent then acquires/converts/releases on the holder's behalf with
 //! `sanlock client acquire|convert|release -r RES -p HOLDER_PID`, so every refusal comes back
 //! synchronously with sanlock's return code. Consequences (docs/locking.md):
 //! - the holder is not the agent's child in any way that matters (own process group): an agent
@@ -30,6 +31,10 @@ pub struct SanlockLease {
     sanlock: String,
     holder: String,
     watch_pid: Option<u32>,
+    /// The vmwarden binary and the VM's qemu pid file, when holders that follow qemu from the
+    /// start can be used (`follow.rs`): only when this process is the vmwarden binary, which has
+    /// the `lease-holder` subcommand (the library's own tests run in other binaries).
+    follow: Option<(String, std::path::PathBuf)>,
     tuning: Tuning,
 }
 
@@ -188,6 +193,18 @@ fn holder_watches(holder: u32, vm_pid: u32) -> bool {
     cmdline_watches(&cmdline, vm_pid)
 }
 
+/// Whether the holder process `holder` is a follower of `pid_file` (`follow.rs`) still waiting.
+fn follower_for(holder: u32, pid_file: &std::path::Path) -> bool {
+    std::fs::read(format!("/proc/{holder}/cmdline"))
+        .is_ok_and(|c| super::follow::holder_follows(&c, pid_file))
+}
+
+/// This program, when it is the vmwarden binary (it has the `lease-holder` subcommand).
+fn follower_exe() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_name()? == "vmwarden").then(|| exe.to_str().map(str::to_string))?
+}
+
 /// Whether the holder process `holder` watches a process (`--pid=P`) that no longer exists.
 fn holder_watches_dead(holder: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{holder}/cmdline")) else {
@@ -280,8 +297,27 @@ impl SanlockLease {
             sanlock: cfg.sanlock.sanlock.clone(),
             holder: s.holder.clone(),
             watch_pid: None,
+            follow: follower_exe().map(|exe| {
+                (
+                    exe,
+                    std::path::Path::new(&cfg.actions.qemu_pid_dir).join(format!("{vm}.pid")),
+                )
+            }),
             tuning: Tuning::from_config(cfg),
         })
+    }
+
+    /// Holders started before qemu exists follow `pid_file` with the vmwarden binary `exe`
+    /// (`follow.rs`). The vmwarden binary chooses this by itself; tests running the library in
+    /// another binary name the binary here.
+    pub fn following(mut self, exe: &str, pid_file: std::path::PathBuf) -> SanlockLease {
+        self.follow = Some((exe.to_string(), pid_file));
+        self
+    }
+
+    /// The pid of this host's holder of the lease, if it holds it (diagnostics, tests).
+    pub async fn holder_pid(&self) -> Result<Option<u32>, LockError> {
+        Ok(self.local().await?.map(|(_, p)| p))
     }
 
     /// Holders started by this lease exit when `pid` (the VM's qemu) exits, freeing the lease.
@@ -296,8 +332,17 @@ impl SanlockLease {
         let s = &self.sanlock;
         match op {
             AcquireExclusive | AcquireShared => format!(
-                "{s} client command -c {} -f /dev/null (lease holder); {s} client acquire -r {} -p HOLDER",
-                self.holder,
+                "{s} client command -c {} (lease holder); {s} client acquire -r {} -p HOLDER",
+                match &self.follow {
+                    Some((exe, pid_file)) => format!(
+                        "{exe} {} --pid-file {} --vm {} --holder {}",
+                        super::follow::SUBCOMMAND,
+                        pid_file.display(),
+                        self.vm,
+                        self.holder
+                    ),
+                    None => format!("{} -f /dev/null", self.holder),
+                },
                 self.resource(op == AcquireShared)
             ),
             ConvertToShared | ConvertToExclusive => format!(
@@ -380,6 +425,21 @@ impl SanlockLease {
         // the holder of our lease and its own argv says it watches `vm_pid` — nothing to move.
         if holder_watches(old, vm_pid) {
             return Ok(());
+        }
+        // A holder following the pid file that names this qemu becomes its watcher by itself
+        // within a few ms: wait for that rather than hand the lease over (the slow path, kept
+        // for plain holders and for a follower that does not get there).
+        if let Some((_, pid_file)) = &self.follow {
+            if follower_for(old, pid_file) {
+                let until = std::time::Instant::now() + Duration::from_secs(1);
+                while std::time::Instant::now() < until {
+                    if holder_watches(old, vm_pid) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tracing::warn!(lease = %self.target(), "the lease's holder {old} did not start following qemu {vm_pid} within 1 s: handing the lease over instead");
+            }
         }
         let new_lease = self.clone().watching(vm_pid);
         if mode == Held::Exclusive {
@@ -485,11 +545,27 @@ impl SanlockLease {
     /// a Ctrl-C to the agent does not reach it) and wait until sanlock lists it as a client.
     async fn spawn_holder(&self) -> Result<u32, LockError> {
         let mut args: Vec<String> = vec!["client".into(), "command".into(), "-c".into()];
-        args.push(self.holder.clone());
-        if let Some(p) = self.watch_pid {
-            args.push(format!("--pid={p}"));
+        match (self.watch_pid, &self.follow) {
+            (Some(p), _) => {
+                args.push(self.holder.clone());
+                args.push(format!("--pid={p}"));
+                args.extend(["-f".to_string(), "/dev/null".to_string()]);
+            }
+            (None, Some((exe, pid_file))) => args.extend([
+                exe.clone(),
+                super::follow::SUBCOMMAND.to_string(),
+                "--pid-file".into(),
+                pid_file.display().to_string(),
+                "--vm".into(),
+                self.vm.clone(),
+                "--holder".into(),
+                self.holder.clone(),
+            ]),
+            (None, None) => {
+                args.push(self.holder.clone());
+                args.extend(["-f".to_string(), "/dev/null".to_string()]);
+            }
         }
-        args.extend(["-f".to_string(), "/dev/null".to_string()]);
         // Outlives this call and the agent: exec.rs starts it detached, argv only.
         let pid = Cmd::new(&self.sanlock)
             .args(args.iter().cloned())
