@@ -270,6 +270,8 @@ backend = "lvmlockd"
 [actions]
 # the lab's nested VMs have no OS and ignore ACPI: destroy them soon after asking
 shutdown_timeout_seconds = 8
+# nested qemu under TCG inside TCG: a `virsh start` can take over a minute on a loaded machine
+virsh_timeout_seconds = 240
 
 [cluster]
 node = "$g"

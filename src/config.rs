@@ -20,6 +20,7 @@ pub struct Config {
     pub lock: LockConfig,
     pub cluster: ClusterConfig,
     pub actions: ActionsConfig,
+    pub lifecycle: LifecycleConfig,
     pub watchdog: WatchdogConfig,
     pub notify: NotifyConfig,
     pub api: ApiConfig,
@@ -130,6 +131,22 @@ pub struct ActionsConfig {
     pub migrate_extra_args: Vec<String>,
     pub qemu_pid_dir: String,
     pub peer_timeout_seconds: f64,
+}
+
+/// `[lifecycle]`: create, grow, disks activate/deactivate, remove (src/actions/lifecycle/).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// The shared VG new VMs' disks go in when `ctl create` names none.
+    pub vg: String,
+    /// Lease backend without LVM: new VMs' disks are raw files `DIR/VM.raw` here (shared storage).
+    pub disk_dir: String,
+    pub qemu_img: String,
+    pub kpartx: String,
+    /// `qemu-img convert` of `--from-image` gets this long.
+    pub image_copy_timeout_seconds: f64,
+    /// `vmwarden check` reports disks activated for maintenance longer than this.
+    pub maintenance_warn_seconds: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -316,6 +333,27 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let l = &self.lifecycle;
+        if !l.vg.is_empty() {
+            crate::lock::validate_name(crate::lock::NameKind::Vg, &l.vg)
+                .map_err(|e| format!("lifecycle.vg: {e}"))?;
+        }
+        if !l.disk_dir.is_empty() && (!l.disk_dir.starts_with('/') || l.disk_dir.contains(':')) {
+            return Err(format!(
+                "lifecycle.disk_dir = {:?}: must be an absolute path without ':'",
+                l.disk_dir
+            ));
+        }
+        for (k, v) in [
+            ("image_copy_timeout_seconds", l.image_copy_timeout_seconds),
+            ("maintenance_warn_seconds", l.maintenance_warn_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!(
+                    "lifecycle.{k} = {v}: must be a positive number of seconds"
+                ));
+            }
+        }
         let t = self.agent.collector_timeout_seconds;
         if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
             return Err(format!(

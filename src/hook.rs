@@ -59,6 +59,13 @@ pub async fn qemu(
         Err(e) => return Err(format!("vmwarden: {domain}: {e}")),
     };
     let sd = &cfg.cluster.state_dir;
+    if (op, subop) == ("prepare", "begin") {
+        // Disks activated for maintenance here: the lock is this node's, so only the marker
+        // stops a plain `virsh start`.
+        if let Some(m) = crate::actions::lifecycle::maintenance_refusal(sd, domain) {
+            return Err(format!("vmwarden refuses to start {domain}: {m}"));
+        }
+    }
     match (op, subop) {
         ("prepare", "begin") => match locks.mode().await.map_err(|e| e.to_string())? {
             Held::Exclusive => Ok(()),

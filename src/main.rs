@@ -395,7 +395,13 @@ fn main() -> ExitCode {
             print!("{}", vmwarden::invariants::format_report(report));
             let (vms, needs_you) = vmwarden::watchdog::check::report(c.config(), &obs);
             print!("{vms}");
-            if report.violations.is_empty() && !needs_you {
+            let (maint, stale) = vmwarden::actions::lifecycle::maintenance::report(
+                &vmwarden::actions::lifecycle::maintenance::all(&c.config().cluster.state_dir),
+                vmwarden::actions::lifecycle::maintenance::now_unix(),
+                c.config().lifecycle.maintenance_warn_seconds,
+            );
+            print!("{maint}");
+            if report.violations.is_empty() && !needs_you && !stale {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

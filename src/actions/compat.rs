@@ -847,6 +847,7 @@ pub(crate) async fn preflight(
         disks: Vec::new(),
         action_id: ctx.id.clone(),
         platform: Some(platform.clone()),
+        action: None,
     };
     let (here_caps, reply) = tokio::join!(gather(&virsh, &platform), e.call_peer_with(peer, &req));
     let there_caps = match reply {

@@ -12,6 +12,7 @@
 
 pub mod compat;
 pub mod journal;
+pub mod lifecycle;
 pub mod manual_lock;
 pub mod outcome;
 mod plan;
@@ -43,6 +44,11 @@ pub enum ActionKind {
     Stop,
     Restart,
     Migrate,
+    Create,
+    Grow,
+    ActivateDisks,
+    DeactivateDisks,
+    Remove,
 }
 
 impl ActionKind {
@@ -52,6 +58,11 @@ impl ActionKind {
             ActionKind::Stop => "stop",
             ActionKind::Restart => "restart",
             ActionKind::Migrate => "migrate",
+            ActionKind::Create => "create",
+            ActionKind::Grow => "grow",
+            ActionKind::ActivateDisks => "activate_disks",
+            ActionKind::DeactivateDisks => "deactivate_disks",
+            ActionKind::Remove => "remove",
         }
     }
 }
@@ -66,9 +77,12 @@ pub struct ActionRequest {
     pub to: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// create, grow, remove: their arguments (lifecycle::Params).
+    #[serde(default, skip_serializing_if = "lifecycle::Params::is_empty")]
+    pub lifecycle: lifecycle::Params,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     pub step: String,
     pub ok: bool,
@@ -77,7 +91,7 @@ pub struct StepReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActionReport {
     pub id: String,
     pub action: String,
@@ -250,6 +264,8 @@ pub(crate) struct Ctx<'a> {
     pub gone_after_migrate: std::sync::atomic::AtomicBool,
     /// Notes for the report (ActionReport::notes).
     pub notes: Mutex<Vec<String>>,
+    /// Lifecycle actions: their disk, sizes, XML (worked out before planning).
+    pub life: lifecycle::Prep,
 }
 
 impl Engine {
@@ -330,6 +346,7 @@ impl Engine {
             disks: disks.to_vec(),
             action_id: id.to_string(),
             platform: None,
+            action: None,
         };
         self.call_peer_with(peer, &req).await
     }
@@ -448,6 +465,10 @@ impl Engine {
         if let Err(e) = validate_name(NameKind::Vm, &req.vm) {
             return refuse(rep, e.to_string());
         }
+        // grow runs where the VM runs: asked of that node's agent when it runs elsewhere.
+        if let Some(rep) = lifecycle::forward_grow(self, &req).await {
+            return rep;
+        }
         let Some(guard) = self.try_busy(&req.vm) else {
             return refuse(
                 rep,
@@ -504,7 +525,15 @@ impl Engine {
         // disks count only for a domain that is defined here.
         let (state, disks) = tokio::join!(virsh.state(&req.vm), virsh.disks(&req.vm));
         let state = state?;
-        let disks = if state.defined() { disks? } else { Vec::new() };
+        let mut disks = if state.defined() { disks? } else { Vec::new() };
+        let mut life = lifecycle::Prep::default();
+        if lifecycle::is_lifecycle(req.action) {
+            let (prep, new_disks) = lifecycle::prepare(self, req, &state).await?;
+            if let Some(d) = new_disks {
+                disks = d;
+            }
+            life = prep;
+        }
         let peer = match (&req.action, &req.to) {
             (ActionKind::Migrate, Some(to)) => {
                 Some(self.cfg.peer(to).cloned().ok_or_else(|| {
@@ -538,6 +567,7 @@ impl Engine {
             state,
             gone_after_migrate: std::sync::atomic::AtomicBool::new(false),
             notes: Mutex::new(Vec::new()),
+            life,
             id: id.unwrap_or_else(|| new_action_id(&req.vm, req.action)),
         })
     }
@@ -724,6 +754,19 @@ impl Engine {
             rep.ok = true;
             return rep;
         }
+        if req.op == PeerOp::Act {
+            // Runs its own action (which takes the VM's busy mark itself).
+            return lifecycle::peer_act(self, req, rep).await;
+        }
+        if req.op == PeerOp::Status {
+            rep.maintenance = lifecycle::maintenance_refusal(&self.cfg.cluster.state_dir, &req.vm);
+            let sd = &self.cfg.cluster.state_dir;
+            rep.owned_by_action = self.is_busy(&req.vm)
+                || journal::incoming(sd, &req.vm).is_some()
+                || journal::unfinished(sd)
+                    .iter()
+                    .any(|p| p.file_stem().is_some_and(|s| s == req.vm.as_str()));
+        }
         let Some(_g) = self.wait_busy(&req.vm, self.peer_timeout()).await else {
             rep.error = Some(format!("{} is busy with another action here", req.vm));
             return rep;
@@ -746,6 +789,9 @@ impl Engine {
         };
         let sd = &self.cfg.cluster.state_dir;
         let result: Result<(), ActionError> = async {
+            if req.op == PeerOp::Undefine {
+                return lifecycle::peer_undefine(self, &req.vm, active).await;
+            }
             let Some(locks) = &locks else {
                 if req.op == PeerOp::Status {
                     return Ok(());
@@ -792,7 +838,7 @@ impl Engine {
                     Ok(())
                 }
                 // Answered before the VM's busy mark (above).
-                PeerOp::Capabilities => Ok(()),
+                PeerOp::Capabilities | PeerOp::Act | PeerOp::Undefine => Ok(()),
                 PeerOp::Release => {
                     if active {
                         return Err(ActionError::Refused(format!(
@@ -853,6 +899,7 @@ impl Engine {
                 disks: disks.clone(),
                 action_id: String::new(),
                 platform: None,
+                action: None,
             })
             .await,
         ];

@@ -35,6 +35,8 @@ pub enum Step {
     /// stopped VM: check, then move its definition (`virsh migrate --offline`, commit).
     ColdPreflight,
     OfflineMigrate,
+    /// create, grow, disks, remove (lifecycle/).
+    Life(super::lifecycle::LStep),
 }
 
 impl Step {
@@ -55,11 +57,15 @@ impl Step {
             Step::TargetToExclusive => "target_to_exclusive",
             Step::ColdPreflight => "cold_preflight",
             Step::OfflineMigrate => "libvirt_migrate_offline",
+            Step::Life(l) => l.name(),
         }
     }
 
     /// Once done, the action cannot be undone past this step.
     pub fn commits(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.commits();
+        }
         matches!(
             self,
             Step::WaitOrDestroy | Step::LibvirtMigrate | Step::OfflineMigrate
@@ -68,6 +74,9 @@ impl Step {
 
     /// After a commit these must succeed (retried; else the journal stays for recovery).
     pub fn forward_only(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.forward_only();
+        }
         matches!(
             self,
             Step::ReleaseLock | Step::SourceRelease | Step::TargetToExclusive
@@ -76,6 +85,9 @@ impl Step {
 
     /// Whether the step changes anything (the preflights only look).
     pub fn changes(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.changes();
+        }
         !matches!(
             self,
             Step::StartPreflight | Step::MigratePreflight | Step::ColdPreflight
@@ -89,11 +101,15 @@ impl Step {
                 "the guest was asked to power off (ACPI) and may still do so; its lock is released when it does"
             }
             Step::AttachLease => "the lease was tied to qemu's process",
+            Step::Life(l) => l.cannot_undo(),
             _ => "it has no undo",
         }
     }
 
     pub fn has_undo(self) -> bool {
+        if let Step::Life(l) = self {
+            return l.has_undo();
+        }
         matches!(
             self,
             Step::LockExclusive
@@ -130,19 +146,25 @@ impl Step {
                 // answers here: a watchdog restart waits for both.
                 let peers = async {
                     let mut active = Vec::new();
+                    let mut maintenance = None;
                     for p in &e.cfg.cluster.peers {
                         if let Ok(r) = e
                             .call_peer(p, PeerOp::Status, vm, &ctx.disks, &ctx.id)
                             .await
                         {
+                            // Disks activated for maintenance there: the lock refuses the
+                            // start; the marker says why.
+                            if let Some(m) = r.maintenance {
+                                maintenance.get_or_insert((p.name.clone(), m));
+                            }
                             if r.active {
                                 active.push((p.name.clone(), r.state));
                             }
                         }
                     }
-                    active
+                    (active, maintenance)
                 };
-                let (st, elsewhere) = tokio::join!(virsh.state(vm), peers);
+                let (st, (elsewhere, maintenance)) = tokio::join!(virsh.state(vm), peers);
                 let st = st?;
                 if !st.defined() {
                     return Err(ActionError::Refused(format!(
@@ -170,6 +192,15 @@ impl Step {
                     return Err(state_refusal(vm, &e.node, &st, "nothing to start"));
                 }
                 Self::locks(ctx)?;
+                // Disks activated for maintenance here: the lock is ours, so only the marker
+                // can refuse (a peer's start is refused by the lock, worded below).
+                if let Some(m) = super::lifecycle::maintenance_refusal(&e.cfg.cluster.state_dir, vm)
+                {
+                    return Err(ActionError::Refused(m));
+                }
+                if let Some((node, message)) = maintenance {
+                    return Err(ActionError::HeldElsewhere { node, message });
+                }
                 if let Some((node, state)) = elsewhere.into_iter().next() {
                     return Err(ActionError::HeldElsewhere {
                         message: format!(
@@ -420,6 +451,7 @@ impl Step {
                 virsh.run(&a, virsh.timeout).await?;
                 Ok(())
             }
+            Step::Life(l) => l.run(ctx).await,
         }
     }
 
@@ -441,6 +473,7 @@ impl Step {
                     .await?;
                 Ok(())
             }
+            Step::Life(l) => l.undo(ctx).await,
             _ => Ok(()),
         }
     }
@@ -546,12 +579,13 @@ impl Step {
                     .unwrap_or_default()],
                 vec![],
             ),
+            Step::Life(l) => l.describe(ctx),
         }
     }
 }
 
 /// The `virsh metadata` command that records an intent (for plan printouts).
-fn intent_cmd(
+pub(crate) fn intent_cmd(
     v: &super::virsh::Virsh,
     vm: &str,
     want: crate::watchdog::intent::Want,
@@ -616,6 +650,7 @@ impl Plan {
                 let live = ctx.state.active();
                 (Plan::for_migration(live), live)
             }
+            k => (super::lifecycle::plan(ctx, k)?, false),
         };
         Ok(Plan {
             steps,
@@ -672,6 +707,7 @@ impl Plan {
                     format!("{} (stopped) is now defined on {to}", ctx.vm)
                 }
             }
+            k => super::lifecycle::success_message(ctx, k),
         }
     }
 }

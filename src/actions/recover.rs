@@ -149,7 +149,25 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
             engine.node
         )));
     }
+    let life = super::lifecycle::recover(
+        engine,
+        &action,
+        &vm,
+        &disks,
+        &read,
+        &here,
+        here_active,
+        locks.as_ref(),
+        &mut j,
+    )
+    .await;
     match (action.as_str(), live) {
+        _ if life.is_some() => {
+            let Some(r) = life else {
+                return Ok(false);
+            };
+            (observed, decision, result) = r?;
+        }
         ("migrate", true) => {
             let peer = to
                 .as_deref()
@@ -348,7 +366,7 @@ async fn settle_incoming(engine: &Engine, vm: &str) -> Result<bool, ActionError>
 
 /// The VM runs here: make its lock exclusive here (whatever was left of it) and tie the lease to
 /// its qemu.
-async fn keep_exclusive(
+pub(super) async fn keep_exclusive(
     engine: &Engine,
     locks: Option<&super::VmLocks>,
     vm: &str,

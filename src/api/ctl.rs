@@ -65,6 +65,50 @@ pub enum Ctl {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Make a new VM: its disk (an LV in the shared VG, `lvcreate -an`), optionally an image copied
+    /// into it, its definition here (intent stopped). The name must be free in the whole cluster.
+    Create {
+        vm: String,
+        /// The disk's size (binary units: 8G, 512M).
+        #[arg(long)]
+        size: String,
+        /// The VG (default: [lifecycle] vg).
+        #[arg(long)]
+        vg: Option<String>,
+        /// An image on this node (raw, qcow2, …) copied into the disk with `qemu-img convert`.
+        #[arg(long)]
+        from_image: Option<PathBuf>,
+        /// The domain XML (its <name> must be VM; its one disk is pointed at the new LV).
+        #[arg(long)]
+        xml: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Grow a disk: lvextend under the lock, then `virsh blockresize` if the VM runs (asked of the
+    /// node where it runs). Never shrinks.
+    Grow {
+        vm: String,
+        /// The disk: its target (vda) or source path.
+        disk: String,
+        /// +SIZE (by) or SIZE (to).
+        size: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Activate a stopped VM's disks here for maintenance (lock exclusive, device paths,
+    /// partitions via kpartx), or deactivate them.
+    Disks {
+        #[command(subcommand)]
+        op: DisksOp,
+    },
+    /// Remove a stopped VM: undefine it everywhere, remove its LVs under its lock (or keep them).
+    Remove {
+        vm: String,
+        #[arg(long)]
+        keep_disks: bool,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Where the VM is and who holds its lock, on this node and every peer; the watchdog's status.
     Status { vm: String },
     /// Forget the watchdog's restart attempts of VM (and a give-up); it is looked at again now.
@@ -107,6 +151,46 @@ impl Ctl {
             Ctl::Reset { vm, dry_run } => format!("reset {vm}{}", dry(*dry_run)),
             Ctl::Watchdog => "watchdog".into(),
             Ctl::Vms { cluster } => format!("vms{}", if *cluster { " --cluster" } else { "" }),
+            Ctl::Create {
+                vm,
+                size,
+                vg,
+                from_image,
+                xml,
+                dry_run,
+            } => format!(
+                "create {vm} --size {size}{}{} --xml {}{}",
+                vg.as_ref()
+                    .map(|v| format!(" --vg {v}"))
+                    .unwrap_or_default(),
+                from_image
+                    .as_ref()
+                    .map(|f| format!(" --from-image {}", f.display()))
+                    .unwrap_or_default(),
+                xml.display(),
+                dry(*dry_run)
+            ),
+            Ctl::Grow {
+                vm,
+                disk,
+                size,
+                dry_run,
+            } => format!("grow {vm} {disk} {size}{}", dry(*dry_run)),
+            Ctl::Disks {
+                op: DisksOp::Activate { vm, dry_run },
+            } => format!("disks activate {vm}{}", dry(*dry_run)),
+            Ctl::Disks {
+                op: DisksOp::Deactivate { vm, dry_run },
+            } => format!("disks deactivate {vm}{}", dry(*dry_run)),
+            Ctl::Remove {
+                vm,
+                keep_disks,
+                dry_run,
+            } => format!(
+                "remove {vm}{}{}",
+                if *keep_disks { " --keep-disks" } else { "" },
+                dry(*dry_run)
+            ),
         }
     }
 }
@@ -146,6 +230,20 @@ pub fn explain(e: &PeerError, line: &str) -> String {
     format!("{e}\n  next: {next}")
 }
 
+#[derive(Subcommand)]
+pub enum DisksOp {
+    Activate {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    Deactivate {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 /// `vmwarden ctl`: ask this node's agent (`[agent] listen`) with the token of `token_file`,
 /// `[api] token_file`, or the cluster secret.
 pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl) -> ExitCode {
@@ -172,6 +270,7 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
         a.migrate_timeout_seconds
             + 2.0 * a.shutdown_timeout_seconds
             + 10.0 * a.virsh_timeout_seconds
+            + cfg.lifecycle.image_copy_timeout_seconds
             + 300.0,
     );
     let r = match what {
@@ -191,6 +290,58 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
         } => {
             let body = serde_json::json!({ "to": to, "cold": cold, "dry_run": dry_run });
             c.act(&vm, "migrate", body, limit).await
+        }
+        Ctl::Create {
+            vm,
+            size,
+            vg,
+            from_image,
+            xml,
+            dry_run,
+        } => {
+            // The XML travels in the request; the image is a path on this node (the agent's).
+            let text = match std::fs::read_to_string(&xml) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("vmwarden: --xml {}: {e}", xml.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let from_image = match from_image.map(|p| std::path::absolute(&p)) {
+                None => None,
+                Some(Ok(p)) => Some(p.display().to_string()),
+                Some(Err(e)) => {
+                    eprintln!("vmwarden: --from-image: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let body = serde_json::json!({
+                "size": size, "vg": vg, "from_image": from_image, "xml": text, "dry_run": dry_run
+            });
+            c.act(&vm, "create", body, limit).await
+        }
+        Ctl::Grow {
+            vm,
+            disk,
+            size,
+            dry_run,
+        } => {
+            let body = serde_json::json!({ "disk": disk, "size": size, "dry_run": dry_run });
+            c.act(&vm, "grow", body, limit).await
+        }
+        Ctl::Disks {
+            op: DisksOp::Activate { vm, dry_run },
+        } => c.act(&vm, "activate-disks", plain(dry_run), limit).await,
+        Ctl::Disks {
+            op: DisksOp::Deactivate { vm, dry_run },
+        } => c.act(&vm, "deactivate-disks", plain(dry_run), limit).await,
+        Ctl::Remove {
+            vm,
+            keep_disks,
+            dry_run,
+        } => {
+            let body = serde_json::json!({ "keep_disks": keep_disks, "dry_run": dry_run });
+            c.act(&vm, "remove", body, limit).await
         }
     };
     match r {

@@ -30,6 +30,10 @@ pub enum PeerOp {
     /// types, qemu and libvirt versions), for the migration preflight's compatibility check.
     /// An older agent answers 400 (unknown op): the caller warns that it cannot tell.
     Capabilities,
+    /// Run an action here for a peer: only `grow` (it runs where the VM runs).
+    Act,
+    /// Undefine the (stopped) VM here: `ctl remove` run on another node.
+    Undefine,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +51,9 @@ pub struct PeerRequest {
     /// Capabilities requests: the guest's virt type and arch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<crate::actions::compat::Platform>,
+    /// Act requests: the action to run here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Box<crate::actions::ActionRequest>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -74,6 +81,15 @@ pub struct PeerReply {
     /// Capabilities requests: what this node's hypervisor reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caps: Option<crate::actions::compat::HostCaps>,
+    /// Status: the VM's disks are activated for maintenance here (the refusal, in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
+    /// Status: an action, a peer call or recovery owns the VM here (or its journal is unfinished).
+    #[serde(default)]
+    pub owned_by_action: bool,
+    /// Act: the report of the action run here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<crate::actions::ActionReport>>,
 }
 
 #[derive(Debug, thiserror::Error)]

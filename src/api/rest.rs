@@ -24,6 +24,11 @@ pub enum Verb {
     Restart,
     Migrate,
     Reset,
+    Create,
+    Grow,
+    ActivateDisks,
+    DeactivateDisks,
+    Remove,
 }
 
 impl Verb {
@@ -34,6 +39,11 @@ impl Verb {
             "restart" => Verb::Restart,
             "migrate" => Verb::Migrate,
             "reset" => Verb::Reset,
+            "create" => Verb::Create,
+            "grow" => Verb::Grow,
+            "activate-disks" => Verb::ActivateDisks,
+            "deactivate-disks" => Verb::DeactivateDisks,
+            "remove" => Verb::Remove,
             _ => return None,
         })
     }
@@ -45,6 +55,11 @@ impl Verb {
             Verb::Restart => "/v1/vms/{vm}/restart",
             Verb::Migrate => "/v1/vms/{vm}/migrate",
             Verb::Reset => "/v1/vms/{vm}/reset",
+            Verb::Create => "/v1/vms/{vm}/create",
+            Verb::Grow => "/v1/vms/{vm}/grow",
+            Verb::ActivateDisks => "/v1/vms/{vm}/activate-disks",
+            Verb::DeactivateDisks => "/v1/vms/{vm}/deactivate-disks",
+            Verb::Remove => "/v1/vms/{vm}/remove",
         }
     }
 
@@ -54,6 +69,11 @@ impl Verb {
             Verb::Stop => ActionKind::Stop,
             Verb::Restart => ActionKind::Restart,
             Verb::Migrate => ActionKind::Migrate,
+            Verb::Create => ActionKind::Create,
+            Verb::Grow => ActionKind::Grow,
+            Verb::ActivateDisks => ActionKind::ActivateDisks,
+            Verb::DeactivateDisks => ActionKind::DeactivateDisks,
+            Verb::Remove => ActionKind::Remove,
             Verb::Reset => return None,
         })
     }
@@ -75,6 +95,42 @@ pub struct MigrateBody {
     /// Refuse unless the VM is stopped (a cold migration moves its definition only).
     #[serde(default)]
     pub cold: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The body of create.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    pub size: String,
+    #[serde(default)]
+    pub vg: Option<String>,
+    /// An image file on the agent's node.
+    #[serde(default)]
+    pub from_image: Option<String>,
+    /// The domain XML.
+    pub xml: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The body of grow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrowBody {
+    pub disk: String,
+    pub size: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The body of remove (may be empty).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBody {
+    #[serde(default)]
+    pub keep_disks: bool,
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -168,9 +224,42 @@ pub(crate) async fn act(
     audit: &mut crate::api::server::Audit,
 ) -> Resp {
     let empty = body.iter().all(u8::is_ascii_whitespace);
+    use crate::actions::lifecycle::Params;
+    let mut lifecycle = Params::default();
     let (dry_run, to, cold) = match verb {
         Verb::Migrate => match parse::<MigrateBody>(body) {
             Ok(b) => (b.dry_run, Some(b.to), b.cold),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        },
+        Verb::Create => match parse::<CreateBody>(body) {
+            Ok(b) => {
+                lifecycle = Params {
+                    size: Some(b.size),
+                    vg: b.vg,
+                    from_image: b.from_image,
+                    xml: Some(b.xml),
+                    ..Default::default()
+                };
+                (b.dry_run, None, false)
+            }
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        },
+        Verb::Grow => match parse::<GrowBody>(body) {
+            Ok(b) => {
+                lifecycle = Params {
+                    size: Some(b.size),
+                    disk: Some(b.disk),
+                    ..Default::default()
+                };
+                (b.dry_run, None, false)
+            }
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        },
+        Verb::Remove if !empty => match parse::<RemoveBody>(body) {
+            Ok(b) => {
+                lifecycle.keep_disks = b.keep_disks;
+                (b.dry_run, None, false)
+            }
             Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
         },
         _ if empty => (false, None, false),
@@ -213,6 +302,7 @@ pub(crate) async fn act(
         vm: vm.to_string(),
         to,
         dry_run,
+        lifecycle,
     };
     if cold {
         match engine.virsh().state(vm).await {

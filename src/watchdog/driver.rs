@@ -704,6 +704,7 @@ impl Watchdog {
                     vm: vm.to_string(),
                     to: None,
                     dry_run: false,
+                    lifecycle: Default::default(),
                 },
                 Origin::Watchdog,
             )
