@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench load-test clean lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture dashboards-preview
+.PHONY: setup build run test lint unit bench load-test clean lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture storage-lab-lifecycle dashboards-preview
 
 setup:
 	bash scripts/setup.sh
@@ -61,6 +61,11 @@ fault-campaign: build
 # a shared LUN and DRBD 8.4 between them. The guest image is cached in ~/.cache/vmwarden/storage-lab.
 storage-lab: build
 	VMWARDEN_BIN=$(CARGO_TARGET_DIR)/release/vmwarden bash scripts/storage-lab.sh up
+
+# create, grow, disks and remove on real lvmlockd in the storage lab (tests/storage_lab_lifecycle.rs):
+# 5–16 min of TCG, so outside `make test`.
+storage-lab-lifecycle: setup
+	VMWARDEN_REQUIRE_REAL=1 VMWARDEN_LONG_TESTS=1 $(CARGO) test --locked --test storage_lab_lifecycle -- --nocapture
 
 storage-lab-down:
 	bash scripts/storage-lab.sh down
