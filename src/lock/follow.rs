@@ -126,7 +126,8 @@ mod tests {
     #[test]
     fn own_stat_is_readable() {
         let st = stat_of("self").expect("/proc/self/stat");
-        assert_eq!(st.state, 'R');
+        // The thread group leader's state: the test harness's main thread may be waiting.
+        assert!("RSD".contains(st.state), "{st:?}");
         assert!(st.start_ticks > 0);
     }
 
