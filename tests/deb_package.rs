@@ -1,5 +1,5 @@
 //! The Debian package for real, on this machine: `make deb` builds it (in this test's target
-//! directory, so the release build is made once and reused), `dpkg -i` installs it,
+//! directory: the release build once, a repack on later runs), `dpkg -i` installs it,
 //! `/usr/bin/vmwarden --version` and `systemd-analyze verify` run on what was installed, the
 //! libvirt hook is created only where none exists and an administrator's hook is left alone,
 //! nothing is started, `dpkg -r` leaves only the conffile, and `dpkg --purge` removes that too.
@@ -103,7 +103,7 @@ impl Namespace {
         // Wait until the child has entered its namespace (its mnt link differs from ours).
         let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_link(format!("/proc/{}/ns/mnt", ns.pid())).ok() == Some(ours.clone())
+        while std::fs::read_link(format!("/proc/{}/ns/mnt", ns.pid())).is_ok_and(|l| l == ours)
             || std::fs::read_to_string(format!("/proc/{}/comm", ns.pid()))
                 .is_ok_and(|c| c.trim() != "sleep")
         {
@@ -186,8 +186,8 @@ fn installed_processes() -> Vec<u32> {
     out
 }
 
-/// The target directory this test was built in (`…/debug/deps/deb_package-…` → `…`), so `make
-/// deb` reuses the release build of the same tree.
+/// The target directory this test was built in (`…/debug/vmwarden` → `…`), so `make deb` reuses
+/// its release build from one run to the next.
 fn target_dir() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_vmwarden"));
     exe.parent()
@@ -196,7 +196,8 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Build the package with `make deb` (warm: a repack); its path.
+/// Build the package with `make deb` (the release build the first time in a target directory,
+/// then a repack); its path.
 fn build() -> PathBuf {
     let started = Instant::now();
     let target = target_dir();

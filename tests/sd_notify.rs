@@ -160,8 +160,11 @@ fn ready_after_healthz_and_first_collection_then_watchdog_then_stopping() {
     );
 
     // SIGTERM (systemctl stop): STOPPING=1, then a clean exit.
-    // SAFETY (test): kill(2) on the child we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut stopping = false;
     while Instant::now() < deadline && !stopping {
