@@ -21,8 +21,8 @@ run: build
 # The Debian package (docs/packaging.md): $(CARGO_TARGET_DIR)/debian/vmwarden_<version>-1_<arch>.deb.
 # alerts/ and dashboards/ (whatever they hold now; dashboards/ may not exist) are copied to a
 # staging directory that Cargo.toml's asset glob ships as /usr/share/vmwarden/: cargo-deb refuses a
-# glob that matches nothing, and this one always matches the alert rules. tests/deb_package.rs runs
-# this target. Needs only cargo-deb: setup.sh runs when it is missing.
+# glob that matches nothing, and this one always matches the alert rules. (tests/deb_package.rs on
+# branch package-debtest runs this target.) Needs only cargo-deb: setup.sh runs when it is missing.
 DEB_SHARE = $(CARGO_TARGET_DIR)/release/vmwarden-share
 deb:
 	@$(CARGO) deb --version >/dev/null 2>&1 || bash scripts/setup.sh
