@@ -17,11 +17,14 @@ need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)
 # (schemathesis from PyPI runs against docs/openapi.yaml; installed in a venv below).
 # Dashboards (tests/lab_dashboards.rs, make dashboards-preview): curl queries the lab's Prometheus
 # inside a node's namespace; python3-matplotlib renders the panels to PNG.
+# Debian package (make deb, tests/deb_package.rs): dpkg-dev (dpkg-shlibdeps, which cargo-deb uses
+# for the package's library dependencies), systemd (systemd-analyze verify/security on the unit;
+# it is not started).
 PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
       qemu-system-x86 sanlock prometheus prometheus-node-exporter prometheus-libvirt-exporter
       iproute2 procps psmisc
       lvm2 lvm2-lockd gcc util-linux debootstrap cpio e2fsprogs qemu-utils python3
-      python3-aiosmtpd tini prometheus-alertmanager python3-venv curl python3-matplotlib)
+      python3-aiosmtpd tini prometheus-alertmanager python3-venv curl python3-matplotlib dpkg-dev systemd)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -54,6 +57,17 @@ venv="${VMWARDEN_VENV:-$HOME/.cache/vmwarden/venv}"
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# cargo-deb (make deb, tests/deb_package.rs), pinned, from crates.io into ~/.cargo/bin (kept there:
+# a second run finds it and does nothing). Building it takes a few minutes once.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION\|$CARGO_DEB_VERSION"; then
+  if ! timeout 120 cargo info --quiet "cargo-deb@$CARGO_DEB_VERSION" >/dev/null 2>&1; then
+    echo "setup.sh: crates.io does not answer: cannot install cargo-deb $CARGO_DEB_VERSION (make deb and tests/deb_package.rs need it); retry when it does" >&2
+    exit 1
+  fi
+  cargo install --locked "cargo-deb@$CARGO_DEB_VERSION"
 fi
 
 # Rust toolchain components used by the quality gates.

@@ -15,5 +15,6 @@ pub mod negotiate;
 pub mod node;
 pub mod notify;
 pub mod probe;
+pub mod sdnotify;
 pub mod secret;
 pub mod watchdog;

@@ -214,7 +214,21 @@ async fn run_agent(cfg: Config) -> ExitCode {
         tracing::warn!("no [api] tokens: the cluster secret also authorizes operator calls (as before named tokens); give operators, Alertmanager and readers their own tokens (docs/api.md)");
     }
     let srv = Server::with_engine(collector, engine, watchdog, tokens);
+    // systemd (Type=notify): ready once the listener serves and the first collection is done,
+    // so `systemctl start` returns when /metrics has real data (src/sdnotify.rs).
+    // Keep-alives from the start: systemd arms its watchdog when it starts the process, and the
+    // first collection may take up to [agent] collector_timeout_seconds.
+    let notifier = vmwarden::sdnotify::Notifier::from_env();
+    if notifier.enabled() {
+        notifier.spawn_watchdog();
+        let (srv, notifier) = (srv.clone(), notifier.clone());
+        tokio::spawn(async move {
+            srv.metrics(std::time::Instant::now()).await;
+            notifier.send(&format!("READY=1\nSTATUS=serving on {addr}"));
+        });
+    }
     server::serve(srv, listener, tls, shutdown_signal()).await;
+    notifier.send("STOPPING=1");
     tracing::info!("shutting down");
     ExitCode::SUCCESS
 }
