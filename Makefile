@@ -29,10 +29,9 @@ test: setup
 	bash scripts/test-services.sh
 	$(MAKE) lint
 	VMWARDEN_REQUIRE_REAL=1 $(CARGO) test --locked --all-targets
-	bash scripts/fuzz.sh --time $(FUZZ_TIME)
 
 # Fuzzing (docs/fuzzing.md): every target of fuzz/ for FUZZ_RUNS executions (or FUZZ_TARGETS="a b"
-# only); `make test` runs each for FUZZ_TIME seconds. Results: $(CARGO_TARGET_DIR)/fuzz/out/.
+# only); `make fuzz-smoke` runs each for FUZZ_TIME seconds. Results: $(CARGO_TARGET_DIR)/fuzz/out/.
 # On a shared machine: nice -n 19 make fuzz.
 FUZZ_RUNS ?= 10000000
 FUZZ_TIME ?= 20
