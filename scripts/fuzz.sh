@@ -35,7 +35,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   exit 1
 fi
 
-all=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^vmwarden-fuzz$')
+all=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^vmwarden[-_]fuzz$')
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets <<<"$all"
 
