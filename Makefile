@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench load-test clean deb lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture storage-lab-lifecycle dashboards-preview
+.PHONY: setup build run test lint unit bench load-test clean deb lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture storage-lab-lifecycle dashboards-preview fuzz fuzz-smoke
 
 setup:
 	bash scripts/setup.sh
@@ -34,6 +34,7 @@ deb:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Every test, real components included: CI requires them (VMWARDEN_REQUIRE_REAL=1), so a real
@@ -42,6 +43,18 @@ test: setup
 	bash scripts/test-services.sh
 	$(MAKE) lint
 	VMWARDEN_REQUIRE_REAL=1 $(CARGO) test --locked --all-targets
+
+# Fuzzing (docs/fuzzing.md): every target of fuzz/ for FUZZ_RUNS executions (or FUZZ_TARGETS="a b"
+# only); `make fuzz-smoke` runs each for FUZZ_TIME seconds. Results: $(CARGO_TARGET_DIR)/fuzz/out/.
+# On a shared machine: nice -n 19 make fuzz.
+FUZZ_RUNS ?= 10000000
+FUZZ_TIME ?= 20
+FUZZ_TARGETS ?=
+fuzz: setup
+	bash scripts/fuzz.sh --runs $(FUZZ_RUNS) $(FUZZ_TARGETS)
+
+fuzz-smoke: setup
+	bash scripts/fuzz.sh --time $(FUZZ_TIME) $(FUZZ_TARGETS)
 
 # Benchmarks (docs/benchmarks.md): parsers; what a scrape costs as a real Prometheus sees it
 # (vs node_exporter and prometheus-libvirt-exporter, with real guests); live migration and the

@@ -13,6 +13,7 @@ need_root() { if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (apt-get)
 # initramfs, e2fsprogs (mkfs.ext4 -d), qemu-utils (qemu-img overlays), python3 (serial command channel).
 # Notifications test (tests/notify_smtp.rs): python3-aiosmtpd, a real SMTP server with STARTTLS + AUTH.
 # Two-node lab (scripts/lab.sh): tini reaps each node's dead qemu at once, as systemd does on a node.
+# Fuzzing (fuzz/, scripts/fuzz.sh): g++ builds libFuzzer (libfuzzer-sys).
 # API tests: prometheus-alertmanager (a real Alertmanager posts to the webhook), python3-venv
 # (schemathesis from PyPI runs against docs/openapi.yaml; installed in a venv below).
 # Dashboards (tests/lab_dashboards.rs, make dashboards-preview): curl queries the lab's Prometheus
@@ -24,7 +25,7 @@ PKGS=(pkg-config libvirt-dev libvirt-daemon-system libvirt-clients libvirt-daemo
       qemu-system-x86 sanlock prometheus prometheus-node-exporter prometheus-libvirt-exporter
       iproute2 procps psmisc
       lvm2 lvm2-lockd gcc util-linux debootstrap cpio e2fsprogs qemu-utils python3
-      python3-aiosmtpd tini prometheus-alertmanager python3-venv curl python3-matplotlib dpkg-dev systemd)
+      python3-aiosmtpd tini prometheus-alertmanager python3-venv curl python3-matplotlib dpkg-dev systemd g++)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -74,5 +75,10 @@ fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+# Fuzzing (fuzz/, scripts/fuzz.sh, docs/fuzzing.md): cargo-fuzz from crates.io, pinned.
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+  cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 echo "setup.sh: dependencies present"

@@ -300,6 +300,12 @@ impl ReadJournal {
 
 pub fn read(path: &Path) -> Result<ReadJournal, JournalError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
+    Ok(parse(path, &text))
+}
+
+/// The journal `text` (read from `path`): one JSON record a line; blank lines are skipped and
+/// lines that do not parse are counted in `bad_lines`. Pure, never panics ([`read`] without the file).
+pub fn parse(path: &Path, text: &str) -> ReadJournal {
     let mut records = Vec::new();
     let mut bad_lines = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -308,7 +314,7 @@ pub fn read(path: &Path) -> Result<ReadJournal, JournalError> {
             Err(_) => bad_lines += 1,
         }
     }
-    Ok(ReadJournal {
+    ReadJournal {
         path: path.to_path_buf(),
         records,
         bad_lines,

@@ -1,0 +1,23 @@
+//! `/proc/drbd` (DRBD 8.x): parse, then render the metrics as the agent does.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use prometheus_client::registry::Registry;
+use vmwarden::probe::drbd::parse_proc_drbd;
+use vmwarden_fuzz::{assert_ratio, assert_valid_metrics};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let parsed = parse_proc_drbd(&text);
+    for v in &parsed.value.volumes {
+        for p in &v.peers {
+            if let Some(r) = &p.resync {
+                assert_ratio("done_ratio", r.done_ratio);
+            }
+        }
+    }
+    // A cut last line is never taken as data (issue 16 part 3): appending a newline-free tail
+    // that is only the cut line must not add a volume.
+    let mut reg = Registry::default();
+    vmwarden::metrics::drbd::encode(&mut reg, &parsed.value);
+    assert_valid_metrics(&reg);
+});

@@ -1,0 +1,24 @@
+//! `sanlock client gets -h 1`: parsed and merged into a real status capture, then rendered; the
+//! lock backend's host-state look-up on the same text.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use prometheus_client::registry::Registry;
+use vmwarden::lock::sanlock::parse_gets_state;
+use vmwarden::probe::sanlock::{merge_gets, parse_gets, parse_status};
+use vmwarden_fuzz::assert_valid_metrics;
+
+const STATUS: &str = include_str!("../../tests/fixtures/sanlock/h1-status-D.txt");
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let gets = parse_gets(&text);
+    for ls in &gets.value {
+        let _ = parse_gets_state(&text, &ls.name, ls.host_id);
+    }
+    let _ = parse_gets_state(&text, "lvm_vg1", 2);
+    let mut snap = parse_status(STATUS);
+    merge_gets(&mut snap.value, gets.value, &mut snap.errors);
+    let mut reg = Registry::default();
+    vmwarden::metrics::sanlock::encode(&mut reg, &snap.value);
+    assert_valid_metrics(&reg);
+});

@@ -1,0 +1,20 @@
+//! `sanlock client renewal -s LS`: parsed into a real status capture's lockspaces, rendered.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use prometheus_client::registry::Registry;
+use vmwarden::probe::sanlock::{parse_renewal, parse_status};
+use vmwarden_fuzz::assert_valid_metrics;
+
+const STATUS: &str = include_str!("../../tests/fixtures/sanlock/h1-status-D.txt");
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let r = parse_renewal(&text);
+    let mut snap = parse_status(STATUS).value;
+    for ls in &mut snap.lockspaces {
+        ls.renewal = r.value.clone();
+    }
+    let mut reg = Registry::default();
+    vmwarden::metrics::sanlock::encode(&mut reg, &snap);
+    assert_valid_metrics(&reg);
+});
