@@ -223,7 +223,7 @@ async fn run_agent(cfg: Config) -> ExitCode {
         notifier.spawn_watchdog();
         let (srv, notifier) = (srv.clone(), notifier.clone());
         tokio::spawn(async move {
-            srv.metrics(std::time::Instant::now()).await;
+            srv.metrics().await;
             notifier.send(&format!("READY=1\nSTATUS=serving on {addr}"));
         });
     }

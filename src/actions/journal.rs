@@ -319,7 +319,7 @@ pub fn parse(path: &Path, text: &str) -> ReadJournal {
         records,
         bad_lines,
         complete_lines: text.matches('\n').count(),
-    })
+    }
 }
 
 /// The unfinished journals in `state_dir` (files directly in `journal/`).
