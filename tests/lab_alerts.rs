@@ -183,6 +183,22 @@ impl Lab {
         serde_json::from_slice(&o.stdout).map_err(|e| format!("{e}: {}", text(&o)))
     }
 
+    /// Whether `url` answers 200 (a server's `/-/ready`).
+    fn ready(&self, url: &str) -> bool {
+        self.run(&[
+            "exec",
+            "n1",
+            "timeout",
+            "10",
+            "/usr/bin/python3",
+            "-c",
+            "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)",
+            url,
+        ])
+        .status
+        .success()
+    }
+
     /// Prometheus's alerts named ALERT for the VM (`/api/v1/alerts`: pending and firing only).
     fn prom_alerts(&self) -> Vec<serde_json::Value> {
         let v = self
@@ -444,6 +460,17 @@ fn vm_down_fires_and_alertmanager_remediates_it() {
             am.log()
         )
     };
+    // Prometheus answers queries with 503 until its storage is ready; Alertmanager likewise.
+    for url in [
+        format!("http://{PROM}/-/ready"),
+        format!("http://{AM}/-/ready"),
+    ] {
+        assert!(
+            wait_for(60, || lab.ready(&url).then_some(())).is_some(),
+            "{url} never answered\n{}",
+            logs()
+        );
+    }
     // Both agents scraped, the shipped rules loaded (every alert of the file), nothing firing
     // for the VM while it runs.
     let up = wait_for(60, || {
