@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint unit bench load-test clean deb lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture storage-lab-lifecycle dashboards-preview fuzz fuzz-smoke
+.PHONY: setup build run test lint unit bench load-test clean deb deb-test lab lab-down fault-campaign storage-lab storage-lab-down storage-lab-capture storage-lab-lifecycle dashboards-preview fuzz fuzz-smoke
 
 setup:
 	bash scripts/setup.sh
@@ -21,16 +21,24 @@ run: build
 # The Debian package (docs/packaging.md): $(CARGO_TARGET_DIR)/debian/vmwarden_<version>-1_<arch>.deb.
 # alerts/ and dashboards/ (whatever they hold now; dashboards/ may not exist) are copied to a
 # staging directory that Cargo.toml's asset glob ships as /usr/share/vmwarden/: cargo-deb refuses a
-# glob that matches nothing, and this one always matches the alert rules. (tests/deb_package.rs on
-# branch package-debtest runs this target.) Needs only cargo-deb: setup.sh runs when it is missing.
+# glob that matches nothing, and this one always matches the alert rules. Needs only cargo-deb:
+# setup.sh runs when it is missing. DEB_ARGS go to cargo deb: tests/deb_package.rs runs this recipe
+# with its own CARGO_TARGET_DIR holding the dev binary cargo test built and
+# DEB_ARGS="--no-build --output DIR", so the package test costs no release build.
 DEB_SHARE = $(CARGO_TARGET_DIR)/release/vmwarden-share
+DEB_ARGS ?=
 deb:
 	@$(CARGO) deb --version >/dev/null 2>&1 || bash scripts/setup.sh
 	rm -rf $(DEB_SHARE)
 	mkdir -p $(DEB_SHARE)
 	cp -R alerts $(DEB_SHARE)/alerts
 	if [ -d dashboards ]; then cp -R dashboards $(DEB_SHARE)/dashboards; fi
-	$(CARGO) deb --locked
+	$(CARGO) deb --locked $(DEB_ARGS)
+
+# The package test alone (also part of `make test`): build the package from the test's own dev
+# binary, dpkg -i, verify, dpkg -r, dpkg --purge, for real (root; docs/packaging.md § The test).
+deb-test: setup
+	VMWARDEN_REQUIRE_REAL=1 $(CARGO) test --locked --test deb_package -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
