@@ -16,7 +16,9 @@
 //!   known to the target's qemu and usable there (libvirt's `usable`, and its `blockers` where
 //!   it lists them, less what the guest disables and what was already missing on the source);
 //!   a model of another vendor than the target's CPU that the target does not call usable is
-//!   refused; every feature the guest requires is looked up in the target's host-model CPU.
+//!   refused; every feature the guest requires is looked up in the target's host-model CPU:
+//!   its require/disable lists, else the features of its base model in the target's libvirt
+//!   CPU map (`host_model_features`; without them such a feature is "cannot tell").
 //! - no `<cpu>` at all: the hypervisor's default model (qemu64 on x86_64), compared like a
 //!   custom one relative to the source.
 //! - machine type: listed by the target's qemu (`virsh capabilities`), or — when that list is
