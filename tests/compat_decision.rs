@@ -312,3 +312,98 @@ fn missing_capabilities_mean_cannot_tell_never_a_refusal() {
     let v = judge(&domain("pc-i440fx-7.2", ""), &h, &broken);
     assert!(matches!(v.decision, Decision::Unknown(_)), "{v:?}");
 }
+
+/// The features of a CPU model, from the copy of libvirt 9.0's CPU map in the fixtures (what
+/// each agent reads from its own `/usr/share/libvirt/cpu_map`).
+fn base_features(model: &str) -> Option<Vec<String>> {
+    let dir = support::repo().join("tests/fixtures/compat/cpu_map");
+    Some(
+        vmwarden::actions::compat::cpu_map_features(&dir, model)
+            .unwrap()
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// The namespace lab's host (kvm-pvm: host-model is kvm64 with SSE3 off, only 486/pentium* usable)
+/// and the live XML of its pentium3 guest (tests/lab_compat.rs): libvirt adds apic, x2apic and
+/// hypervisor to it as required features.
+fn lab_host() -> HostCaps {
+    let (libvirt, qemu) = parse_virsh_version(&fixture("compat/this-host.version.txt"));
+    HostCaps {
+        domcaps: Some(fixture("compat/lab-host-kvm-pvm.domcaps.xml")),
+        machines: parse_machines(&fixture("compat/this-host.capabilities.xml"), "x86_64").unwrap(),
+        qemu,
+        libvirt,
+        host_model_features: base_features("kvm64"),
+        ..Default::default()
+    }
+}
+
+fn lab_guest(extra_feature: Option<&str>) -> String {
+    let xml = fixture("compat/lab-guest-pentium3.live.xml");
+    match extra_feature {
+        Some(f) => xml.replacen(
+            "<feature policy='require' name='hypervisor'/>",
+            &format!(
+                "<feature policy='require' name='hypervisor'/>\n    <feature policy='require' name='{f}'/>"
+            ),
+            1,
+        ),
+        None => xml,
+    }
+}
+
+#[test]
+fn cpu_map_models_parse() {
+    let f = base_features("Skylake-Client-IBRS").unwrap();
+    assert!(f.iter().any(|x| x == "x2apic") && f.iter().any(|x| x == "apic"));
+    assert!(!f.iter().any(|x| x == "la57"));
+    let dir = support::repo().join("tests/fixtures/compat/cpu_map");
+    let e = vmwarden::actions::compat::cpu_map_features(&dir, "../x86_kvm64").unwrap_err();
+    assert!(e.contains("not a CPU model name"), "{e}");
+    assert!(vmwarden::actions::compat::cpu_map_features(&dir, "Nehalem").is_err());
+}
+
+/// The defect the lab showed: a guest's features beyond its model (apic, x2apic — libvirt adds
+/// them to every KVM guest) looked up in a target whose host CPU is described relative to
+/// another model were "cannot tell". With the base model's features from libvirt's CPU map
+/// they are decided: present → compatible, absent → refused naming the feature.
+#[test]
+fn features_beyond_the_model_are_decided_with_the_targets_cpu_map() {
+    let here = lab_host();
+    // The EPYC-Milan host of this-host-epyc-milan.domcaps.xml (QEMU 7.2.22, the same machine list).
+    let mut milan = this_host();
+    let v = judge(&lab_guest(None), &here, &milan);
+    assert!(
+        matches!(&v.decision, Decision::Unknown(w) if w.contains("apic")),
+        "without the base model's features: {v:?}"
+    );
+    milan.host_model_features = base_features("EPYC-Milan");
+    let v = judge(&lab_guest(None), &here, &milan);
+    assert_eq!(v.decision, Decision::Compatible, "{v:?}");
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("pentium3: usable on n2, with every feature")),
+        "{v:?}"
+    );
+    // la57 (5-level paging): the lab's CPU has it, EPYC-Milan does not.
+    let why = refused(&judge(&lab_guest(Some("la57")), &here, &milan)).to_string();
+    assert!(
+        why.contains("n2's CPU lacks la57 that the guest's custom CPU (pentium3) uses"),
+        "{why}"
+    );
+    // The Intel Skylake host with QEMU 4.2: the machine type and the feature, both named.
+    let mut sky = intel_skylake();
+    sky.host_model_features = base_features("Skylake-Client-IBRS");
+    let why = refused(&judge(&lab_guest(Some("la57")), &here, &sky)).to_string();
+    assert!(
+        why.contains("machine type pc-i440fx-7.2 is not supported by n2's qemu 4.2.0")
+            && why.contains("n2's CPU lacks la57"),
+        "{why}"
+    );
+    // The same host on both sides: "the same CPU" at once.
+    let v = judge(&lab_guest(Some("la57")), &here, &lab_host());
+    assert_eq!(v.decision, Decision::Compatible, "{v:?}");
+}

@@ -16,7 +16,9 @@
 //!   known to the target's qemu and usable there (libvirt's `usable`, and its `blockers` where
 //!   it lists them, less what the guest disables and what was already missing on the source);
 //!   a model of another vendor than the target's CPU that the target does not call usable is
-//!   refused; every feature the guest requires is looked up in the target's host-model CPU.
+//!   refused; every feature the guest requires is looked up in the target's host-model CPU:
+//!   its require/disable lists, else the features of its base model in the target's libvirt
+//!   CPU map (`host_model_features`; without them such a feature is "cannot tell").
 //! - no `<cpu>` at all: the hypervisor's default model (qemu64 on x86_64), compared like a
 //!   custom one relative to the source.
 //! - machine type: listed by the target's qemu (`virsh capabilities`), or — when that list is
@@ -60,6 +62,13 @@ pub struct HostCaps {
     /// Set when the test switch replaced the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fake_from: Option<String>,
+    /// The features of the host-model CPU's base model (`domcaps`' host-model `<model>`) in this
+    /// node's libvirt CPU map (`/usr/share/libvirt/cpu_map`): libvirt describes a host CPU as
+    /// that model plus and minus features, so with the model's own features a peer can tell
+    /// whether a feature not listed on top of it is there. None: unknown (an older agent, no
+    /// CPU map, not x86) — such a feature is then "cannot tell".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_model_features: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +334,58 @@ pub fn parse_domcaps(xml: &str) -> Result<DomCaps, String> {
         }
     }
     Ok(caps)
+}
+
+/// Where libvirt keeps its CPU model definitions: the data its own CPU comparisons use.
+pub const CPU_MAP_DIR: &str = "/usr/share/libvirt/cpu_map";
+
+/// One file of libvirt's CPU map (`x86_MODEL.xml`) → the features `<model name=MODEL>` lists
+/// itself and the models it includes (`<model name='parent'/>`, older libvirt); None when the
+/// file does not define that model.
+pub fn parse_cpu_map_model(xml: &str, model: &str) -> Option<(BTreeSet<String>, Vec<String>)> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let root = doc.root_element();
+    let m = root.descendants().find(|n| {
+        n.has_tag_name("model") && n.attribute("name") == Some(model) && n.has_children()
+    })?;
+    let features = elems(m, "feature")
+        .filter_map(|f| f.attribute("name"))
+        .map(str::to_string)
+        .collect();
+    let parents = elems(m, "model")
+        .filter_map(|p| p.attribute("name"))
+        .map(str::to_string)
+        .collect();
+    Some((features, parents))
+}
+
+/// The features of x86 CPU model `model` in the CPU map at `dir`, with those of the models it
+/// includes. Err in words when the map has no such model (or a name that is not a plain model
+/// name: it becomes part of a path).
+pub fn cpu_map_features(dir: &std::path::Path, model: &str) -> Result<BTreeSet<String>, String> {
+    let mut all = BTreeSet::new();
+    let mut todo = vec![model.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(m) = todo.pop() {
+        if !seen.insert(m.clone()) || seen.len() > 16 {
+            continue;
+        }
+        if m.is_empty()
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || m.starts_with('.')
+        {
+            return Err(format!("{m:?} is not a CPU model name"));
+        }
+        let path = dir.join(format!("x86_{m}.xml"));
+        let xml = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (f, parents) = parse_cpu_map_model(&xml, &m)
+            .ok_or_else(|| format!("{} does not define the model {m}", path.display()))?;
+        all.extend(f);
+        todo.extend(parents);
+    }
+    Ok(all)
 }
 
 /// Machine types of `arch` in `virsh capabilities` (names and canonical aliases).
@@ -724,6 +785,12 @@ fn custom_check(
             // Listed by the guest on top of the model, not by the target's CPU on top of the
             // same model: the target's CPU lacks it.
             lacks.insert(f.clone());
+        } else if let Some(base) = &s.there_caps.host_model_features {
+            // The target's CPU is its host-model's base model plus what it requires minus what
+            // it disables (neither lists it): it has the feature exactly when the model has it.
+            if !base.iter().any(|b| b == f) {
+                lacks.insert(f.clone());
+            }
         } else {
             cannot_tell.insert(f.clone());
         }
@@ -783,6 +850,24 @@ pub async fn gather(virsh: &super::virsh::Virsh, platform: &Platform) -> HostCap
     match ver {
         Ok(v) => (caps.libvirt, caps.qemu) = parse_virsh_version(&v),
         Err(e) => caps.errors.push(format!("versions: {e}")),
+    }
+    // The base model's features, from this node's own libvirt CPU map (x86 only: other arches'
+    // maps are laid out differently). Missing, the peer says "cannot tell" as before.
+    if matches!(platform.arch.as_str(), "x86_64" | "i686") {
+        let model = caps
+            .domcaps
+            .as_deref()
+            .and_then(|x| parse_domcaps(x).ok())
+            .and_then(|d| d.host_model)
+            .map(|h| h.model);
+        if let Some(m) = model.filter(|m| !m.is_empty()) {
+            match cpu_map_features(std::path::Path::new(CPU_MAP_DIR), &m) {
+                Ok(f) => caps.host_model_features = Some(f.into_iter().collect()),
+                Err(e) => caps
+                    .errors
+                    .push(format!("features of the CPU model {m}: {e}")),
+            }
+        }
     }
     caps
 }

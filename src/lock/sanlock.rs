@@ -205,6 +205,19 @@ fn follower_exe() -> Option<String> {
     (exe.file_name()? == "vmwarden").then(|| exe.to_str().map(str::to_string))?
 }
 
+/// Whether `/proc/PID/cmdline` (NUL-separated argv) is still `sanlock client command ...`: a
+/// holder that has not exec'd its HOLDER yet (its own acquire may still be in the daemon).
+pub fn is_sanlock_command(cmdline: &[u8]) -> bool {
+    let a: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    a.get(1) == Some(&&b"client"[..]) && a.get(2) == Some(&&b"command"[..])
+}
+
+/// [`is_sanlock_command`] of a live process; a process that cannot be read is not (its
+/// liveness is checked apart).
+fn still_sanlock_command(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_sanlock_command(&c))
+}
+
 /// Whether the holder process `holder` watches a process (`--pid=P`) that no longer exists.
 fn holder_watches_dead(holder: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{holder}/cmdline")) else {
@@ -449,7 +462,7 @@ impl SanlockLease {
             Ok(p) => p,
             Err(e) => return Err(self.restore(mode, old, e).await),
         };
-        if let Err(e) = self.verb("acquire", true, new).await {
+        if let Err(e) = self.acquire_on_new_holder(true, new).await {
             self.stop_holder(new).await;
             return Err(self.restore(mode, old, e).await);
         }
@@ -534,11 +547,31 @@ impl SanlockLease {
             }
         }
         let pid = self.spawn_holder().await?;
-        let r = self.verb("acquire", shared, pid).await;
+        let r = self.acquire_on_new_holder(shared, pid).await;
         if r.is_err() {
             self.stop_holder(pid).await;
         }
         r
+    }
+
+    /// `acquire -p HOLDER` for a holder [`spawn_holder`] just started. sanlock answers -16
+    /// (EBUSY) while a command of that client is still active in the daemon; a new holder's only
+    /// command is its own (empty) acquire of `sanlock client command`, so -16 here means "not
+    /// yet", never "held elsewhere": asked again a few times. (The namespace lab caught it
+    /// under load: the daemon logged `process_cmd_thread_reg failed ... cmd 7` right before the
+    /// holder's own `cmd_acquire ... count 0`, and the create was refused as "locked by another
+    /// host".)
+    async fn acquire_on_new_holder(&self, shared: bool, pid: u32) -> Result<(), LockError> {
+        let mut r = self.verb_rv("acquire", shared, pid).await;
+        for attempt in 1..=5u32 {
+            if !matches!(r, Err((Some(-16), _))) {
+                break;
+            }
+            tracing::debug!(lease = %self.target(), "sanlock: holder {pid} still busy with its own registration (-16): asking again");
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            r = self.verb_rv("acquire", shared, pid).await;
+        }
+        r.map_err(|(_, e)| e)
     }
 
     /// Start `sanlock client command -c HOLDER ...` in its own process group (an agent restart or
@@ -582,7 +615,10 @@ impl SanlockLease {
                 .args(["client", "status"])
                 .run(self.tuning.command_timeout)
                 .await?;
-            if status_has_client(&out.stdout, pid) {
+            // Registered is not enough: `sanlock client command` registers, then sends its own
+            // acquire (of no resources), then execs HOLDER. Until the exec an acquire on its
+            // behalf meets that command still active in the daemon (-16).
+            if status_has_client(&out.stdout, pid) && !still_sanlock_command(pid) {
                 return Ok(pid);
             }
             let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
@@ -608,6 +644,17 @@ impl SanlockLease {
 
     /// `sanlock client VERB -r RES[:SH] -p PID`, its return value mapped to a `LockError`.
     async fn verb(&self, verb: &str, shared: bool, pid: u32) -> Result<(), LockError> {
+        self.verb_rv(verb, shared, pid).await.map_err(|(_, e)| e)
+    }
+
+    /// [`verb`](Self::verb) with sanlock's return value kept beside the error (None: it
+    /// printed none).
+    async fn verb_rv(
+        &self,
+        verb: &str,
+        shared: bool,
+        pid: u32,
+    ) -> Result<(), (Option<i32>, LockError)> {
         let cmd = Cmd::new(&self.sanlock).args([
             "client",
             verb,
@@ -620,13 +667,16 @@ impl SanlockLease {
             Ok(out) => out,
             // A holder that failed while we waited: the refusal that explains the wait.
             Err(e) => {
-                return Err(match self.holder().await {
-                    Some(h) if h.failing => LockError::HostNotDeadYet {
-                        target: self.target(),
-                        host_id: h.host_id,
+                return Err((
+                    None,
+                    match self.holder().await {
+                        Some(h) if h.failing => LockError::HostNotDeadYet {
+                            target: self.target(),
+                            host_id: h.host_id,
+                        },
+                        _ => e.into(),
                     },
-                    _ => e.into(),
-                })
+                ))
             }
         };
         let rv = parse_done(&out.stdout);
@@ -634,9 +684,9 @@ impl SanlockLease {
             return Ok(());
         }
         let Some(rv) = rv else {
-            return Err(failed(&cmd, &format!("{}{}", out.stdout, out.stderr)));
+            return Err((None, failed(&cmd, &format!("{}{}", out.stdout, out.stderr))));
         };
-        Err(match classify_rv(rv) {
+        Err((Some(rv), match classify_rv(rv) {
             SanlockRefusal::HeldByOther => {
                 LockError::held_elsewhere(self.target(), &self.vm, self.holder().await)
             }
@@ -664,7 +714,7 @@ impl SanlockLease {
                 command: cmd.display(),
                 stderr: format!("sanlock returned {rv} {}", out.stderr.trim()),
             },
-        })
+        }))
     }
 
     /// The sanlock host id of another host holding this lease, if sanlock can tell.
@@ -695,7 +745,24 @@ impl SanlockLease {
 
 #[cfg(test)]
 mod tests {
-    use super::cmdline_watches;
+    use super::{classify_rv, cmdline_watches, is_sanlock_command, SanlockRefusal};
+
+    #[test]
+    fn a_holder_is_ready_once_it_exec_d_its_command() {
+        // Before the exec: sanlock's own argv (its empty acquire may still be in the daemon).
+        assert!(is_sanlock_command(
+            b"sanlock\0client\0command\0-c\0/usr/bin/vmwarden\0lease-holder\0--vm\0vm1\0"
+        ));
+        // After: the holder's.
+        assert!(!is_sanlock_command(
+            b"/usr/bin/vmwarden\0lease-holder\0--pid-file\0/run/libvirt/qemu/vm1.pid\0"
+        ));
+        assert!(!is_sanlock_command(b"tail\0--pid=42\0-f\0/dev/null\0"));
+        assert!(!is_sanlock_command(b""));
+        // -16 stays a refusal in general (an earlier timed-out acquire of ours still waiting);
+        // only a holder just started retries it (acquire_on_new_holder).
+        assert_eq!(classify_rv(-16), SanlockRefusal::HeldByOther);
+    }
 
     #[test]
     fn holder_argv_names_the_watched_pid() {

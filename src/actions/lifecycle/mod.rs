@@ -1743,7 +1743,12 @@ async fn recover_kind(
         }
         ActionKind::Grow => {
             let observed = format!("{vm} {here} on {}; {progress}", engine.node);
-            let result = if done.iter().any(|s| s == LStep::ExtendDisk.name()) {
+            // The grow happened with `extend_disk` (an LV, a stopped VM's file) or, for a running
+            // VM's file disk, with `blockresize` (qemu grows the file itself).
+            let result = if done
+                .iter()
+                .any(|s| s == LStep::ExtendDisk.name() || s == LStep::BlockResize.name())
+            {
                 "completed"
             } else {
                 "failed"
@@ -1805,6 +1810,26 @@ async fn recover_kind(
                 "undefined here (--keep-disks): finish — release".to_string()
             };
             note(&observed, &decision)?;
+            // Undefined here, so the remove is past its point of no return: the stale
+            // definitions on peers go too (else a crash between `undefine` and `undefine_peers`
+            // left the VM defined on a peer with its disks removed — a definition that cannot
+            // start). Before the disks and the release: the lock held here is what keeps every
+            // peer from starting it meanwhile; a peer that cannot be asked makes this pass fail
+            // and recovery retry.
+            if !done.iter().any(|s| s == LStep::UndefinePeers.name()) {
+                let id = match read.header() {
+                    Some(Record::Header { id, .. }) => id.clone(),
+                    _ => String::new(),
+                };
+                for p in &cfg.cluster.peers {
+                    let r = engine.call_peer(p, PeerOp::Status, vm, disks, &id).await?;
+                    if r.state != "undefined" {
+                        engine
+                            .call_peer(p, PeerOp::Undefine, vm, disks, &id)
+                            .await?;
+                    }
+                }
+            }
             if remove && done.iter().any(|s| s == LStep::Undefine.name()) {
                 for d in &refs {
                     if disk_exists(cfg, d).await? {
