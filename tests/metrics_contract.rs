@@ -77,6 +77,7 @@ fn agent_rendering() -> String {
         &mut reg,
         &views,
         &[("vm1".into(), "started", 1)],
+        &[("vm1".into(), "resumed", 1)],
         &Default::default(),
     );
     let mut wd = String::new();

@@ -54,6 +54,13 @@ pub enum Ctl {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Resume a VM paused on an I/O error (or by a user) once its storage path is healthy;
+    /// refused unless its lock is exclusive here.
+    Resume {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Live-migrate a running VM to NODE, handing the lock over (--cold: only if it is stopped).
     Migrate {
         vm: String,
@@ -137,6 +144,7 @@ impl Ctl {
             Ctl::Start { vm, dry_run } => format!("start {vm}{}", dry(*dry_run)),
             Ctl::Stop { vm, dry_run } => format!("stop {vm}{}", dry(*dry_run)),
             Ctl::Restart { vm, dry_run } => format!("restart {vm}{}", dry(*dry_run)),
+            Ctl::Resume { vm, dry_run } => format!("resume {vm}{}", dry(*dry_run)),
             Ctl::Migrate {
                 vm,
                 to,
@@ -282,6 +290,7 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
         Ctl::Start { vm, dry_run } => c.act(&vm, "start", plain(dry_run), limit).await,
         Ctl::Stop { vm, dry_run } => c.act(&vm, "stop", plain(dry_run), limit).await,
         Ctl::Restart { vm, dry_run } => c.act(&vm, "restart", plain(dry_run), limit).await,
+        Ctl::Resume { vm, dry_run } => c.act(&vm, "resume", plain(dry_run), limit).await,
         Ctl::Migrate {
             vm,
             to,
