@@ -163,6 +163,21 @@ pub fn offline_views(
                         )
                     } else if st == Status::ErrorDown {
                         "should run: the watchdog restarts it".into()
+                    } else if st == Status::PausedIoError {
+                        match (&rec.lock_lost, rec.resume_gave_up_at) {
+                            (Some(why), _) => format!("paused on an I/O error: never resumed: {why}"),
+                            (None, Some(_)) => format!(
+                                "paused on an I/O error: gave up resuming after {} resumes: `vmwarden ctl reset {}`",
+                                rec.resumes.len(),
+                                d.name
+                            ),
+                            (None, None) if cfg.watchdog.resume_after_io_error => {
+                                "paused on an I/O error: resumed once its storage path is healthy".into()
+                            }
+                            (None, None) => {
+                                "paused on an I/O error: left paused (resume_after_io_error = false)".into()
+                            }
+                        }
                     } else if let Some(n) = &rec.elsewhere {
                         format!("its lock is held on node {n}")
                     } else {

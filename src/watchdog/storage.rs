@@ -97,9 +97,19 @@ pub fn judge(map: &NodeMap, vm: &str) -> PathHealth {
         }
     }
 
-    // DRBD under the disks.
+    // DRBD under the disks. Not observed: waited for where a disk is known to be on DRBD
+    // without its state (a /dev/drbd path, or an LV whose PVs are DRBD devices) — a disk on
+    // neither is not on DRBD as far as this node can tell.
     if let Some(why) = map.drbd.why_not() {
-        wait.push(format!("{why} (DRBD under the disks is not known)"));
+        let on_drbd = d.disks.iter().any(|k| {
+            k.source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("/dev/drbd"))
+                || map.lv(k).is_some_and(|lv| !lv.drbd_minors.is_empty())
+        });
+        if on_drbd {
+            wait.push(format!("{why} (DRBD under the disks is not known)"));
+        }
     }
     for disk in &d.disks {
         for r in &disk.drbd {
@@ -246,6 +256,12 @@ mod tests {
         };
         assert!(w[0].contains("lvmlockd did not answer"), "{w:?}");
         assert!(w[1].contains("drbd collector failed"), "{w:?}");
+        // Without DRBD's state a disk not known to be on DRBD does not wait for it.
+        let mut m = map();
+        m.drbd = Observed::No("the drbd collector is disabled".into());
+        m.domains[0].disks[0].drbd.clear();
+        m.lvs[0].drbd_minors.clear();
+        assert_eq!(judge(&m, "a"), PathHealth::Healthy);
         let mut m = map();
         m.libvirt = Observed::No("libvirt down".into());
         assert_eq!(
