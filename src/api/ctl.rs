@@ -118,7 +118,8 @@ pub enum Ctl {
     },
     /// Where the VM is and who holds its lock, on this node and every peer; the watchdog's status.
     Status { vm: String },
-    /// Forget the watchdog's restart attempts of VM (and a give-up); it is looked at again now.
+    /// Forget the watchdog's restart and resume attempts of VM (a give-up, a lock lost while
+    /// paused on an I/O error); it is looked at again now.
     Reset {
         vm: String,
         #[arg(long)]

@@ -332,12 +332,18 @@ impl Watchdog {
         let msg = {
             let mut g = self.inner();
             let rec = g.records.entry(vm.to_string()).or_default();
-            let before = rec.attempts.len();
-            let gave_up = rec.gave_up_at.is_some();
+            let before = rec.attempts.len() + rec.resumes.len();
+            let gave_up = rec.gave_up_at.is_some() || rec.resume_gave_up_at.is_some();
+            let lock_lost = rec.lock_lost.is_some();
             policy::reset(rec);
             format!(
-                "{vm}: watchdog reset ({before} attempts forgotten{})",
-                if gave_up { ", no longer given up" } else { "" }
+                "{vm}: watchdog reset ({before} attempts forgotten{}{})",
+                if gave_up { ", no longer given up" } else { "" },
+                if lock_lost {
+                    ", the lock lost while paused forgotten: judged anew"
+                } else {
+                    ""
+                }
             )
         };
         self.persist();
