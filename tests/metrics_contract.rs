@@ -71,6 +71,7 @@ fn agent_rendering() -> String {
         gave_up: false,
         restarts: 1,
         elsewhere: None,
+        resume_stuck: false,
     }];
     let mut reg = prometheus_client::registry::Registry::default();
     vmwarden::watchdog::metrics::encode_views(

@@ -39,6 +39,9 @@ pub struct VmView {
     pub gave_up: bool,
     pub restarts: u64,
     pub elsewhere: Option<String>,
+    /// Paused on an I/O error and not resumed by the watchdog until `vmwarden ctl reset`: its
+    /// lock was lost while paused, or it gave up resuming it.
+    pub resume_stuck: bool,
 }
 
 #[derive(Default)]
@@ -195,6 +198,8 @@ pub fn offline_views(
                 attempts: rec.attempts.len() as u32,
                 gave_up: rec.gave_up_at.is_some(),
                 restarts: rec.restarts,
+                resume_stuck: status == Status::PausedIoError
+                    && (rec.lock_lost.is_some() || rec.resume_gave_up_at.is_some()),
                 elsewhere: rec.elsewhere,
             }
         })
@@ -906,6 +911,8 @@ impl Watchdog {
                 attempts: rec.attempts.len() as u32,
                 gave_up: rec.gave_up_at.is_some(),
                 restarts: rec.restarts,
+                resume_stuck: st == Status::PausedIoError
+                    && (rec.lock_lost.is_some() || rec.resume_gave_up_at.is_some()),
                 elsewhere: rec.elsewhere,
             },
         );
