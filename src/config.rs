@@ -164,6 +164,9 @@ pub struct WatchdogConfig {
     pub backoff_initial_seconds: f64,
     pub backoff_max_seconds: f64,
     pub stable_seconds: f64,
+    /// A VM qemu paused on a disk I/O error is resumed once its storage path is healthy again
+    /// (policy.rs `decide_paused_io`); off: left paused and alerted.
+    pub resume_after_io_error: bool,
 }
 
 /// `[notify]`: how the agent tells people about VMs it restarted or gave up on (src/notify/).

@@ -79,6 +79,10 @@ pub struct DrbdRef {
     pub disk_state: DiskState,
     /// DRBD 9 intentionally diskless client (reads and writes go to peers).
     pub client: bool,
+    /// I/O to the device is suspended (no quorum, a fence handler running, `drbdadm suspend-io`).
+    pub io_suspended: bool,
+    /// Each peer: its name, whether the connection is up (`Connected`), and its disk state.
+    pub peers: Vec<(String, bool, DiskState)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +125,9 @@ pub struct NodeMap {
     /// Under the sanlock lease backend (`[lock] backend = "sanlock"`): the VM leases this host
     /// holds. `None` with the lvmlockd backend.
     pub leases: Option<LeaseMap>,
+    /// The VGs whose lvmlockd lockspace is started here (`lvmlockctl --info`); `None` when
+    /// lvmlockd was not asked or did not answer.
+    pub lockd_started: Option<Vec<String>>,
 }
 
 /// The per-VM sanlock leases this host holds (resource name = VM) in the lease lockspace.
@@ -130,6 +137,10 @@ pub struct LeaseMap {
     pub held: Vec<(String, LeaseMode)>,
     /// Whether sanlock was observed. Absent counts as observed: no daemon holds no lease.
     pub sanlock: Observed,
+    /// The lease lockspace is joined and live here: listed, not being added or removed, not
+    /// given up by the daemon, its last renewal a success. `false` also when sanlock was not
+    /// observed.
+    pub lockspace_live: bool,
 }
 
 impl LeaseMap {
@@ -175,9 +186,20 @@ impl NodeMap {
                     .collect(),
                 _ => Vec::new(),
             };
+            let lockspace_live = match &snap.sanlock.outcome {
+                Outcome::Ok(s) => s.lockspaces.iter().any(|l| {
+                    l.name == ls
+                        && l.state == crate::probe::sanlock::ListState::Active
+                        && l.space_dead.unwrap_or(0) == 0
+                        && l.killing_pids.unwrap_or(0) == 0
+                        && l.renewal_last_result.map_or(true, |r| r == 1)
+                }),
+                _ => false,
+            };
             map.leases = Some(LeaseMap {
                 lockspace: ls.to_string(),
                 held,
+                lockspace_live,
                 sanlock: Observed::of("sanlock", &snap.sanlock.outcome),
             });
         }
@@ -288,6 +310,13 @@ impl NodeMap {
             lockd_unknown,
             drbd_split_brain,
             leases: None,
+            lockd_started: lvm.and_then(|l| match &l.lockd {
+                crate::probe::lvm::LockdStatus::Up(info) => Some(
+                    // As vmwarden_lvm_vg_lockspace_started: lvmlockd lists the VG.
+                    info.vgs.iter().map(|v| v.vg_name.clone()).collect(),
+                ),
+                _ => None,
+            }),
         }
     }
 
@@ -303,6 +332,18 @@ fn to_drbd_ref(v: &DrbdVolume) -> DrbdRef {
         volume: v.volume,
         disk_state: v.disk_state.clone(),
         client: v.client == Some(true),
+        io_suspended: v.io_suspended,
+        peers: v
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    p.connection == crate::probe::drbd::ConnState::Connected,
+                    p.disk_state.clone(),
+                )
+            })
+            .collect(),
     }
 }
 

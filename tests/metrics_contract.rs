@@ -71,12 +71,14 @@ fn agent_rendering() -> String {
         gave_up: false,
         restarts: 1,
         elsewhere: None,
+        resume_stuck: false,
     }];
     let mut reg = prometheus_client::registry::Registry::default();
     vmwarden::watchdog::metrics::encode_views(
         &mut reg,
         &views,
         &[("vm1".into(), "started", 1)],
+        &[("vm1".into(), "resumed", 1)],
         &Default::default(),
     );
     let mut wd = String::new();

@@ -49,6 +49,9 @@ pub enum ActionKind {
     ActivateDisks,
     DeactivateDisks,
     Remove,
+    /// `virsh resume` of a VM paused on an I/O error (or by a user), once its storage path is
+    /// healthy and its lock exclusive here.
+    Resume,
 }
 
 impl ActionKind {
@@ -63,6 +66,7 @@ impl ActionKind {
             ActionKind::ActivateDisks => "activate_disks",
             ActionKind::DeactivateDisks => "deactivate_disks",
             ActionKind::Remove => "remove",
+            ActionKind::Resume => "resume",
         }
     }
 }

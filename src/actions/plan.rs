@@ -35,6 +35,10 @@ pub enum Step {
     /// stopped VM: check, then move its definition (`virsh migrate --offline`, commit).
     ColdPreflight,
     OfflineMigrate,
+    /// resume: paused here (I/O error or user), lock exclusive here, storage path healthy.
+    ResumePreflight,
+    /// `virsh resume`.
+    VirshResume,
     /// create, grow, disks, remove (lifecycle/).
     Life(super::lifecycle::LStep),
 }
@@ -57,6 +61,8 @@ impl Step {
             Step::TargetToExclusive => "target_to_exclusive",
             Step::ColdPreflight => "cold_preflight",
             Step::OfflineMigrate => "libvirt_migrate_offline",
+            Step::ResumePreflight => "resume_preflight",
+            Step::VirshResume => "virsh_resume",
             Step::Life(l) => l.name(),
         }
     }
@@ -90,7 +96,10 @@ impl Step {
         }
         !matches!(
             self,
-            Step::StartPreflight | Step::MigratePreflight | Step::ColdPreflight
+            Step::StartPreflight
+                | Step::MigratePreflight
+                | Step::ColdPreflight
+                | Step::ResumePreflight
         )
     }
 
@@ -101,6 +110,7 @@ impl Step {
                 "the guest was asked to power off (ACPI) and may still do so; its lock is released when it does"
             }
             Step::AttachLease => "the lease was tied to qemu's process",
+            Step::VirshResume => "the guest was resumed",
             Step::Life(l) => l.cannot_undo(),
             _ => "it has no undo",
         }
@@ -451,6 +461,53 @@ impl Step {
                 virsh.run(&a, virsh.timeout).await?;
                 Ok(())
             }
+            Step::ResumePreflight => {
+                let st = virsh.state(vm).await?;
+                // Only a guest frozen by an I/O error or by a user: a pause of a migration, a
+                // save or a snapshot belongs to that operation.
+                if st.state != "paused" || !matches!(st.reason.as_str(), "I/O error" | "user") {
+                    return Err(state_refusal(
+                        vm,
+                        &e.node,
+                        &st,
+                        "only a VM paused on an I/O error or by a user is resumed",
+                    ));
+                }
+                let locks = Self::locks(ctx)?;
+                let held = locks.mode().await?;
+                if held != Held::Exclusive {
+                    return Err(ActionError::Refused(format!(
+                        "{vm} is paused here but its lock ({}) is {} here, not exclusive: never resumed without it (another node may run {vm}; check with `vmwarden ctl status {vm}`)",
+                        locks.targets(),
+                        held.as_str()
+                    )));
+                }
+                // The same judgment as the watchdog's, on a collection of its own.
+                let collector = crate::collect::Collector::new(e.cfg.clone());
+                let snap = collector.collect().await;
+                let map = crate::node::NodeMap::build_with_leases(
+                    &snap,
+                    e.cfg.lease_lockspace().as_deref(),
+                );
+                match crate::watchdog::storage::judge(&map, vm) {
+                    crate::watchdog::storage::PathHealth::Healthy => Ok(()),
+                    crate::watchdog::storage::PathHealth::Waiting(why) => {
+                        Err(ActionError::Refused(format!(
+                            "{vm}'s storage path is not healthy yet: {}",
+                            why.join("; ")
+                        )))
+                    }
+                    crate::watchdog::storage::PathHealth::LockNotHeld(why) => {
+                        Err(ActionError::Refused(format!(
+                            "{vm} is never resumed without its lock exclusive here: {why}"
+                        )))
+                    }
+                }
+            }
+            Step::VirshResume => {
+                virsh.run(&["resume", vm], virsh.timeout).await?;
+                Ok(())
+            }
             Step::Life(l) => l.run(ctx).await,
         }
     }
@@ -579,6 +636,18 @@ impl Step {
                     .unwrap_or_default()],
                 vec![],
             ),
+            Step::ResumePreflight => (
+                vec![
+                    virsh(&["domstate", "--reason", vm]),
+                    format!(
+                        "lock held exclusive here ({})",
+                        ctx.locks.as_ref().map(|l| l.targets()).unwrap_or_default()
+                    ),
+                    "storage path healthy (a collection: DRBD under the disks UpToDate and connected, the lockspace started or live, the lock exclusive here)".into(),
+                ],
+                vec![],
+            ),
+            Step::VirshResume => (vec![virsh(&["resume", vm])], vec![]),
             Step::Life(l) => l.describe(ctx),
         }
     }
@@ -644,6 +713,7 @@ impl Plan {
         let (steps, live) = match req.action {
             ActionKind::Start => (start.to_vec(), false),
             ActionKind::Stop => (stop.to_vec(), false),
+            ActionKind::Resume => (vec![ResumePreflight, VirshResume], false),
             ActionKind::Restart => ([&stop[..], &start[..]].concat(), false),
             // Live when it runs, cold when stopped: decided now, shown by --dry-run.
             ActionKind::Migrate => {
@@ -696,6 +766,7 @@ impl Plan {
             ActionKind::Start => format!("{} runs on {node} with its lock exclusive", ctx.vm),
             ActionKind::Stop => format!("{} is stopped on {node} and its lock released", ctx.vm),
             ActionKind::Restart => format!("{} was stopped and started again on {node}", ctx.vm),
+            ActionKind::Resume => format!("{} was resumed on {node}", ctx.vm),
             ActionKind::Migrate => {
                 let to = ctx.peer.as_ref().map(|p| p.name.as_str()).unwrap_or("?");
                 if self.live {

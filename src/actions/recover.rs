@@ -10,6 +10,9 @@
 //!   runs nowhere, releases); it runs on the source only → roll back (target releases, source
 //!   back to ex); active on both (a libvirt migration still running) or the target
 //!   unreachable when it is needed → wait and try again.
+//! - resume: what libvirt shows decides, nothing is replayed and no lock is touched (a resume
+//!   changes none): running → it was resumed (completed); still paused or gone → failed, left
+//!   as it is (the watchdog judges it again, from its storage and lock).
 //! - the target's side (an incoming marker, no journal here): the VM runs here and its lock is
 //!   shared → convert it to exclusive. The lock manager allows that only once the source holds
 //!   nothing, so this finishes a migration whose source already let go even when the source's
@@ -241,6 +244,22 @@ async fn recover_one(engine: &Engine, path: &Path) -> Result<bool, ActionError> 
                     result = "failed";
                 }
             }
+        }
+        ("resume", _) => {
+            observed = format!("{vm} {here} on {}; {progress}", engine.node);
+            (decision, result) = if here.state == "running" {
+                ("the VM runs: it was resumed".to_string(), "completed")
+            } else {
+                (
+                    "the VM does not run: left as it is (never resumed from the journal)"
+                        .to_string(),
+                    "failed",
+                )
+            };
+            j.write(&Record::Recovery {
+                observed: observed.clone(),
+                decision: decision.clone(),
+            })?;
         }
         _ => {
             observed = format!("{vm} {here} on {}; {progress}", engine.node);

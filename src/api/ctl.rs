@@ -54,6 +54,13 @@ pub enum Ctl {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Resume a VM paused on an I/O error (or by a user) once its storage path is healthy;
+    /// refused unless its lock is exclusive here.
+    Resume {
+        vm: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Live-migrate a running VM to NODE, handing the lock over (--cold: only if it is stopped).
     Migrate {
         vm: String,
@@ -111,7 +118,8 @@ pub enum Ctl {
     },
     /// Where the VM is and who holds its lock, on this node and every peer; the watchdog's status.
     Status { vm: String },
-    /// Forget the watchdog's restart attempts of VM (and a give-up); it is looked at again now.
+    /// Forget the watchdog's restart and resume attempts of VM (a give-up, a lock lost while
+    /// paused on an I/O error); it is looked at again now.
     Reset {
         vm: String,
         #[arg(long)]
@@ -137,6 +145,7 @@ impl Ctl {
             Ctl::Start { vm, dry_run } => format!("start {vm}{}", dry(*dry_run)),
             Ctl::Stop { vm, dry_run } => format!("stop {vm}{}", dry(*dry_run)),
             Ctl::Restart { vm, dry_run } => format!("restart {vm}{}", dry(*dry_run)),
+            Ctl::Resume { vm, dry_run } => format!("resume {vm}{}", dry(*dry_run)),
             Ctl::Migrate {
                 vm,
                 to,
@@ -282,6 +291,7 @@ pub async fn run(cfg: Config, json: bool, token_file: Option<PathBuf>, what: Ctl
         Ctl::Start { vm, dry_run } => c.act(&vm, "start", plain(dry_run), limit).await,
         Ctl::Stop { vm, dry_run } => c.act(&vm, "stop", plain(dry_run), limit).await,
         Ctl::Restart { vm, dry_run } => c.act(&vm, "restart", plain(dry_run), limit).await,
+        Ctl::Resume { vm, dry_run } => c.act(&vm, "resume", plain(dry_run), limit).await,
         Ctl::Migrate {
             vm,
             to,

@@ -1,6 +1,6 @@
 //! The resource routes of the documented API (docs/api.md, docs/openapi.yaml):
 //! `GET /v1/node`, `GET /v1/vms`, `GET /v1/vms/{vm}`, `POST /v1/vms/{vm}/{start,stop,restart,
-//! migrate,reset}`, `GET /v1/actions/{id}`. An action is answered at once (202) with its id;
+//! migrate,resume,reset}`, `GET /v1/actions/{id}`. An action is answered at once (202) with its id;
 //! its steps are followed from its journal. One action per VM at a time: a second gets 409
 //! naming the first.
 
@@ -29,6 +29,7 @@ pub enum Verb {
     ActivateDisks,
     DeactivateDisks,
     Remove,
+    Resume,
 }
 
 impl Verb {
@@ -44,6 +45,7 @@ impl Verb {
             "activate-disks" => Verb::ActivateDisks,
             "deactivate-disks" => Verb::DeactivateDisks,
             "remove" => Verb::Remove,
+            "resume" => Verb::Resume,
             _ => return None,
         })
     }
@@ -60,6 +62,7 @@ impl Verb {
             Verb::ActivateDisks => "/v1/vms/{vm}/activate-disks",
             Verb::DeactivateDisks => "/v1/vms/{vm}/deactivate-disks",
             Verb::Remove => "/v1/vms/{vm}/remove",
+            Verb::Resume => "/v1/vms/{vm}/resume",
         }
     }
 
@@ -74,6 +77,7 @@ impl Verb {
             Verb::ActivateDisks => ActionKind::ActivateDisks,
             Verb::DeactivateDisks => ActionKind::DeactivateDisks,
             Verb::Remove => ActionKind::Remove,
+            Verb::Resume => ActionKind::Resume,
             Verb::Reset => return None,
         })
     }

@@ -643,6 +643,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/vms/{vm}/start", "operate"),
     ("post", "/v1/vms/{vm}/stop", "operate"),
     ("post", "/v1/vms/{vm}/restart", "operate"),
+    ("post", "/v1/vms/{vm}/resume", "operate"),
     ("post", "/v1/vms/{vm}/migrate", "operate"),
     ("post", "/v1/vms/{vm}/reset", "operate"),
     ("post", "/v1/vms/{vm}/create", "operate"),

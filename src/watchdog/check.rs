@@ -43,9 +43,11 @@ pub fn report(cfg: &Config, obs: &Observation) -> (String, bool) {
     (out, views.iter().any(needs_attention))
 }
 
-/// Given up, or running although it should be stopped: nothing will change without a human.
+/// Given up (restarting, or resuming after an I/O error), never to be resumed (its lock was
+/// lost while paused), or running although it should be stopped: nothing will change without a
+/// human.
 fn needs_attention(v: &VmView) -> bool {
-    v.gave_up || v.status == Status::ErrorUp
+    v.gave_up || v.resume_stuck || v.status == Status::ErrorUp
 }
 
 fn format_views(views: &[VmView]) -> String {
@@ -88,6 +90,7 @@ mod tests {
             gave_up,
             restarts: 0,
             elsewhere: None,
+            resume_stuck: false,
         }
     }
 
@@ -103,5 +106,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("vmwarden ctl stop d"), "{text}");
+        // Paused on an I/O error: a human is needed only once the watchdog will not resume it.
+        let mut v = view("e", Status::PausedIoError, false);
+        assert!(!needs_attention(&v));
+        v.resume_stuck = true;
+        assert!(needs_attention(&v));
     }
 }

@@ -4,6 +4,9 @@
 //! status, asks the policy, and acts only through the action engine's `start` — so every lock
 //! rule, the journal, `--dry-run` semantics and the hook apply to restarts too. What the policy
 //! remembers is persisted in `STATE_DIR/watchdog.json` (attempts survive an agent restart).
+//! A VM paused on an I/O error is resumed (with `resume_after_io_error`) through the resume
+//! action, once a collection of the node (DRBD, lvm, sanlock — made only while such a VM exists)
+//! shows its storage path healthy (storage.rs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,8 +20,11 @@ use crate::config::Config;
 use crate::probe::libvirt::{LibvirtDomain, LibvirtProbe};
 
 use super::intent::{self, Intent, Want};
-use super::policy::{self, Decision, PolicyConfig, StartOutcome, VmRecord};
+use super::policy::{self, Decision, PolicyConfig, ResumeOutcome, StartOutcome, VmRecord};
 use super::status::{self, Status, StopCause};
+use super::storage::{self, PathHealth};
+use crate::node::NodeMap;
+use crate::probe::libvirt::{DomainState, PausedReason};
 
 /// One VM as the watchdog sees it (metrics, `vmwarden ctl status`).
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +39,9 @@ pub struct VmView {
     pub gave_up: bool,
     pub restarts: u64,
     pub elsewhere: Option<String>,
+    /// Paused on an I/O error and not resumed by the watchdog until `vmwarden ctl reset`: its
+    /// lock was lost while paused, or it gave up resuming it.
+    pub resume_stuck: bool,
 }
 
 #[derive(Default)]
@@ -45,6 +54,8 @@ struct Inner {
     wake_at: BTreeMap<String, f64>,
     /// Restarts by result, for the metrics: (vm, result) → count.
     results: BTreeMap<(String, &'static str), u64>,
+    /// Resumes after an I/O error by result: (vm, result) → count.
+    resume_results: BTreeMap<(String, &'static str), u64>,
     /// When each VM was first seen down (ERROR_down), for the settle delay.
     down_since: BTreeMap<String, f64>,
     /// The qemu pid of each VM last seen running here (libvirt's pid file).
@@ -70,6 +81,9 @@ pub struct Watchdog {
     wake: tokio::sync::Notify,
     path: PathBuf,
     notifier: crate::notify::Notifier,
+    /// The storage collection for VMs paused on an I/O error (its own, so its failures are
+    /// logged once).
+    storage: crate::collect::Collector,
 }
 
 impl std::fmt::Debug for Watchdog {
@@ -152,6 +166,21 @@ pub fn offline_views(
                         )
                     } else if st == Status::ErrorDown {
                         "should run: the watchdog restarts it".into()
+                    } else if st == Status::PausedIoError {
+                        match (&rec.lock_lost, rec.resume_gave_up_at) {
+                            (Some(why), _) => format!("paused on an I/O error: never resumed: {why}"),
+                            (None, Some(_)) => format!(
+                                "paused on an I/O error: gave up resuming after {} resumes: `vmwarden ctl reset {}`",
+                                rec.resumes.len(),
+                                d.name
+                            ),
+                            (None, None) if cfg.watchdog.resume_after_io_error => {
+                                "paused on an I/O error: resumed once its storage path is healthy".into()
+                            }
+                            (None, None) => {
+                                "paused on an I/O error: left paused (resume_after_io_error = false)".into()
+                            }
+                        }
                     } else if let Some(n) = &rec.elsewhere {
                         format!("its lock is held on node {n}")
                     } else {
@@ -169,6 +198,8 @@ pub fn offline_views(
                 attempts: rec.attempts.len() as u32,
                 gave_up: rec.gave_up_at.is_some(),
                 restarts: rec.restarts,
+                resume_stuck: status == Status::PausedIoError
+                    && (rec.lock_lost.is_some() || rec.resume_gave_up_at.is_some()),
                 elsewhere: rec.elsewhere,
             }
         })
@@ -239,6 +270,7 @@ impl Watchdog {
             wake: tokio::sync::Notify::new(),
             path,
             notifier,
+            storage: crate::collect::Collector::new(cfg.clone()),
             cfg,
         })
     }
@@ -291,17 +323,32 @@ impl Watchdog {
             .collect()
     }
 
+    /// Resumes per VM: (vm, result, count).
+    pub fn resume_results(&self) -> Vec<(String, &'static str, u64)> {
+        self.inner()
+            .resume_results
+            .iter()
+            .map(|((vm, r), n)| (vm.clone(), *r, *n))
+            .collect()
+    }
+
     /// `vmwarden ctl reset VM`: forget attempts and give-up; look again at once.
     pub fn reset(&self, vm: &str) -> String {
         let msg = {
             let mut g = self.inner();
             let rec = g.records.entry(vm.to_string()).or_default();
-            let before = rec.attempts.len();
-            let gave_up = rec.gave_up_at.is_some();
+            let before = rec.attempts.len() + rec.resumes.len();
+            let gave_up = rec.gave_up_at.is_some() || rec.resume_gave_up_at.is_some();
+            let lock_lost = rec.lock_lost.is_some();
             policy::reset(rec);
             format!(
-                "{vm}: watchdog reset ({before} attempts forgotten{})",
-                if gave_up { ", no longer given up" } else { "" }
+                "{vm}: watchdog reset ({before} attempts forgotten{}{})",
+                if gave_up { ", no longer given up" } else { "" },
+                if lock_lost {
+                    ", the lock lost while paused forgotten: judged anew"
+                } else {
+                    ""
+                }
             )
         };
         self.persist();
@@ -458,8 +505,23 @@ impl Watchdog {
     /// One look at every domain.
     async fn pass(&self, domains: &[LibvirtDomain]) {
         let mut changed = false;
+        // The storage path matters only for a VM paused on an I/O error, and only with the
+        // resume on: collected then, once per pass.
+        let map = if self.cfg.watchdog.resume_after_io_error
+            && domains
+                .iter()
+                .any(|d| d.state == DomainState::Paused(PausedReason::IoError))
+        {
+            let snap = self.storage.collect().await;
+            Some(NodeMap::build_with_leases(
+                &snap,
+                self.cfg.lease_lockspace().as_deref(),
+            ))
+        } else {
+            None
+        };
         for d in domains {
-            changed |= self.evaluate(d).await;
+            changed |= self.evaluate(d, map.as_ref()).await;
         }
         // Domains gone from this node (migrated away, undefined): forget their view.
         let names: std::collections::BTreeSet<&str> =
@@ -479,7 +541,7 @@ impl Watchdog {
     }
 
     /// Evaluate one domain; true when the persisted memory changed.
-    async fn evaluate(&self, d: &LibvirtDomain) -> bool {
+    async fn evaluate(&self, d: &LibvirtDomain, map: Option<&NodeMap>) -> bool {
         let vm = d.name.as_str();
         let t = now();
         let mut intent = match managed_intent(&self.cfg, d) {
@@ -589,21 +651,44 @@ impl Watchdog {
                 g.down_since.remove(vm);
             }
             let rec = g.records.entry(vm.to_string()).or_default();
-            let d = policy::decide(&self.policy, rec, st, t);
-            if let Decision::Wait { until } = d {
+            let before = rec.clone();
+            let d = if st == Status::PausedIoError {
+                let health = match map {
+                    Some(m) => storage::judge(m, vm),
+                    None => PathHealth::Waiting(vec!["its storage was not collected".into()]),
+                };
+                policy::decide_paused_io(
+                    &self.policy,
+                    rec,
+                    &health,
+                    self.cfg.watchdog.resume_after_io_error,
+                    t,
+                )
+            } else {
+                policy::decide(&self.policy, rec, st, t)
+            };
+            let record_changed = *rec != before;
+            if let Decision::Wait { until } | Decision::ResumeWait { until } = d {
                 g.wake_at.insert(vm.to_string(), until);
             } else {
                 g.wake_at.remove(vm);
             }
-            d
+            (d, record_changed)
         };
+        let (decision, record_changed) = decision;
         let mut changed = !matches!(
             decision,
             Decision::Nothing
                 | Decision::Wait { .. }
                 | Decision::GivenUp
                 | Decision::Elsewhere { .. }
-        );
+                | Decision::LeftPaused
+                | Decision::ResumeWait { .. }
+                | Decision::StorageWait { .. }
+                | Decision::LockLost { .. }
+                | Decision::ResumeGivenUp
+        ) || record_changed;
+        let previous = self.inner().views.get(vm).map(|v| v.decision.clone());
         let words = match &decision {
             Decision::Nothing => String::new(),
             Decision::Restart { attempt } => {
@@ -690,6 +775,74 @@ impl Watchdog {
                 self.poke();
                 "window passed: trying again".into()
             }
+            Decision::LeftPaused => {
+                "paused on an I/O error: left paused (resume_after_io_error = false)".into()
+            }
+            Decision::Resume { attempt } => {
+                tracing::warn!(
+                    vm,
+                    "watchdog: paused on an I/O error and its storage path is healthy again — resuming (attempt {attempt} of {})",
+                    self.policy.max_attempts
+                );
+                let outcome = self.resume(vm).await;
+                let result = match &outcome {
+                    ResumeOutcome::Resumed => "resumed",
+                    ResumeOutcome::Failed(_) => "failed",
+                };
+                match &outcome {
+                    ResumeOutcome::Resumed => {
+                        tracing::warn!(vm, "watchdog: resumed (attempt {attempt})")
+                    }
+                    ResumeOutcome::Failed(e) => {
+                        tracing::warn!(vm, "watchdog: resume attempt {attempt} failed: {e}")
+                    }
+                }
+                let mut g = self.inner();
+                *g.resume_results
+                    .entry((vm.to_string(), result))
+                    .or_default() += 1;
+                let rec = g.records.entry(vm.to_string()).or_default();
+                policy::resumed(rec, &outcome);
+                if let ResumeOutcome::Failed(_) = outcome {
+                    let n = rec.resumes.len();
+                    let last = rec.resumes.last().copied().unwrap_or(t);
+                    let until = last + self.policy.backoff(n);
+                    g.wake_at.insert(vm.to_string(), until);
+                }
+                changed = true;
+                format!("resume attempt {attempt}: {result}")
+            }
+            Decision::ResumeWait { until } => format!(
+                "paused on an I/O error, storage healthy: next resume in {:.1} s",
+                (until - t).max(0.0)
+            ),
+            Decision::StorageWait { why } => {
+                let words = format!("paused on an I/O error: waits for its storage: {why}");
+                if previous.as_deref() != Some(words.as_str()) {
+                    tracing::warn!(vm, "watchdog: {words}");
+                }
+                words
+            }
+            Decision::LockLost { why } => {
+                let words = format!(
+                    "paused on an I/O error: never resumed: {why}. If {vm} runs nowhere else, take its lock (`vmwarden lock exclusive {vm}`) and `vmwarden ctl resume {vm}`; else `virsh destroy {vm}` here"
+                );
+                if previous.as_deref() != Some(words.as_str()) {
+                    tracing::error!(vm, "watchdog: {words}");
+                }
+                words
+            }
+            Decision::ResumeGiveUp { attempts } => {
+                tracing::error!(
+                    vm,
+                    "watchdog: paused on an I/O error again after {attempts} resumes within {:.0} s: gave up resuming it; `vmwarden ctl reset {vm}` to try again",
+                    self.policy.window
+                );
+                format!("gave up resuming after {attempts} resumes: `vmwarden ctl reset {vm}`")
+            }
+            Decision::ResumeGivenUp => {
+                format!("paused on an I/O error, resume given up: `vmwarden ctl reset {vm}`")
+            }
         };
         self.set_view(vm, st, Some(intent.want), words);
         changed
@@ -718,6 +871,27 @@ impl Watchdog {
         }
     }
 
+    async fn resume(&self, vm: &str) -> ResumeOutcome {
+        let rep = self
+            .engine
+            .run_as(
+                ActionRequest {
+                    action: ActionKind::Resume,
+                    vm: vm.to_string(),
+                    to: None,
+                    dry_run: false,
+                    lifecycle: Default::default(),
+                },
+                Origin::Watchdog,
+            )
+            .await;
+        if rep.result == "completed" {
+            ResumeOutcome::Resumed
+        } else {
+            ResumeOutcome::Failed(format!("{}: {}", rep.result, rep.message))
+        }
+    }
+
     fn set_view(&self, vm: &str, st: Status, want: Option<Want>, decision: String) {
         let mut g = self.inner();
         let rec = g.records.get(vm).cloned().unwrap_or_default();
@@ -737,6 +911,8 @@ impl Watchdog {
                 attempts: rec.attempts.len() as u32,
                 gave_up: rec.gave_up_at.is_some(),
                 restarts: rec.restarts,
+                resume_stuck: st == Status::PausedIoError
+                    && (rec.lock_lost.is_some() || rec.resume_gave_up_at.is_some()),
                 elsewhere: rec.elsewhere,
             },
         );

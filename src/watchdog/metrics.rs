@@ -13,6 +13,7 @@ pub fn encode(reg: &mut Registry, wd: &Watchdog) {
         reg,
         &wd.views(),
         &wd.results(),
+        &wd.resume_results(),
         &wd.notify_stats().snapshot(),
     );
 }
@@ -22,6 +23,7 @@ pub fn encode_views(
     reg: &mut Registry,
     views: &[VmView],
     results: &[(String, &'static str, u64)],
+    resumes: &[(String, &'static str, u64)],
     mail: &crate::notify::StatsSnapshot,
 ) {
     let notes = counter(
@@ -80,5 +82,32 @@ pub fn encode_views(
     }
     for ((vm, result), n) in counts {
         restarts.set(&[("domain", vm), ("result", result)], n as f64);
+    }
+    let resumed = counter(
+        reg,
+        "vmwarden_watchdog_resumes_total",
+        "Resumes of a VM paused on an I/O error the watchdog attempted since the agent started ([watchdog] resume_after_io_error), by result: resumed, failed",
+    );
+    // Born at 0 with the VM's first pause on an I/O error, or its first resume.
+    let mut counts: std::collections::BTreeMap<(&str, &str), u64> =
+        std::collections::BTreeMap::new();
+    for v in views
+        .iter()
+        .filter(|v| v.status == super::Status::PausedIoError)
+    {
+        for result in ["resumed", "failed"] {
+            counts.insert((v.vm.as_str(), result), 0);
+        }
+    }
+    for (vm, _, _) in resumes {
+        for r in ["resumed", "failed"] {
+            counts.entry((vm.as_str(), r)).or_insert(0);
+        }
+    }
+    for (vm, result, n) in resumes {
+        counts.insert((vm.as_str(), result), *n);
+    }
+    for ((vm, result), n) in counts {
+        resumed.set(&[("domain", vm), ("result", result)], n as f64);
     }
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod policy;
 pub mod sim;
 pub mod status;
+pub mod storage;
 
 pub use driver::{VmView, Watchdog};
 pub use status::Status;

@@ -9,6 +9,13 @@
 //! - Running for `stable` resets the count (a slow crash loop never gives up).
 //! - A start refused because the VM's lock is held by another node means it runs there: reported,
 //!   never fought, until the VM is seen running here again or is reset.
+//! - Paused on an I/O error ([`decide_paused_io`], with `resume_after_io_error`): resumed once
+//!   its storage path is healthy (storage.rs), never while its lock is not held exclusively
+//!   here — and a lock seen lost while paused is remembered until a reset or the VM runs again.
+//!   Resumes are bounded like restarts (the same backoff, `max_attempts` within `window`), but
+//!   their give-up lasts until `vmwarden ctl reset VM`: storage that fails again at every resume
+//!   would otherwise pause and resume the guest in a loop, and a paused guest loses nothing by
+//!   waiting for a human.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +68,19 @@ pub struct VmRecord {
     /// Restarts done in total (for the metrics).
     #[serde(default)]
     pub restarts: u64,
+    /// Times of the resumes after an I/O error still inside the window.
+    #[serde(default)]
+    pub resumes: Vec<f64>,
+    /// Gave up resuming it (until `vmwarden ctl reset VM`).
+    #[serde(default)]
+    pub resume_gave_up_at: Option<f64>,
+    /// Its lock was seen not held exclusively here while it was paused on an I/O error: never
+    /// resumed automatically (until a reset, or until it is seen running again).
+    #[serde(default)]
+    pub lock_lost: Option<String>,
+    /// Resumes done in total (for the metrics).
+    #[serde(default)]
+    pub resumes_done: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +108,37 @@ pub enum Decision {
     Stable,
     /// The window passed since giving up: trying again.
     WindowPassed,
+    /// Paused on an I/O error and `resume_after_io_error` is off: left paused (alerted).
+    LeftPaused,
+    /// Paused on an I/O error, its storage path healthy: resume it now (attempt `attempt`).
+    Resume {
+        attempt: u32,
+    },
+    /// Paused on an I/O error, storage healthy, the next resume not before `until`.
+    ResumeWait {
+        until: f64,
+    },
+    /// Paused on an I/O error, waiting for its storage path (what it waits for).
+    StorageWait {
+        why: String,
+    },
+    /// Its lock is not held exclusively here: never resumed automatically.
+    LockLost {
+        why: String,
+    },
+    /// Resumed `attempts` times within the window and paused again: no more resumes.
+    ResumeGiveUp {
+        attempts: u32,
+    },
+    /// Gave up resuming it earlier: until `vmwarden ctl reset VM`.
+    ResumeGivenUp,
+}
+
+/// How a resume ended (the resume action's report).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumeOutcome {
+    Resumed,
+    Failed(String),
 }
 
 /// How a restart attempt ended (the start action's report).
@@ -103,15 +154,32 @@ pub enum StartOutcome {
 
 pub fn decide(cfg: &PolicyConfig, rec: &mut VmRecord, status: Status, now: f64) -> Decision {
     match status {
-        Status::Running | Status::Paused | Status::PausedIoError | Status::ErrorUp => {
+        Status::Running | Status::Paused | Status::ErrorUp => {
             rec.elsewhere = None;
+            // It runs again (resumed by someone): a lock lost during the pause is judged anew
+            // at the next pause.
+            rec.lock_lost = None;
             let since = *rec.up_since.get_or_insert(now);
-            if now - since >= cfg.stable && (!rec.attempts.is_empty() || rec.gave_up_at.is_some()) {
+            if now - since >= cfg.stable
+                && (!rec.attempts.is_empty()
+                    || rec.gave_up_at.is_some()
+                    || !rec.resumes.is_empty()
+                    || rec.resume_gave_up_at.is_some())
+            {
                 rec.attempts.clear();
                 rec.gave_up_at = None;
+                rec.resumes.clear();
+                rec.resume_gave_up_at = None;
                 return Decision::Stable;
             }
             Decision::Nothing
+        }
+        // Frozen, not running: it does not count towards `stable` (a guest that pauses again
+        // at each resume must not look stable). decide_paused_io says what to do with it.
+        Status::PausedIoError => {
+            rec.elsewhere = None;
+            rec.up_since = None;
+            Decision::LeftPaused
         }
         Status::ErrorDown => {
             rec.up_since = None;
@@ -153,6 +221,58 @@ pub fn decide(cfg: &PolicyConfig, rec: &mut VmRecord, status: Status, now: f64) 
     }
 }
 
+/// A VM paused on an I/O error, its storage path judged `health` (storage.rs); `enabled`:
+/// `resume_after_io_error`. Resume only with the path healthy and the lock exclusive here.
+pub fn decide_paused_io(
+    cfg: &PolicyConfig,
+    rec: &mut VmRecord,
+    health: &super::storage::PathHealth,
+    enabled: bool,
+    now: f64,
+) -> Decision {
+    use super::storage::PathHealth;
+    rec.elsewhere = None;
+    rec.up_since = None;
+    if !enabled {
+        return Decision::LeftPaused;
+    }
+    if let PathHealth::LockNotHeld(why) = health {
+        rec.lock_lost.get_or_insert_with(|| why.clone());
+    }
+    if let Some(why) = &rec.lock_lost {
+        return Decision::LockLost { why: why.clone() };
+    }
+    if rec.resume_gave_up_at.is_some() {
+        return Decision::ResumeGivenUp;
+    }
+    if let PathHealth::Waiting(why) = health {
+        return Decision::StorageWait {
+            why: why.join("; "),
+        };
+    }
+    rec.resumes.retain(|t| now - *t < cfg.window);
+    let n = rec.resumes.len();
+    if n >= cfg.max_attempts as usize {
+        rec.resume_gave_up_at = Some(now);
+        return Decision::ResumeGiveUp { attempts: n as u32 };
+    }
+    let next = rec.resumes.last().map_or(now, |l| l + cfg.backoff(n));
+    if now + 1e-9 < next {
+        return Decision::ResumeWait { until: next };
+    }
+    rec.resumes.push(now);
+    Decision::Resume {
+        attempt: (n + 1) as u32,
+    }
+}
+
+/// Record how a resume ended: a failed one counts as an attempt (it is in `resumes` already).
+pub fn resumed(rec: &mut VmRecord, outcome: &ResumeOutcome) {
+    if let ResumeOutcome::Resumed = outcome {
+        rec.resumes_done += 1;
+    }
+}
+
 /// Record how a restart attempt ended.
 pub fn started(rec: &mut VmRecord, outcome: &StartOutcome) {
     match outcome {
@@ -171,6 +291,9 @@ pub fn reset(rec: &mut VmRecord) {
     rec.attempts.clear();
     rec.gave_up_at = None;
     rec.elsewhere = None;
+    rec.resumes.clear();
+    rec.resume_gave_up_at = None;
+    rec.lock_lost = None;
 }
 
 #[cfg(test)]
@@ -227,6 +350,77 @@ mod tests {
         assert_eq!(
             decide(&c, &mut r, Status::ErrorDown, 101.0),
             Decision::Restart { attempt: 1 }
+        );
+    }
+
+    #[test]
+    fn resumes_back_off_give_up_and_need_a_reset() {
+        use crate::watchdog::storage::PathHealth::*;
+        let c = cfg();
+        let mut r = VmRecord::default();
+        let wait = Waiting(vec!["DRBD r0/0 is Failed here, not UpToDate".into()]);
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, false, 0.0),
+            Decision::LeftPaused
+        );
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &wait, true, 0.0),
+            Decision::StorageWait {
+                why: "DRBD r0/0 is Failed here, not UpToDate".into()
+            }
+        );
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 1.0),
+            Decision::Resume { attempt: 1 }
+        );
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 1.5),
+            Decision::ResumeWait { until: 2.0 }
+        );
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 2.0),
+            Decision::Resume { attempt: 2 }
+        );
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 4.0),
+            Decision::Resume { attempt: 3 }
+        );
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 8.0),
+            Decision::ResumeGiveUp { attempts: 3 }
+        );
+        // Long after the window: still given up (resumes need a reset, unlike restarts).
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 5000.0),
+            Decision::ResumeGivenUp
+        );
+        reset(&mut r);
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 5001.0),
+            Decision::Resume { attempt: 1 }
+        );
+    }
+
+    #[test]
+    fn a_lock_lost_while_paused_is_never_resumed_until_reset() {
+        use crate::watchdog::storage::PathHealth::*;
+        let c = cfg();
+        let mut r = VmRecord::default();
+        let lost = LockNotHeld("this node no longer holds the lock on vg0/a".into());
+        assert!(matches!(
+            decide_paused_io(&c, &mut r, &lost, true, 0.0),
+            Decision::LockLost { .. }
+        ));
+        // The lock reported held again later does not make it resumable: someone else may
+        // have run the VM meanwhile.
+        assert!(matches!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 100.0),
+            Decision::LockLost { .. }
+        ));
+        reset(&mut r);
+        assert_eq!(
+            decide_paused_io(&c, &mut r, &Healthy, true, 101.0),
+            Decision::Resume { attempt: 1 }
         );
     }
 

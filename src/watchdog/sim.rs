@@ -17,13 +17,27 @@
 //!   (the policy's memory reloaded from what it persisted), `lock-held VM NODE` (its next start is
 //!   refused: it runs on NODE), `migrate-away VM`, `crashloop VM SECONDS` (each start crashes that
 //!   long after; 0 ends it), `start-fails VM N`, `reset VM`, `end` (just advance)
+//! - the storage path of a VM (its disk is LV `vg0/VM` of a shared VG on DRBD `r0/0` with one
+//!   peer `n2`; judged by the agent's own storage.rs on a node map built from it at every
+//!   evaluation; changes are seen by the next reconcile, as the agent's collection sees them):
+//!   `drbd VM STATE` (the local disk state: UpToDate, Failed, Diskless, …), `drbd-peer VM
+//!   up|down`, `lockspace VM started|stopped`, `lock VM ex|sh|un`, and `ioloop VM SECONDS` (each
+//!   resume pauses again on an I/O error that long after; 0 ends it). `set resume_after_io_error
+//!   true` turns the resume on.
 
 use std::collections::BTreeMap;
 
 use crate::probe::libvirt::{DomainState, PausedReason, RunningReason, ShutoffReason};
 
+use crate::node::{DiskMap, DomainMap, DrbdRef, LvRef, NodeMap, Observed};
+use crate::probe::drbd::DiskState;
+use crate::probe::lvm::{LockMode, LvLock};
+
 use super::intent::Want;
-use super::policy::{decide, reset, started, Decision, PolicyConfig, StartOutcome, VmRecord};
+use super::policy::{
+    decide, decide_paused_io, reset, resumed, started, Decision, PolicyConfig, ResumeOutcome,
+    StartOutcome, VmRecord,
+};
 use super::status::{compute, Status, StopCause};
 
 #[derive(Debug, Clone)]
@@ -38,11 +52,63 @@ struct SimVm {
     start_fails: u32,
     last_status: Option<Status>,
     last_decision: Option<String>,
+    drbd: DiskState,
+    peer_up: bool,
+    lockspace: bool,
+    lock: LockMode,
+    ioloop: f64,
+    pause_at: Option<f64>,
+}
+
+impl SimVm {
+    /// The node map the agent's collection would show for this VM.
+    fn map(&self, name: &str) -> NodeMap {
+        NodeMap {
+            domains: vec![DomainMap {
+                name: name.to_string(),
+                state: self.state,
+                disks: vec![DiskMap {
+                    target: "vda".into(),
+                    source: Some(format!("/dev/vg0/{name}")),
+                    lv: Some(0),
+                    drbd: vec![DrbdRef {
+                        minor: 0,
+                        resource: "r0".into(),
+                        volume: 0,
+                        disk_state: self.drbd.clone(),
+                        client: false,
+                        io_suspended: false,
+                        peers: vec![("n2".into(), self.peer_up, DiskState::UpToDate)],
+                    }],
+                }],
+            }],
+            lvs: vec![LvRef {
+                vg: "vg0".into(),
+                name: name.to_string(),
+                uuid: format!("uuid-{name}"),
+                shared_vg: true,
+                lock: LvLock::Known(self.lock),
+                drbd_minors: vec![0],
+            }],
+            libvirt: Observed::Yes,
+            lvm: Observed::Yes,
+            drbd: Observed::Yes,
+            lockd_unknown: None,
+            drbd_split_brain: vec![],
+            leases: None,
+            lockd_started: Some(if self.lockspace {
+                vec!["vg0".into()]
+            } else {
+                vec![]
+            }),
+        }
+    }
 }
 
 pub struct Sim {
     cfg: PolicyConfig,
     user_shutdown: bool,
+    resume_after_io_error: bool,
     reconcile: f64,
     now: f64,
     next_reconcile: f64,
@@ -64,6 +130,7 @@ impl Default for Sim {
                 stable: 300.0,
             },
             user_shutdown: false,
+            resume_after_io_error: false,
             reconcile: 5.0,
             now: 0.0,
             next_reconcile: 0.0,
@@ -126,6 +193,12 @@ impl Sim {
                         start_fails: 0,
                         last_status: None,
                         last_decision: None,
+                        drbd: DiskState::UpToDate,
+                        peer_up: true,
+                        lockspace: true,
+                        lock: LockMode::Ex,
+                        ioloop: 0.0,
+                        pause_at: None,
                     },
                 );
                 Ok(())
@@ -152,6 +225,7 @@ impl Sim {
             "stable" => self.cfg.stable = v()?,
             "reconcile" => self.reconcile = v()?,
             "user_shutdown" => self.user_shutdown = value == "true",
+            "resume_after_io_error" => self.resume_after_io_error = value == "true",
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())
@@ -268,6 +342,45 @@ impl Sim {
                 v.crashloop = s;
                 None
             }
+            ["drbd", vm, state] => {
+                let (_, v) = self.vm(Some(vm))?;
+                v.drbd = DiskState::from_drbd(state);
+                None
+            }
+            ["drbd-peer", vm, updown] => {
+                let (_, v) = self.vm(Some(vm))?;
+                v.peer_up = match *updown {
+                    "up" => true,
+                    "down" => false,
+                    _ => return Err("drbd-peer VM up|down".into()),
+                };
+                None
+            }
+            ["lockspace", vm, st] => {
+                let (_, v) = self.vm(Some(vm))?;
+                v.lockspace = match *st {
+                    "started" => true,
+                    "stopped" => false,
+                    _ => return Err("lockspace VM started|stopped".into()),
+                };
+                None
+            }
+            ["lock", vm, mode] => {
+                let (_, v) = self.vm(Some(vm))?;
+                v.lock = match *mode {
+                    "ex" => LockMode::Ex,
+                    "sh" => LockMode::Sh,
+                    "un" => LockMode::Un,
+                    _ => return Err("lock VM ex|sh|un".into()),
+                };
+                None
+            }
+            ["ioloop", vm, secs] => {
+                let s = num(Some(secs))?;
+                let (_, v) = self.vm(Some(vm))?;
+                v.ioloop = s;
+                None
+            }
             ["start-fails", vm, n] => {
                 let k = num(Some(n))? as u32;
                 let (_, v) = self.vm(Some(vm))?;
@@ -312,6 +425,11 @@ impl Sim {
                 .iter()
                 .filter_map(|(n, v)| v.crash_at.map(|c| (c, n.clone())))
                 .min_by(|a, b| a.0.total_cmp(&b.0));
+            let pause = self
+                .vms
+                .iter()
+                .filter_map(|(n, v)| v.pause_at.map(|c| (c, n.clone())))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
             let wake = self
                 .wakeups
                 .iter()
@@ -323,6 +441,9 @@ impl Sim {
             }
             if let Some((w, _)) = &wake {
                 next = next.min(*w);
+            }
+            if let Some((p, _)) = &pause {
+                next = next.min(*p);
             }
             if next > t {
                 self.now = t;
@@ -336,6 +457,19 @@ impl Sim {
                     v.state = DomainState::Shutoff(ShutoffReason::Crashed);
                     v.cause = (!lost).then_some(StopCause::Crashed);
                     v.crash_at = None;
+                }
+                if !lost {
+                    self.eval(&n);
+                }
+                continue;
+            }
+            if let Some((_, n)) = pause.filter(|(p, _)| *p <= next) {
+                // qemu pauses the guest on the I/O error; libvirt's Suspended event wakes the
+                // agent.
+                let lost = self.events_lost;
+                if let Some(v) = self.vms.get_mut(&n) {
+                    v.state = DomainState::Paused(PausedReason::IoError);
+                    v.pause_at = None;
                 }
                 if !lost {
                     self.eval(&n);
@@ -365,8 +499,13 @@ impl Sim {
             None => Status::Unmanaged,
             Some(w) => compute(w, vm.by_guest, &vm.state, vm.cause, self.user_shutdown),
         };
+        let health = (status == Status::PausedIoError && self.resume_after_io_error)
+            .then(|| super::storage::judge(&vm.map(name), name));
         let rec = self.records.entry(name.to_string()).or_default();
-        let d = decide(&self.cfg, rec, status, self.now);
+        let d = match &health {
+            Some(h) => decide_paused_io(&self.cfg, rec, h, true, self.now),
+            None => decide(&self.cfg, rec, status, self.now),
+        };
         let mut text = match &d {
             Decision::Nothing => String::new(),
             Decision::Restart { attempt } => format!("restart (attempt {attempt})"),
@@ -376,7 +515,29 @@ impl Sim {
             Decision::Elsewhere { node } => format!("runs on {node}: not fought"),
             Decision::Stable => "stable: attempts reset".into(),
             Decision::WindowPassed => "window passed: trying again".into(),
+            Decision::LeftPaused => "left paused (resume_after_io_error = false)".into(),
+            Decision::Resume { attempt } => format!("resume (attempt {attempt}) -> resumed"),
+            Decision::ResumeWait { until } => format!("next resume at {until:.1}"),
+            Decision::StorageWait { why } => format!("waits for its storage: {why}"),
+            Decision::LockLost { why } => format!("never resumed: {why}"),
+            Decision::ResumeGiveUp { attempts } => {
+                format!("give up resuming after {attempts} resumes")
+            }
+            Decision::ResumeGivenUp => format!("resume given up: `vmwarden ctl reset {name}`"),
         };
+        if let Decision::ResumeWait { until } = d {
+            if !self.wakeups.iter().any(|(w, n)| *w == until && n == name) {
+                self.wakeups.push((until, name.to_string()));
+            }
+        }
+        if let Decision::Resume { .. } = d {
+            resumed(rec, &ResumeOutcome::Resumed);
+            let now = self.now;
+            if let Some(v) = self.vms.get_mut(name) {
+                v.state = DomainState::Running(RunningReason::Unpaused);
+                v.pause_at = (v.ioloop > 0.0).then_some(now + v.ioloop);
+            }
+        }
         if let Decision::Wait { until } = d {
             if !self.wakeups.iter().any(|(w, n)| *w == until && n == name) {
                 self.wakeups.push((until, name.to_string()));
