@@ -65,7 +65,8 @@ def main():
     # Blocks of two migrations (there and back), alternating a plain lab (no agents, no hook)
     # and a vmwarden lab (agents, hook, sanlock lease handover): whatever else the machine does
     # meanwhile hits both sides alike.
-    plain, ours, libvirt_step, lock_steps = [], [], [], []
+    plain, ours, libvirt_step, lock_steps, outside = [], [], [], [], []
+    per_step = {}
     env = {"VMWARDEN_BIN": binary}
     cfg = lambda n: f"{LAB}/{n}/vmwarden.toml"
     while len(ours) < runs:
@@ -105,6 +106,11 @@ def main():
                 steps = {s["step"]: s["seconds"] for s in rep["steps"]}
                 libvirt_step.append(steps["libvirt_migrate"])
                 lock_steps.append(sum(v for k, v in steps.items() if k != "libvirt_migrate"))
+                # What no step accounts for: the CLI's start, the request, planning (state and
+                # disks read, the journal created), following the action to its end.
+                outside.append(ours[-1] - sum(steps.values()))
+                for k, v in steps.items():
+                    per_step.setdefault(k, []).append(v)
                 at = to
         finally:
             lab("down", check=False)
@@ -115,6 +121,8 @@ def main():
         "vmwarden_migrate_s": stats(ours),
         "vmwarden_libvirt_step_s": stats(libvirt_step),
         "vmwarden_other_steps_s": stats(lock_steps),
+        "vmwarden_outside_steps_s": stats(outside),
+        "vmwarden_step_median_s": {k: statistics.median(v) for k, v in per_step.items()},
         "ratio_median": statistics.median(ours) / statistics.median(plain),
         "ratio_mean": statistics.fmean(ours) / statistics.fmean(plain),
     }

@@ -331,7 +331,16 @@ impl Step {
                     ));
                 }
                 let locks = Self::locks(ctx)?;
-                let held = locks.mode().await?;
+                // Three independent reads — the lock here, the VM on the target, the target's
+                // hypervisor (each a few tens of ms: sanlock/lvm, a peer call, `virsh` on both
+                // nodes) — asked at once and judged in this order. Only the compatibility check
+                // writes anything: notes in the report.
+                let (held, status, compat) = tokio::join!(
+                    locks.mode(),
+                    e.call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id),
+                    super::compat::preflight(ctx, peer),
+                );
+                let held = held?;
                 if held != Held::Exclusive {
                     return Err(ActionError::Refused(format!(
                         "{vm} runs here but its lock ({}) is {} here, not exclusive: fix that first (`vmwarden check`)",
@@ -339,9 +348,7 @@ impl Step {
                         held.as_str()
                     )));
                 }
-                let r = e
-                    .call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id)
-                    .await?;
+                let r = status?;
                 if r.active {
                     return Err(ActionError::Refused(format!(
                         "{vm} is already active on {} ({})",
@@ -362,7 +369,7 @@ impl Step {
                     )));
                 }
                 // Can the target's hypervisor run this guest (CPU, machine type)?
-                super::compat::preflight(ctx, peer).await
+                compat
             }
             Step::SourceToShared => Ok(Self::locks(ctx)?.apply(LockOp::ConvertToShared).await?),
             Step::TargetAcquireShared => {
