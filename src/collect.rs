@@ -267,6 +267,26 @@ impl Collector {
     }
 }
 
+/// DRBD and lvm only, each under the collector timeout: what a live migration's target judges
+/// the DRBD under the VM's disks by (`node::drbd_problems_under`). No libvirt or sanlock: it is on
+/// the preflight's path.
+pub async fn collect_storage(cfg: &Config) -> (Outcome<DrbdSnapshot>, Outcome<LvmSnapshot>) {
+    let t = cfg.collector_timeout();
+    let ((d, _), (l, _)) = tokio::join!(
+        run(cfg.drbd.enabled, t, probe::drbd::probe(&cfg.drbd, t)),
+        run(cfg.lvm.enabled, t, probe::lvm::probe(&cfg.lvm, t)),
+    );
+    fn value<T>(o: Outcome<Parsed<T>>) -> Outcome<T> {
+        match o {
+            Outcome::Ok(p) => Outcome::Ok(p.value),
+            Outcome::Absent(w) => Outcome::Absent(w),
+            Outcome::Failed(w) => Outcome::Failed(w),
+            Outcome::Disabled => Outcome::Disabled,
+        }
+    }
+    (value(d), value(l))
+}
+
 /// One collector run under the timeout. The probe's own commands carry the same timeout (and are
 /// killed by it); this outer bound also covers non-command work such as libvirt calls.
 async fn run<T>(

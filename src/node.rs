@@ -232,16 +232,7 @@ impl NodeMap {
                         _ => "lvmlockd was not asked".to_string(),
                     });
                 }
-                let drbd_minors: Vec<u32> = lv
-                    .devices
-                    .split(',')
-                    .filter_map(|d| {
-                        let pv = d.split('(').next().unwrap_or("").trim();
-                        resolve_drbd(pv, drbd)
-                            .map(|r| r.minor)
-                            .or_else(|| drbd_minor(pv))
-                    })
-                    .collect();
+                let drbd_minors = lv_drbd_minors(lv, drbd);
                 lvs.push(LvRef {
                     vg: lv.vg.clone(),
                     name: lv.name.clone(),
@@ -323,6 +314,91 @@ impl NodeMap {
     pub fn lv(&self, disk: &DiskMap) -> Option<&LvRef> {
         disk.lv.and_then(|i| self.lvs.get(i))
     }
+}
+
+/// The DRBD minors under an LV: its physical volumes (`lvs -o devices`: `/dev/drbd0(0),…`) that
+/// are DRBD devices.
+fn lv_drbd_minors(lv: &crate::probe::lvm::Lv, drbd: Option<&DrbdSnapshot>) -> Vec<u32> {
+    lv.devices
+        .split(',')
+        .filter_map(|d| {
+            let pv = d.split('(').next().unwrap_or("").trim();
+            resolve_drbd(pv, drbd)
+                .map(|r| r.minor)
+                .or_else(|| drbd_minor(pv))
+        })
+        .collect()
+}
+
+/// What keeps the DRBD volumes under disk `paths` from serving I/O on this node, in words, for
+/// disks of a VM that is not defined here yet (a live migration's target, asked by the source's
+/// preflight). The paths resolve as a domain's disks do: a `/dev/drbd…` path, or an LV on DRBD
+/// physical volumes. Empty: no problem, or not on DRBD as far as this node can tell (the DRBD
+/// collector disabled, or no DRBD here and no disk on a DRBD path). DRBD's state not read while a
+/// disk is known to be on DRBD is a problem, never a pass.
+pub fn drbd_problems_under(
+    drbd: &Outcome<DrbdSnapshot>,
+    lvm: &Outcome<LvmSnapshot>,
+    paths: &[String],
+) -> Vec<String> {
+    let d = match drbd {
+        Outcome::Ok(d) => Some(d),
+        _ => None,
+    };
+    let l = match lvm {
+        Outcome::Ok(l) => Some(l),
+        _ => None,
+    };
+    let index = l.map(LvIndex::new);
+    let mut problems = Vec::new();
+    for path in paths {
+        let mut minors: Vec<u32> = Vec::new();
+        let mut on_drbd = false;
+        if path.starts_with("/dev/drbd") {
+            on_drbd = true;
+            match drbd_minor(path).or_else(|| resolve_drbd(path, d).map(|r| r.minor)) {
+                Some(m) => minors.push(m),
+                None if d.is_some() => {
+                    problems.push(format!("{path}: no such DRBD device is configured here"))
+                }
+                None => {}
+            }
+        }
+        if let (Some(l), Some(i)) = (l, index.as_ref().and_then(|x| x.resolve(path))) {
+            let lv = &l.lvs[i];
+            for m in lv_drbd_minors(lv, d) {
+                on_drbd = true;
+                if !minors.contains(&m) {
+                    minors.push(m);
+                }
+            }
+        }
+        if !on_drbd {
+            continue;
+        }
+        let Some(d) = d else {
+            if !matches!(drbd, Outcome::Disabled) {
+                let why = Observed::of("drbd", drbd);
+                problems.push(format!(
+                    "{path} is on DRBD but its state is not known here: {}",
+                    why.why_not().unwrap_or("not collected")
+                ));
+            }
+            continue;
+        };
+        for m in minors {
+            match d.volumes.iter().find(|v| v.minor == m) {
+                Some(v) => {
+                    problems.extend(crate::watchdog::storage::drbd_ref_problems(&to_drbd_ref(v)))
+                }
+                None => problems.push(format!(
+                    "{path} is on /dev/drbd{m}, which DRBD does not list here"
+                )),
+            }
+        }
+    }
+    problems.dedup();
+    problems
 }
 
 fn to_drbd_ref(v: &DrbdVolume) -> DrbdRef {

@@ -613,3 +613,52 @@ fn the_agent_rendering_exports_the_peers_and_the_cluster_violation() {
     // The node's own violations are still there, sorted with the new one.
     assert!(text.contains("invariant=\"lock_without_running_domain\""));
 }
+
+/// What a live migration's target reports about the DRBD under disks it does not run yet
+/// (`node::drbd_problems_under`, the preflight's `drbd_problems`): direct DRBD paths and LVs on
+/// DRBD physical volumes, judged like the watchdog's resume; an unknown state is a problem where
+/// a disk is known to be on DRBD, nothing where DRBD is off.
+#[test]
+fn a_migration_target_reports_the_drbd_under_the_disks() {
+    use vmwarden::node::drbd_problems_under;
+    let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut lvm = h1_lvm(true);
+    for lv in &mut lvm.lvs {
+        lv.devices = lv.devices.replace("/dev/loop1", "/dev/drbd1");
+    }
+    let lvm = Outcome::Ok(lvm);
+    let syncing = Outcome::Ok(drbd("drbd/proc84_synctarget.txt"));
+    let healthy = Outcome::Ok(drbd("drbd/proc84_connected_primary_primary.txt"));
+
+    // An LV on /dev/drbd1, and /dev/drbd0 itself, both Inconsistent (SyncTarget) here.
+    let p = drbd_problems_under(&syncing, &lvm, &paths(&["/dev/vg1/vm1", "/dev/drbd0"]));
+    assert!(
+        p.iter()
+            .any(|x| x.contains("drbd1/0") && x.contains("Inconsistent")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|x| x.contains("drbd0/0") && x.contains("Inconsistent")),
+        "{p:?}"
+    );
+    // Connected, UpToDate on both sides: nothing.
+    let p = drbd_problems_under(&healthy, &lvm, &paths(&["/dev/vg1/vm1", "/dev/drbd0"]));
+    assert!(p.is_empty(), "{p:?}");
+    // A local LV not on DRBD: nothing, whatever DRBD says.
+    let p = drbd_problems_under(&syncing, &lvm, &paths(&["/dev/vg_local/data"]));
+    assert!(p.is_empty(), "{p:?}");
+    // A minor DRBD does not list here.
+    let p = drbd_problems_under(&healthy, &lvm, &paths(&["/dev/drbd7"]));
+    assert!(p.iter().any(|x| x.contains("drbd7")), "{p:?}");
+    // DRBD not read: a problem for a disk on DRBD, never a pass; the collector off: nothing.
+    let failed_drbd = Outcome::Failed("timed out".into());
+    let p = drbd_problems_under(&failed_drbd, &lvm, &paths(&["/dev/vg1/vm1"]));
+    assert!(
+        p.iter()
+            .any(|x| x.contains("not known") && x.contains("timed out")),
+        "{p:?}"
+    );
+    let p = drbd_problems_under(&Outcome::Disabled, &lvm, &paths(&["/dev/vg1/vm1"]));
+    assert!(p.is_empty(), "{p:?}");
+}

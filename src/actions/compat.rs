@@ -933,6 +933,7 @@ pub(crate) async fn preflight(
         action_id: ctx.id.clone(),
         platform: Some(platform.clone()),
         action: None,
+        drbd: false,
     };
     let (here_caps, reply) = tokio::join!(gather(&virsh, &platform), e.call_peer_with(peer, &req));
     let there_caps = match reply {

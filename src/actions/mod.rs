@@ -351,6 +351,7 @@ impl Engine {
             action_id: id.to_string(),
             platform: None,
             action: None,
+            drbd: false,
         };
         self.call_peer_with(peer, &req).await
     }
@@ -882,6 +883,10 @@ impl Engine {
                 })
                 .cloned()
                 .collect();
+            if req.drbd && self.cfg.drbd.enabled {
+                let (drbd, lvm) = crate::collect::collect_storage(&self.cfg).await;
+                rep.drbd_problems = crate::node::drbd_problems_under(&drbd, &lvm, &req.disks);
+            }
         }
         match result {
             Ok(()) => rep.ok = true,
@@ -904,6 +909,7 @@ impl Engine {
                 action_id: String::new(),
                 platform: None,
                 action: None,
+                drbd: false,
             })
             .await,
         ];

@@ -335,9 +335,19 @@ impl Step {
                 // hypervisor (each a few tens of ms: sanlock/lvm, a peer call, `virsh` on both
                 // nodes) — asked at once and judged in this order. Only the compatibility check
                 // writes anything: notes in the report.
+                let status_req = crate::api::peer::PeerRequest {
+                    op: PeerOp::Status,
+                    vm: vm.to_string(),
+                    disks: ctx.disks.clone(),
+                    action_id: ctx.id.clone(),
+                    platform: None,
+                    action: None,
+                    // The target judges the DRBD under the disks there (refused below).
+                    drbd: true,
+                };
                 let (held, status, compat) = tokio::join!(
                     locks.mode(),
-                    e.call_peer(peer, PeerOp::Status, vm, &ctx.disks, &ctx.id),
+                    e.call_peer_with(peer, &status_req),
                     super::compat::preflight(ctx, peer),
                 );
                 let held = held?;
@@ -363,7 +373,7 @@ impl Step {
                 }
                 if !r.drbd_problems.is_empty() {
                     return Err(ActionError::Refused(format!(
-                        "DRBD under {vm}'s disks is not UpToDate on {}: {}",
+                        "DRBD under {vm}'s disks cannot serve it on {}: {}",
                         peer.name,
                         r.drbd_problems.join("; ")
                     )));

@@ -54,6 +54,11 @@ pub struct PeerRequest {
     /// Act requests: the action to run here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Box<crate::actions::ActionRequest>>,
+    /// Status requests of a live migration's preflight: also judge the DRBD under `disks` here
+    /// (`drbd_problems` of the reply). Sent only when set, so other requests still reach an
+    /// agent that predates it (this struct refuses unknown fields).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drbd: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -75,7 +80,8 @@ pub struct PeerReply {
     /// Disks of the request the peer cannot see.
     #[serde(default)]
     pub missing_disks: Vec<String>,
-    /// DRBD volumes under those disks that are not UpToDate there ("r0/0 is Inconsistent").
+    /// What keeps the DRBD under those disks from serving I/O there (Status with `drbd` set:
+    /// "DRBD r0/0 is Inconsistent here, not UpToDate"; empty otherwise).
     #[serde(default)]
     pub drbd_problems: Vec<String>,
     /// Capabilities requests: what this node's hypervisor reported.

@@ -113,29 +113,7 @@ pub fn judge(map: &NodeMap, vm: &str) -> PathHealth {
     }
     for disk in &d.disks {
         for r in &disk.drbd {
-            let res = format!("DRBD {}/{}", r.resource, r.volume);
-            let client = r.client && r.disk_state == DiskState::Diskless;
-            if !client && r.disk_state != DiskState::UpToDate {
-                wait.push(format!("{res} is {} here, not UpToDate", r.disk_state));
-            }
-            if client
-                && !r
-                    .peers
-                    .iter()
-                    .any(|(_, up, ds)| *up && *ds == DiskState::UpToDate)
-            {
-                wait.push(format!(
-                    "{res} is a diskless client and no connected peer is UpToDate"
-                ));
-            }
-            if r.io_suspended {
-                wait.push(format!("{res}: I/O is suspended"));
-            }
-            for (peer, up, _) in &r.peers {
-                if !up {
-                    wait.push(format!("{res} is not connected to {peer}"));
-                }
-            }
+            wait.extend(drbd_ref_problems(r));
         }
     }
     let dedup = |mut v: Vec<String>| {
@@ -149,6 +127,38 @@ pub fn judge(map: &NodeMap, vm: &str) -> PathHealth {
         return PathHealth::Waiting(dedup(wait));
     }
     PathHealth::Healthy
+}
+
+/// What keeps the DRBD volume `r` from serving a guest's I/O on this node, in the operator's
+/// words (empty: UpToDate — or a diskless client with a connected UpToDate peer —, I/O not
+/// suspended, connected to every peer). The watchdog's resume waits for these; a live migration
+/// target reports them and the source refuses.
+pub fn drbd_ref_problems(r: &crate::node::DrbdRef) -> Vec<String> {
+    let mut problems = Vec::new();
+    let res = format!("DRBD {}/{}", r.resource, r.volume);
+    let client = r.client && r.disk_state == DiskState::Diskless;
+    if !client && r.disk_state != DiskState::UpToDate {
+        problems.push(format!("{res} is {} here, not UpToDate", r.disk_state));
+    }
+    if client
+        && !r
+            .peers
+            .iter()
+            .any(|(_, up, ds)| *up && *ds == DiskState::UpToDate)
+    {
+        problems.push(format!(
+            "{res} is a diskless client and no connected peer is UpToDate"
+        ));
+    }
+    if r.io_suspended {
+        problems.push(format!("{res}: I/O is suspended"));
+    }
+    for (peer, up, _) in &r.peers {
+        if !up {
+            problems.push(format!("{res} is not connected to {peer}"));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

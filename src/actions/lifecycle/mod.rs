@@ -1525,6 +1525,7 @@ pub(crate) async fn forward_grow(engine: &Engine, req: &ActionRequest) -> Option
             action_id: String::new(),
             platform: None,
             action: Some(Box::new(req.clone())),
+            drbd: false,
         };
         let limit = std::time::Duration::from_secs_f64(
             engine.cfg.actions.virsh_timeout_seconds * 4.0
