@@ -11,7 +11,7 @@
 # cargo fuzz needs nightly rustc flags (-Zsanitizer=address, sancov passes): on the stable
 # toolchain they are unlocked with RUSTC_BOOTSTRAP=1, for the fuzz crate's build only.
 # --dev builds without optimisation (fuzz/Cargo.toml [profile.dev]): a clean build in about half
-# the CPU time of the optimised one (one codegen unit per crate there), the targets run several
+# the CPU time of the optimised one (one codegen unit per crate there), the targets run 10-60
 # times slower. `make test` uses it for its brief run of every target (docs/fuzzing.md § CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
