@@ -77,6 +77,12 @@ printf '# %s %s\n' "$(date -u +%FT%TZ)" "${mode[*]}" >>"$out/results.tsv"
 failed=()
 for t in "${targets[@]}"; do
   corpus="$out/corpus/$t"
+  if [ ${#build[@]} -gt 0 ]; then
+    # The brief unoptimised run (CI) starts from the seeds alone each time: a corpus kept from run
+    # to run would grow, and replaying it (a few exec/s for some targets) would outgrow --time.
+    corpus="$out/corpus-dev/$t"
+    rm -rf "$corpus"
+  fi
   mkdir -p "$corpus" "$out/artifacts/$t"
   for s in $(fixtures "$t") fuzz/seeds/"$t"/* fuzz/regressions/"$t"/*; do
     [ -f "$s" ] && cp -f "$s" "$corpus/seed-$(basename "$s")"
