@@ -47,13 +47,19 @@ lint:
 
 # Every test, real components included: CI requires them (VMWARDEN_REQUIRE_REAL=1), so a real
 # test that cannot reach libvirtd or start sanlock fails instead of skipping.
+# Then every fuzz target briefly (FUZZ_CI_TIME seconds each, unoptimised ASAN build of its own under
+# $(CARGO_TARGET_DIR)/fuzz, seeded from tests/fixtures; docs/fuzzing.md § CI): a crash, hang or leak
+# fails the test with the reproducer's path printed.
+FUZZ_CI_TIME ?= 5
 test: setup
 	bash scripts/test-services.sh
 	$(MAKE) lint
 	VMWARDEN_REQUIRE_REAL=1 $(CARGO) test --locked --all-targets
+	bash scripts/fuzz.sh --dev --time $(FUZZ_CI_TIME)
 
 # Fuzzing (docs/fuzzing.md): every target of fuzz/ for FUZZ_RUNS executions (or FUZZ_TARGETS="a b"
-# only); `make fuzz-smoke` runs each for FUZZ_TIME seconds. Results: $(CARGO_TARGET_DIR)/fuzz/out/.
+# only); `make fuzz-smoke` runs each for FUZZ_TIME seconds (optimised build; `make test` runs the
+# unoptimised one for FUZZ_CI_TIME). Results: $(CARGO_TARGET_DIR)/fuzz/out/.
 # On a shared machine: nice -n 19 make fuzz.
 FUZZ_RUNS ?= 10000000
 FUZZ_TIME ?= 20

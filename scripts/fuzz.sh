@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run vmwarden's fuzz targets (fuzz/, cargo fuzz + libFuzzer; docs/fuzzing.md).
-#   scripts/fuzz.sh [--runs N] [--time SECONDS] [TARGET...]
+#   scripts/fuzz.sh [--runs N] [--time SECONDS] [--dev] [TARGET...]
 # Every target (or the ones named) runs for N executions (-runs=N, default 10,000,000) or SECONDS
 # (-max_total_time), whichever ends first when both are given,
 # from a corpus seeded at run time with the real-format inputs of tests/fixtures, the small seeds
@@ -10,15 +10,20 @@
 # broke a property; its input is left in $FUZZ_OUT_DIR/artifacts/TARGET/.
 # cargo fuzz needs nightly rustc flags (-Zsanitizer=address, sancov passes): on the stable
 # toolchain they are unlocked with RUSTC_BOOTSTRAP=1, for the fuzz crate's build only.
+# --dev builds without optimisation (fuzz/Cargo.toml [profile.dev]): a clean build in about half
+# the CPU time of the optimised one (one codegen unit per crate there), the targets run 10-60
+# times slower. `make test` uses it for its brief run of every target (docs/fuzzing.md § CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=()
+build=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) mode+=(-runs="$2"); shift 2 ;;
     --time) mode+=(-max_total_time="$2"); shift 2 ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    --dev) build=(--dev); shift ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     --) shift; break ;;
     -*) echo "fuzz.sh: unknown option $1 (use --runs N or --time SECONDS)" >&2; exit 2 ;;
     *) break ;;
@@ -62,9 +67,9 @@ fixtures() {
 
 # Build every target (a no-op when nothing changed); the output only when it fails.
 mkdir -p "$(dirname "$target_dir")"
-if ! cargo fuzz build -a --target-dir "$target_dir" >"$target_dir.build.log" 2>&1; then
+if ! cargo fuzz build "${build[@]}" -a --target-dir "$target_dir" >"$target_dir.build.log" 2>&1; then
   tail -30 "$target_dir.build.log" >&2
-  echo "fuzz.sh: the fuzz crate does not build: cargo fuzz build -a --target-dir $target_dir" >&2
+  echo "fuzz.sh: the fuzz crate does not build: cargo fuzz build ${build[*]} -a --target-dir $target_dir" >&2
   exit 1
 fi
 mkdir -p "$out"
@@ -72,6 +77,12 @@ printf '# %s %s\n' "$(date -u +%FT%TZ)" "${mode[*]}" >>"$out/results.tsv"
 failed=()
 for t in "${targets[@]}"; do
   corpus="$out/corpus/$t"
+  if [ ${#build[@]} -gt 0 ]; then
+    # The brief unoptimised run (CI) starts from the seeds alone each time: a corpus kept from run
+    # to run would grow, and replaying it (a few exec/s for some targets) would outgrow --time.
+    corpus="$out/corpus-dev/$t"
+    rm -rf "$corpus"
+  fi
   mkdir -p "$corpus" "$out/artifacts/$t"
   for s in $(fixtures "$t") fuzz/seeds/"$t"/* fuzz/regressions/"$t"/*; do
     [ -f "$s" ] && cp -f "$s" "$corpus/seed-$(basename "$s")"
@@ -79,7 +90,7 @@ for t in "${targets[@]}"; do
   log="$out/$t.log"
   start=$(date +%s.%N)
   rc=0
-  cargo fuzz run -a --target-dir "$target_dir" "$t" "$corpus" -- "${mode[@]}" \
+  cargo fuzz run "${build[@]}" -a --target-dir "$target_dir" "$t" "$corpus" -- "${mode[@]}" \
     -rss_limit_mb="$rss" -malloc_limit_mb="$rss" -detect_leaks=1 -timeout=10 \
     -print_final_stats=1 -artifact_prefix="$out/artifacts/$t/" >"$log" 2>&1 || rc=$?
   end=$(date +%s.%N)
@@ -88,11 +99,21 @@ for t in "${targets[@]}"; do
   peak=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
   secs=$(awk "BEGIN {printf \"%.0f\", $end - $start}")
   verdict=ok
-  [ "$rc" = 0 ] || { verdict="FAILED (rc $rc, see $log)"; failed+=("$t"); }
+  if [ "$rc" != 0 ]; then
+    verdict="FAILED (rc $rc, see $log)"
+    failed+=("$t")
+  fi
   printf '%s\t%s\t%s s\t%s exec/s\t%s MB\t%s\n' "$t" "${execs:-?}" "$secs" "${eps:-?}" "${peak:-?}" "$verdict" \
     | tee -a "$out/results.tsv"
+  if [ "$rc" != 0 ]; then
+    # What failed and the input that did it, so that a CI log alone says how to reproduce it.
+    grep -E -m 12 "panicked at|^==[0-9]+==ERROR|SUMMARY:|ALARM|out-of-memory|Test unit written to|^Error" "$log" >&2 || tail -20 "$log" >&2
+    for a in $(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log"); do
+      echo "fuzz.sh: $t: reproducer $a (replay from the repository: RUSTC_BOOTSTRAP=1 cargo fuzz run ${build[*]} -a --target-dir $target_dir $t $a)" >&2
+    done
+  fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "fuzz.sh: failed: ${failed[*]} (inputs in $out/artifacts/)" >&2
+  echo "fuzz.sh: failed: ${failed[*]} (inputs in $out/artifacts/, logs in $out/)" >&2
   exit 1
 fi

@@ -1,11 +1,21 @@
 //! `lvm fullreport --reportformat json`: parse, derive each LV's lock and state, render metrics.
 #![no_main]
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use prometheus_client::registry::Registry;
-use vmwarden::probe::lvm::{parse_fullreport, parse_lockctl_info, LockdStatus, LvmSnapshot};
+use vmwarden::probe::lvm::{
+    parse_fullreport, parse_lockctl_info, LockdInfo, LockdStatus, LvmSnapshot,
+};
 use vmwarden_fuzz::assert_valid_metrics;
 
 const LOCKD: &str = include_str!("../../tests/fixtures/lvm/h1-lvmlockctl-info.txt");
+
+/// The fixture's lvmlockctl info, parsed once (not per input: it is the same every time).
+fn lockd() -> &'static LockdInfo {
+    static L: OnceLock<LockdInfo> = OnceLock::new();
+    L.get_or_init(|| parse_lockctl_info(LOCKD).value)
+}
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -21,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let snap = LvmSnapshot {
         vgs: rep.value.vgs,
         lvs: rep.value.lvs,
-        lockd: LockdStatus::Up(parse_lockctl_info(LOCKD).value),
+        lockd: LockdStatus::Up(lockd().clone()),
     };
     for lv in &snap.lvs {
         let _ = snap.lv_lock(lv).as_str();
