@@ -30,7 +30,7 @@ use std::process::Output;
 use std::time::Instant;
 
 use lab_support::{lab_dir, running, text};
-use support::{have, lab_unavailable, repo, skip_or_fail, wait_for};
+use support::{lab_ready, repo, skip_or_fail, wait_for};
 use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
@@ -312,22 +312,8 @@ const STEPS: [&str; 6] = [
 
 #[test]
 fn lifecycle_in_the_lab() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &[]) {
         return;
-    }
-    for p in [
-        "ip",
-        "libvirtd",
-        "virtlogd",
-        "virsh",
-        "qemu-system-x86_64",
-        "sanlock",
-    ] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     let t0 = Instant::now();
     let _down = Down;

@@ -29,7 +29,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lab_support::{lab_dir, running, text};
-use support::{have, lab_unavailable, repo, skip_or_fail, wait_for};
+use support::{lab_ready, repo, skip_or_fail, wait_for};
 use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
@@ -330,22 +330,8 @@ fn label<'a>(a: &'a serde_json::Value, k: &str) -> &'a str {
 
 #[test]
 fn vm_down_fires_and_alertmanager_remediates_it() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &[]) {
         return;
-    }
-    for p in [
-        "ip",
-        "libvirtd",
-        "virtlogd",
-        "virsh",
-        "qemu-system-x86_64",
-        "sanlock",
-    ] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     for p in [
         "/usr/bin/prometheus",

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lab_support::{lab_dir, text, Lab};
-use support::{have, lab_unavailable, repo, skip_or_fail, wait_for};
+use support::{lab_ready, repo, skip_or_fail, wait_for};
 
 const TEST: &str = "lab_api::operator_api_in_the_lab";
 /// Migrated, and the target of the concurrent action.
@@ -126,22 +126,8 @@ fn define(l: &Lab, dir: &Path, vm: &str, uuid: &str, kvm: bool, shareable: bool)
 
 #[test]
 fn operator_api_in_the_lab() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &[]) {
         return;
-    }
-    for p in [
-        "ip",
-        "libvirtd",
-        "virtlogd",
-        "virsh",
-        "qemu-system-x86_64",
-        "sanlock",
-    ] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     let t0 = Instant::now();
     let l = lab();

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use lab_support::{lab_dir, text, Lab};
-use support::{have, lab_unavailable, repo, skip_or_fail};
+use support::{lab_ready, repo, skip_or_fail};
 use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
@@ -158,15 +158,8 @@ fn assert_refused(l: &Lab, fake: &Path, wants: &[&str]) -> f64 {
 
 #[test]
 fn compatibility_check_in_the_lab() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &[]) {
         return;
-    }
-    for p in ["ip", "libvirtd", "virsh", "qemu-system-x86_64", "sanlock"] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     if !Path::new("/dev/kvm").exists() {
         skip_or_fail(TEST, "no /dev/kvm: the check compares KVM hosts");

@@ -33,7 +33,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lab_support::{lab_dir, text};
-use support::{have, lab_unavailable, repo, skip_or_fail, wait_for};
+use support::{lab_ready, repo, skip_or_fail, wait_for};
 
 const TEST: &str = "lab_dashboards::every_panel_query_has_data_in_the_lab";
 const VM: &str = "vmw-a";
@@ -312,25 +312,8 @@ fn variables(uid: &str, range: &str) -> Vec<(&'static str, String)> {
 
 #[test]
 fn every_panel_query_has_data_in_the_lab() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &["nsenter", "prometheus", "curl"]) {
         return;
-    }
-    for p in [
-        "ip",
-        "nsenter",
-        "libvirtd",
-        "virtlogd",
-        "virsh",
-        "qemu-system-x86_64",
-        "sanlock",
-        "prometheus",
-        "curl",
-    ] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     let dashboards = dash::load();
     // The allow-list names real panels only.

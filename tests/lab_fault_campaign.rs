@@ -13,28 +13,14 @@
 
 mod support;
 
-use support::{have, lab_unavailable, repo, skip_or_fail};
+use support::{lab_ready, repo};
 
 const TEST: &str = "lab_fault_campaign::twenty_seeded_trials_never_run_the_vm_twice";
 
 #[test]
 fn twenty_seeded_trials_never_run_the_vm_twice() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &["python3", "tini"]) {
         return;
-    }
-    for p in [
-        "python3",
-        "libvirtd",
-        "virsh",
-        "qemu-system-x86_64",
-        "sanlock",
-        "tini",
-    ] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     let seed = std::env::var("VMWARDEN_FAULT_SEED").unwrap_or_else(|_| "ci-1".into());
     let report = std::env::temp_dir().join(format!("vmwarden-fault-{}.json", std::process::id()));

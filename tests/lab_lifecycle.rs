@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::Output;
 
 use lab_support::{lab_dir, text};
-use support::{have, lab_unavailable, repo, skip_or_fail};
+use support::{lab_ready, repo, skip_or_fail};
 use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
@@ -114,23 +114,8 @@ impl Drop for Down {
 
 #[test]
 fn create_grow_maintenance_remove() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &["qemu-img", "qemu-io"]) {
         return;
-    }
-    for p in [
-        "ip",
-        "libvirtd",
-        "virsh",
-        "qemu-system-x86_64",
-        "sanlock",
-        "qemu-img",
-        "qemu-io",
-    ] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     let _down = Down;
     let up = lab(&["up"]);

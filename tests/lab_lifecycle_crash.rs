@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lab_support::{lab_dir, running, text, Lab};
-use support::{have, lab_unavailable, repo, skip_or_fail};
+use support::{lab_ready, repo, skip_or_fail};
 use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
@@ -228,23 +228,8 @@ fn after(steps: &[&str], step: &str, mark: &str) -> bool {
 
 #[test]
 fn agent_killed_after_each_lifecycle_step() {
-    if let Some(why) = lab_unavailable() {
-        skip_or_fail(TEST, &why);
+    if !lab_ready(TEST, &["qemu-img", "qemu-io"]) {
         return;
-    }
-    for p in [
-        "ip",
-        "libvirtd",
-        "virsh",
-        "qemu-system-x86_64",
-        "sanlock",
-        "qemu-img",
-        "qemu-io",
-    ] {
-        if !have(p) {
-            skip_or_fail(TEST, &format!("`{p}` is not installed (scripts/setup.sh)"));
-            return;
-        }
     }
     let t0 = Instant::now();
     let l = lab();

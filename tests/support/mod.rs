@@ -104,13 +104,43 @@ pub fn skip_or_fail(test: &str, why: &str) {
     );
 }
 
-/// Whether `prog` is on PATH.
+/// Whether `prog` is on PATH (an executable file in one of its directories).
 pub fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {prog} >/dev/null"))
-        .status()
-        .is_ok_and(|s| s.success())
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|d| {
+        std::fs::metadata(d.join(prog))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The programs the two-node lab (scripts/lab.sh) runs in its nodes.
+pub const LAB_PROGRAMS: &[&str] = &[
+    "ip",
+    "libvirtd",
+    "virtlogd",
+    "virsh",
+    "qemu-system-x86_64",
+    "sanlock",
+];
+
+/// How every two-node lab test begins: whether the lab can run here, with `extra` programs
+/// besides [`LAB_PROGRAMS`]; when it cannot, the test is skipped — or fails under
+/// VMWARDEN_REQUIRE_REAL=1 — with the reason.
+pub fn lab_ready(test: &str, extra: &[&str]) -> bool {
+    if let Some(why) = lab_unavailable() {
+        skip_or_fail(test, &why);
+        return false;
+    }
+    for p in LAB_PROGRAMS.iter().chain(extra) {
+        if !have(p) {
+            skip_or_fail(test, &format!("`{p}` is not installed (scripts/setup.sh)"));
+            return false;
+        }
+    }
+    true
 }
 
 /// Why the real sanlock lab cannot run here, if it cannot.
