@@ -4,7 +4,6 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,17 +13,14 @@ use common::*;
 fn hanging_command(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     let pidfile = dir.join(format!("{name}.pid"));
-    std::fs::write(
+    executable(
         &p,
-        format!(
+        &format!(
             "#!/bin/sh\necho $$ >> {}\nsleep 1000 &\necho $! >> {}\nwait\n",
             pidfile.display(),
             pidfile.display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
 }
 
 fn pids(dir: &std::path::Path, name: &str) -> Vec<i32> {

@@ -220,18 +220,13 @@ impl Lab {
 /// Fault injection: `lvm` (and `lvmlockctl`) that counts its calls and then sleeps like lvm on
 /// dead storage, until the collector's timeout kills it.
 fn hanging_lvm(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join("lvm-hangs");
-    std::fs::write(
-        &p,
-        format!(
+    executable(
+        &dir.join("lvm-hangs"),
+        &format!(
             "#!/bin/sh\necho \"$*\" >> {}\nexec sleep 1000\n",
             dir.join("lvm.calls").display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
 }
 
 /// What the agent holds, from /proc.

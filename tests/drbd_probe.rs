@@ -1,9 +1,11 @@
 //! `probe::drbd::probe()` source choice, against fixture files and stand-in `drbdsetup` scripts.
 //!
-//! One test function on purpose: the stand-in scripts are all written before anything is
-//! spawned, so no concurrent fork can hold a script open for writing (ETXTBSY).
+//! The stand-in scripts are written by `executable()` (support/executable.rs), so no fork of
+//! another test thread can hold one open for writing when it runs (ETXTBSY).
 
-use std::os::unix::fs::PermissionsExt;
+#[path = "support/executable.rs"]
+mod executable;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,8 +31,7 @@ fn cfg(proc_path: &str, drbdsetup: &str) -> DrbdConfig {
 /// A stand-in drbdsetup: the test's own shell script (vmwarden itself runs argv only).
 fn script(dir: &Path, name: &str, body: &str) -> String {
     let path: PathBuf = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    executable::executable(&path, &format!("#!/bin/sh\n{body}\n"));
     path.display().to_string()
 }
 

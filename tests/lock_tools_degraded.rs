@@ -1,7 +1,9 @@
 //! Degraded sanlock, lvmlockctl and lvm input (issue 16, part 3): cut last lines, output that
 //! yields nothing, lvm JSON with missing columns, sizes with units and warnings around it.
 
-use std::os::unix::fs::PermissionsExt;
+#[path = "support/executable.rs"]
+mod executable;
+
 use std::time::Duration;
 
 use vmwarden::config::SanlockConfig;
@@ -53,12 +55,10 @@ async fn sanlock_output_with_nothing_usable_is_a_failed_collection() {
         ),
         ("cut", "printf 'daemon 5e2d-h'", "cut short"),
     ];
-    // All scripts first, then spawn: no fork can hold one open for writing (ETXTBSY).
     let mut paths = Vec::new();
     for (name, body, _) in cases {
         let path = dir.path().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        executable::executable(&path, &format!("#!/bin/sh\n{body}\n"));
         paths.push(path.display().to_string());
     }
     for ((name, _, want), sanlock) in cases.iter().zip(paths) {

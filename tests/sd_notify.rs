@@ -31,16 +31,13 @@ fn ready_after_healthz_and_first_collection_then_watchdog_then_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let ran = dir.path().join("lvm-ran");
     let lvm = dir.path().join("lvm");
-    std::fs::write(
+    executable(
         &lvm,
-        format!(
+        &format!(
             "#!/bin/sh\nsleep 1.5\necho \"$@\" >> {}\nexit 1\n",
             ran.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&lvm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let port = free_port();
     let cfg = dir.path().join("vmwarden.toml");
     std::fs::write(

@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../support/executable.rs"]
+mod executable;
+#[allow(unused_imports)] // not every test crate writes stand-in commands
+pub use executable::executable;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
 }

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 
+mod executable;
+pub use executable::executable;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -76,11 +79,7 @@ pub fn samples(text: &str) -> Vec<&str> {
 
 /// Write an executable script (a stand-in command for `*_mock_*` tests).
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
+    executable(&dir.join(name), &format!("#!/bin/sh\n{body}"))
 }
 
 // ---------------------------------------------------------------------------------------------
