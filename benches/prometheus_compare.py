@@ -12,9 +12,14 @@ Pairs (each its own Prometheus run, same inputs for both sides):
            guests (default 10) that this script defines, starts and removes
   all      vmwarden with every collector on (drbd on the generated file, libvirt on the guests,
            lvm and sanlock as the node has them): its RSS and scrape cost
+  formats  which exposition format Prometheus ingests faster: vmwarden's drbd payload (N minors)
+           captured once as OpenMetrics and once as classic text (both gzip), each served alone as
+           a static file to a Prometheus of its own, alternately, --format-rounds times; reports
+           scrape_duration_seconds and Prometheus' own CPU per scrape (nothing else is scraped,
+           so the two formats never share the cores within one run)
 
 usage: prometheus_compare.py VMWARDEN_BIN GEN_BIN [--seconds 45] [--minors 1000] [--guests 10]
-       [--pairs drbd,libvirt,all] [--settle 30]
+       [--pairs drbd,libvirt,all,formats] [--settle 30] [--format-rounds 2]
 Loopback only. Needs root for the guests (libvirtd running: scripts/test-services.sh).
 """
 import argparse, http.client, http.server, json, os, shutil, signal, socket, statistics, subprocess
@@ -143,9 +148,11 @@ def run_pair(name, targets, seconds, tmp):
         time.sleep(WARMUP)
         t0 = time.time()
         c0 = {j: cpu_seconds(pid) for j, (_, pid) in targets.items() if pid}
+        p0 = cpu_seconds(prom.pid)
         time.sleep(seconds)
         t1 = time.time()
         c1 = {j: cpu_seconds(pid) for j, (_, pid) in targets.items() if pid}
+        p1 = cpu_seconds(prom.pid)
         rss = {j: rss_mib(pid) for j, (_, pid) in targets.items() if pid}
         win = int(t1 - t0)
         out = {}
@@ -168,6 +175,9 @@ def run_pair(name, targets, seconds, tmp):
                 res["cpu_ms_per_scrape"] = (c1[job] - c0[job]) / n * 1e3
                 res["rss_mib"] = rss[job]
             out[job] = res
+        # Prometheus' own CPU per 1 s interval: with one target, what one scrape of it costs
+        # Prometheus (fetch, inflate, parse, ingest) plus its idle baseline.
+        out["_prometheus_cpu_ms_per_s"] = (p1 - p0) / (t1 - t0) * 1e3
         return out
     finally:
         stop(prom)
@@ -295,6 +305,42 @@ def pair_all(a, tmp):
     return res
 
 
+def pair_formats(a, tmp):
+    proc = os.path.join(tmp, "drbd")
+    pv = free_port()
+    v, _, _ = start([a.vmwarden, "run", "--config", vmwarden_config(tmp, pv, drbd=proc)], pv,
+                    b"vmwarden_drbd_peer_state")
+    floors = {}
+    try:
+        for fmt, accept in (("openmetrics", "application/openmetrics-text;version=1.0.0"),
+                            ("classic", "text/plain;version=0.0.4")):
+            c = http.client.HTTPConnection("127.0.0.1", pv, timeout=30)
+            c.request("GET", "/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"})
+            r = c.getresponse()
+            floors[fmt] = Static(r.read(), r.getheader("Content-Type"), r.getheader("Content-Encoding"))
+            c.close()
+    finally:
+        stop(v)
+    runs = {"openmetrics": [], "classic": []}
+    try:
+        for rnd in range(a.format_rounds):
+            # Alternate which goes first, so a drift of the machine's load favours neither.
+            order = ("openmetrics", "classic") if rnd % 2 == 0 else ("classic", "openmetrics")
+            for fmt in order:
+                r = run_pair(f"formats-{fmt}-{rnd}", {"floor": (floors[fmt].port, None)}, a.seconds, tmp)
+                runs[fmt].append({"scrape_median_ms": r["floor"]["scrape_median_ms"],
+                                  "scrape_p90_ms": r["floor"]["scrape_p90_ms"],
+                                  "samples_per_scrape": r["floor"]["samples_per_scrape"],
+                                  "prometheus_cpu_ms_per_s": r["_prometheus_cpu_ms_per_s"]})
+    finally:
+        for f in floors.values():
+            f.close()
+    med = lambda fmt, k: statistics.median(x[k] for x in runs[fmt])
+    return {"runs": runs,
+            "classic_vs_openmetrics_scrape_median": med("classic", "scrape_median_ms") / med("openmetrics", "scrape_median_ms"),
+            "classic_vs_openmetrics_prometheus_cpu": med("classic", "prometheus_cpu_ms_per_s") / med("openmetrics", "prometheus_cpu_ms_per_s")}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vmwarden"); ap.add_argument("gen")
@@ -303,6 +349,7 @@ def main():
     ap.add_argument("--guests", type=int, default=10)
     ap.add_argument("--pairs", default="drbd,libvirt,all")
     ap.add_argument("--settle", type=int, default=30, help="seconds between starting the guests and measuring")
+    ap.add_argument("--format-rounds", type=int, default=2, help="rounds of the formats pair (each: one run per format)")
     a = ap.parse_args()
     if a.seconds < 40:
         print("note: fewer than 40 s of scrapes; the issue's method asks for >= 40", file=sys.stderr)
@@ -311,11 +358,13 @@ def main():
     out = {"seconds": a.seconds, "minors": a.minors, "guests": a.guests}
     with tempfile.TemporaryDirectory() as tmp:
         # 'all' reads the same generated /proc/drbd.
-        if "drbd" in pairs or "all" in pairs:
+        if "drbd" in pairs or "all" in pairs or "formats" in pairs:
             with open(os.path.join(tmp, "drbd"), "w") as f:
                 f.write(subprocess.run([a.gen, str(a.minors)], check=True, capture_output=True, text=True).stdout)
         if "drbd" in pairs:
             out["drbd"] = pair_drbd(a, tmp)
+        if "formats" in pairs:
+            out["formats"] = pair_formats(a, tmp)
         guests = Guests(a.guests, tmp) if ("libvirt" in pairs or "all" in pairs) else None
         if guests:
             # OS-less guests keep the CPU busy in their BIOS for ~20 s after start; measure

@@ -33,6 +33,7 @@ pub struct Config {
 pub struct AgentConfig {
     pub listen: String,
     pub collector_timeout_seconds: f64,
+    pub openmetrics: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

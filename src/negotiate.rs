@@ -1,6 +1,6 @@
 //! HTTP content negotiation for `/metrics`, as a well-kept exporter does it: the exposition format
-//! from `Accept` (OpenMetrics or Prometheus' classic text, by the client's q-values) and gzip from
-//! `Accept-Encoding`. Pure functions of the header values, so every combination is unit-tested;
+//! from `Accept` (classic text to every client that takes it; OpenMetrics by the client's q-values
+//! with `[agent] openmetrics = true`) and gzip from `Accept-Encoding`. Pure functions of the header values, so every combination is unit-tested;
 //! `tests/metrics_negotiation.rs` checks them over real HTTP.
 
 /// The exposition format of a `/metrics` answer.
@@ -76,14 +76,29 @@ fn quality(ranges: &[(String, String, u16)], ty: &str, sub: &str) -> u16 {
     best.map_or(0, |(_, q)| q)
 }
 
-/// The format the `Accept` header values prefer. Classic text when the client does not say
-/// (no header, `*/*`), on a tie, or when it accepts neither: a scraper that cannot parse either
-/// format still gets a well-formed answer it can show a human, as client_golang's promhttp does.
-pub fn format(accept: &[&str]) -> Format {
+/// The format of the answer to the `Accept` header values.
+///
+/// With `prefer_openmetrics` (`[agent] openmetrics = true`), the format the client prefers.
+/// Without it (the default), classic text to every client that accepts classic text at all,
+/// however it ranks it, and OpenMetrics only to one that refuses classic text: Prometheus 2.x
+/// asks for OpenMetrics first, but ingests the same samples as classic text with less of its
+/// own CPU (docs/benchmarks.md § Which format Prometheus ingests faster), and client_golang's
+/// promhttp (node_exporter) answers the same way unless OpenMetrics is enabled. Any acceptable
+/// type is a valid answer (RFC 9110 § 12.5.1).
+///
+/// Classic text also when the client does not say (no header, `*/*`), on a tie, or when it
+/// accepts neither: a scraper that cannot parse either format still gets a well-formed answer
+/// it can show a human.
+pub fn format(accept: &[&str], prefer_openmetrics: bool) -> Format {
     let ranges = media_ranges(accept);
     let om = quality(&ranges, "application", "openmetrics-text");
     let classic = quality(&ranges, "text", "plain");
-    if om > classic {
+    let openmetrics = if prefer_openmetrics {
+        om > classic
+    } else {
+        om > 0 && classic == 0
+    };
+    if openmetrics {
         Format::OpenMetrics
     } else {
         Format::Classic
@@ -172,7 +187,38 @@ mod tests {
                 Classic,
             ),
         ] {
-            assert_eq!(format(accept), want, "{accept:?}");
+            assert_eq!(format(accept, true), want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn classic_text_unless_openmetrics_is_preferred_in_the_config() {
+        use Format::*;
+        for (accept, want) in [
+            // Prometheus asks for OpenMetrics first and accepts classic text: classic.
+            (&[PROMETHEUS][..], Classic),
+            (&[][..], Classic),
+            (&["*/*"][..], Classic),
+            (&["text/plain"][..], Classic),
+            (&["text/*"][..], Classic),
+            (
+                &["text/plain;q=0.2, application/openmetrics-text;q=0.8"][..],
+                Classic,
+            ),
+            // A client that accepts OpenMetrics only gets OpenMetrics.
+            (&["application/openmetrics-text"][..], OpenMetrics),
+            (&["application/*"][..], OpenMetrics),
+            (&["text/plain;q=0,*/*"][..], OpenMetrics),
+            (&["text/plain;q=0,application/*"][..], OpenMetrics),
+            // Neither acceptable, or nothing readable: the default still answers.
+            (
+                &["text/plain;q=0,application/openmetrics-text;q=0"][..],
+                Classic,
+            ),
+            (&["nonsense, ;;; ,/"][..], Classic),
+            (&["application/openmetrics-text;q=2"][..], Classic),
+        ] {
+            assert_eq!(format(accept, false), want, "{accept:?}");
         }
     }
 

@@ -70,8 +70,51 @@ fn inflate(gz: &[u8]) -> String {
     out
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum F {
+    OpenMetrics,
+    Classic,
+}
+
+/// The default: classic text to every client that takes it, Prometheus included.
 #[test]
 fn every_format_and_encoding_combination() {
+    combinations(
+        "",
+        [
+            (Some(PROMETHEUS_ACCEPT), F::Classic),
+            (Some("application/openmetrics-text"), F::OpenMetrics),
+            (Some("text/plain;version=0.0.4"), F::Classic),
+            (
+                Some("application/openmetrics-text;q=0.9,text/plain;q=0.2"),
+                F::Classic,
+            ),
+            (None, F::Classic),
+        ],
+    );
+}
+
+/// `[agent] openmetrics = true`: the format the client prefers.
+#[test]
+fn every_format_and_encoding_combination_preferring_openmetrics() {
+    combinations(
+        "openmetrics = true\n",
+        [
+            (Some(PROMETHEUS_ACCEPT), F::OpenMetrics),
+            (Some("application/openmetrics-text"), F::OpenMetrics),
+            (Some("text/plain;version=0.0.4"), F::Classic),
+            (
+                Some("application/openmetrics-text;q=0.2,text/plain;q=0.9"),
+                F::Classic,
+            ),
+            (None, F::Classic),
+        ],
+    );
+}
+
+/// One agent with `agent_keys` under `[agent]`, asked with every `Accept` of `accepts` and every
+/// `Accept-Encoding` below.
+fn combinations(agent_keys: &str, accepts: [(Option<&str>, F); 5]) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let proc_drbd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,28 +123,13 @@ fn every_format_and_encoding_combination() {
         dir.path(),
         port,
         &format!(
-            "[drbd]\nproc_path = \"{}\"\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
+            "{agent_keys}[drbd]\nproc_path = \"{}\"\n[lvm]\nenabled = false\n[sanlock]\nenabled = false\n\
              [libvirt]\nenabled = false\n",
             proc_drbd.display()
         ),
     );
     let _agent = Agent::start(&cfg, port);
 
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    enum F {
-        OpenMetrics,
-        Classic,
-    }
-    let accepts: [(Option<&str>, F); 5] = [
-        (Some(PROMETHEUS_ACCEPT), F::OpenMetrics),
-        (Some("application/openmetrics-text"), F::OpenMetrics),
-        (Some("text/plain;version=0.0.4"), F::Classic),
-        (
-            Some("application/openmetrics-text;q=0.2,text/plain;q=0.9"),
-            F::Classic,
-        ),
-        (None, F::Classic),
-    ];
     let encodings: [(Option<&str>, bool); 5] = [
         (Some("gzip"), true),
         (Some("gzip, deflate, br"), true),

@@ -1,5 +1,6 @@
-//! A real Prometheus server scrapes a running agent: the OpenMetrics exposition must be accepted
-//! (target up, no scrape error) and our series must be queryable.
+//! A real Prometheus server scrapes two running agents, one answering in classic text (the
+//! default) and one in OpenMetrics (`[agent] openmetrics = true`): both expositions must be
+//! accepted (targets up, no scrape error) and our series queryable from each.
 
 mod common;
 
@@ -27,24 +28,28 @@ fn real_prometheus_scrapes_the_agent() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     // The hung-free collectors only: this test is about the exposition, not the sources.
-    let cfg = write_config(
-        dir.path(),
-        port,
+    let collectors =
         "[drbd]\nproc_path = \"/nonexistent\"\ndrbdsetup = \"/nonexistent/drbdsetup\"\n\
-         [lvm]\nenabled = false\n[sanlock]\nenabled = false\n[libvirt]\nenabled = false\n",
-    );
-    let _agent = Agent::start(&cfg, port);
+         [lvm]\nenabled = false\n[sanlock]\nenabled = false\n[libvirt]\nenabled = false\n";
+    let mut agents = Vec::new();
+    let mut jobs = String::new();
+    for (job, agent_keys) in [("classic", ""), ("openmetrics", "openmetrics = true\n")] {
+        let sub = dir.path().join(job);
+        std::fs::create_dir(&sub).unwrap();
+        let port = free_port();
+        let cfg = write_config(&sub, port, &format!("{agent_keys}{collectors}"));
+        agents.push(Agent::start(&cfg, port));
+        jobs.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ));
+    }
 
     let prom_port = free_port();
     let prom_cfg = dir.path().join("prometheus.yml");
     std::fs::write(
         &prom_cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: vmwarden\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-        ),
+        format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{jobs}"),
     )
     .unwrap();
     let mut prom = Command::new("prometheus")
@@ -80,8 +85,12 @@ fn real_prometheus_scrapes_the_agent() {
         }
         let (_, targets) = http(prom_port, "GET", "/api/v1/targets", None);
         last = targets.clone();
-        if targets.contains("\"health\":\"up\"") {
-            assert!(targets.contains("\"lastError\":\"\""), "{targets}");
+        if targets.matches("\"health\":\"up\"").count() == 2 {
+            assert_eq!(
+                targets.matches("\"lastError\":\"\"").count(),
+                2,
+                "{targets}"
+            );
             break;
         }
         assert!(
@@ -89,20 +98,39 @@ fn real_prometheus_scrapes_the_agent() {
             "scrape failed: {targets}"
         );
     }
-    // Our own series are stored: the drbd collector reported absent on this node.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, q) = http(
-            prom_port,
-            "GET",
-            "/api/v1/query?query=vmwarden_collector_absent%7Bcollector%3D%22drbd%22%7D",
-            None,
-        );
-        if q.contains("\"value\":[") {
-            assert!(q.contains("\"1\"]"), "{q}");
-            break;
+    // Our own series are stored from each: the drbd collector reported absent on this node,
+    // and a counter keeps its `_total` name whichever format carried it.
+    for (query, want) in [
+        (
+            "vmwarden_collector_absent%7Bcollector%3D%22drbd%22%2Cjob%3D%22{job}%22%7D",
+            "\"1\"]",
+        ),
+        (
+            "vmwarden_parse_errors_total%7Bjob%3D%22{job}%22%7D",
+            "\"value\":[",
+        ),
+    ] {
+        for job in ["classic", "openmetrics"] {
+            let query = query.replace("{job}", job);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, q) = http(
+                    prom_port,
+                    "GET",
+                    &format!("/api/v1/query?query={query}"),
+                    None,
+                );
+                if q.contains("\"value\":[") {
+                    assert!(q.contains(want), "{job}: {q}");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{job}: series not queryable: {q}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
-        assert!(Instant::now() < deadline, "series not queryable: {q}");
-        std::thread::sleep(Duration::from_millis(500));
     }
+    drop(agents);
 }

@@ -272,7 +272,8 @@ impl Server {
                         .filter_map(|v| v.to_str().ok())
                         .collect::<Vec<_>>()
                 };
-                let format = negotiate::format(&values(ACCEPT));
+                let format =
+                    negotiate::format(&values(ACCEPT), self.collector.config().agent.openmetrics);
                 let gzip = negotiate::gzip(&values(ACCEPT_ENCODING));
                 let body = self.metrics().await;
                 metrics_response(body, format, gzip).await
@@ -698,25 +699,26 @@ fn truncate(s: &str, n: usize) -> &str {
 /// otherwise stall every other connection served by this runtime thread.
 async fn metrics_response(om: Bytes, format: Format, gzip: bool) -> Response<Full<Bytes>> {
     let work = move || -> std::io::Result<Bytes> {
-        let text = match format {
-            Format::OpenMetrics => om,
-            Format::Classic => {
-                // render() writes UTF-8; an empty answer here would be a bug, not bad input.
-                let om = std::str::from_utf8(&om).unwrap_or_default();
-                Bytes::from(crate::metrics::to_prometheus_text(om))
-            }
-        };
+        // render() writes UTF-8; an empty answer here would be a bug, not bad input.
+        let om_text = || std::str::from_utf8(&om).unwrap_or_default();
         if !gzip {
-            return Ok(text);
+            return Ok(match format {
+                Format::OpenMetrics => om.clone(),
+                Format::Classic => Bytes::from(crate::metrics::to_prometheus_text(om_text())),
+            });
         }
         // Fastest level: on a LAN the scrape is bound by CPU (ours to compress, Prometheus' to
         // inflate), not bytes; level 1 already shrinks this repetitive text ~10x.
         use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(text.len() / 8),
+            Vec::with_capacity(om.len() / 8),
             flate2::Compression::fast(),
         );
-        enc.write_all(&text)?;
+        match format {
+            Format::OpenMetrics => enc.write_all(&om)?,
+            // Converted straight into the encoder: no second copy of a text of megabytes.
+            Format::Classic => crate::metrics::write_prometheus_text(om_text(), &mut enc)?,
+        }
         Ok(Bytes::from(enc.finish()?))
     };
     let body = match tokio::task::spawn_blocking(work).await {

@@ -318,35 +318,73 @@ pub fn render(obs: &Observation, counters: &AgentCounters, capacity: usize) -> S
 /// OpenMetrics (curl, `promtool check metrics`, older scrapers). prometheus-client only writes
 /// OpenMetrics; the two differ, for what we emit, only in counter HELP/TYPE names and `# EOF`.
 pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
+    let mut out = Vec::with_capacity(openmetrics.len());
+    // Writing into a Vec cannot fail.
+    let _ = write_prometheus_text(openmetrics, &mut out);
+    // Only whole lines of valid UTF-8 input are copied, and ASCII added.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`to_prometheus_text`] written to `out` (a gzip encoder, say) without building the whole
+/// text first. The two formats differ only in metadata lines (a counter's HELP and TYPE name it
+/// with `_total`; no UNIT, no EOF), about 60 of them among thousands of sample lines. So the
+/// metadata lines are found with a SIMD search for "\n# " (a sample line cannot hold a newline:
+/// label values are escaped) and the samples between them are copied in one piece each, instead
+/// of line by line (the line-by-line copy cost 3-4 ms per 1,000-minor scrape).
+pub fn write_prometheus_text(
+    openmetrics: &str,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let om = openmetrics.as_bytes();
+    // Start of every metadata line.
+    let mut meta: Vec<usize> = Vec::with_capacity(128);
+    if om.starts_with(b"# ") {
+        meta.push(0);
+    }
+    meta.extend(memchr::memmem::find_iter(om, b"\n# ").map(|i| i + 1));
+    let line_at = |start: usize| -> &str {
+        let end = memchr::memchr(b'\n', &om[start..]).map_or(om.len(), |e| start + e);
+        openmetrics.get(start..end).unwrap_or("")
+    };
+    let counters: std::collections::HashSet<&str> = meta
+        .iter()
+        .filter_map(|&m| line_at(m).strip_prefix("# TYPE "))
         .filter_map(|l| l.strip_suffix(" counter"))
         .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
+    let mut copied = 0;
+    for &m in &meta {
+        // Samples (and metadata needing no change) before this line, in one piece.
+        out.write_all(&om[copied..m])?;
+        let line = line_at(m);
+        let next = (m + line.len() + 1).min(om.len());
+        copied = next;
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
-        let meta = line
-            .strip_prefix("# HELP ")
-            .map(|r| ("# HELP ", r))
-            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
-        if let Some((kind, rest)) = meta {
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains(name) {
-                out.push_str(kind);
-                out.push_str(name);
-                out.push_str("_total ");
-                out.push_str(tail);
-                out.push('\n');
-                continue;
+        let kind = if line.starts_with("# HELP ") {
+            "# HELP "
+        } else if line.starts_with("# TYPE ") {
+            "# TYPE "
+        } else {
+            ""
+        };
+        let rest = &line[kind.len()..];
+        let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        if !kind.is_empty() && counters.contains(name) {
+            for piece in [kind, name, "_total ", tail, "\n"] {
+                out.write_all(piece.as_bytes())?;
             }
+        } else {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
         }
-        out.push_str(line);
-        out.push('\n');
     }
-    out
+    out.write_all(&om[copied..])?;
+    if !om.is_empty() && !om.ends_with(b"\n") && copied < om.len() {
+        // The line-by-line conversion ended every line with a newline, the last one too.
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -363,5 +401,57 @@ mod tests {
             "# HELP x_bytes_total Bytes.\n# TYPE x_bytes_total counter\nx_bytes_total{a=\"1\"} 5\n\
              # HELP g A gauge.\n# TYPE g gauge\ng 1\n"
         );
+    }
+
+    /// The chunked copy against the plain rule it replaces (each line on its own: UNIT and EOF
+    /// dropped, a counter's HELP and TYPE renamed, every other line as it is), on odd texts.
+    /// Real renders converted are checked by `promtool check metrics` in tests/metrics_contract.rs
+    /// and by Prometheus itself in tests/prometheus_real.rs.
+    #[test]
+    fn classic_text_is_the_line_by_line_conversion() {
+        fn by_lines(om: &str) -> String {
+            let counters: std::collections::HashSet<&str> = om
+                .lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .filter_map(|l| l.strip_suffix(" counter"))
+                .collect();
+            let mut out = String::new();
+            for line in om.lines() {
+                if line == "# EOF" || line.starts_with("# UNIT ") {
+                    continue;
+                }
+                let meta = line
+                    .strip_prefix("# HELP ")
+                    .map(|r| ("# HELP ", r))
+                    .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+                match meta {
+                    Some((kind, rest))
+                        if counters.contains(rest.split(' ').next().unwrap_or("")) =>
+                    {
+                        let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                        out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                    }
+                    _ => {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+            }
+            out
+        }
+        let texts = [
+            "",
+            "# EOF\n",
+            "# EOF",
+            "g 1",
+            "g 1\n",
+            "# HELP c Events.\n# TYPE c counter\n# UNIT c seconds\nc_total 1\n# EOF\n",
+            "# TYPE c counter\nc_total 1\n# HELP c Late help.\ng{a=\"# x\"} 2\n# EOF",
+            "# HELP a\n# TYPE a counter\n# TYPE b gauge\nb 1\n#comment\n# \n",
+            "x 1\n# TYPE x counter",
+        ];
+        for t in texts {
+            assert_eq!(to_prometheus_text(t), by_lines(t), "{t:?}");
+        }
     }
 }

@@ -848,20 +848,21 @@ impl Watchdog {
         changed
     }
 
+    /// One action of the watchdog, through the same engine as every operator's (locks, journal,
+    /// hook), marked as the watchdog's.
+    async fn act(&self, action: ActionKind, vm: &str) -> crate::actions::ActionReport {
+        let req = ActionRequest {
+            action,
+            vm: vm.to_string(),
+            to: None,
+            dry_run: false,
+            lifecycle: Default::default(),
+        };
+        self.engine.run_as(req, Origin::Watchdog).await
+    }
+
     async fn restart(&self, vm: &str) -> StartOutcome {
-        let rep = self
-            .engine
-            .run_as(
-                ActionRequest {
-                    action: ActionKind::Start,
-                    vm: vm.to_string(),
-                    to: None,
-                    dry_run: false,
-                    lifecycle: Default::default(),
-                },
-                Origin::Watchdog,
-            )
-            .await;
+        let rep = self.act(ActionKind::Start, vm).await;
         if rep.result == "completed" {
             return StartOutcome::Started;
         }
@@ -872,19 +873,7 @@ impl Watchdog {
     }
 
     async fn resume(&self, vm: &str) -> ResumeOutcome {
-        let rep = self
-            .engine
-            .run_as(
-                ActionRequest {
-                    action: ActionKind::Resume,
-                    vm: vm.to_string(),
-                    to: None,
-                    dry_run: false,
-                    lifecycle: Default::default(),
-                },
-                Origin::Watchdog,
-            )
-            .await;
+        let rep = self.act(ActionKind::Resume, vm).await;
         if rep.result == "completed" {
             ResumeOutcome::Resumed
         } else {
