@@ -1,7 +1,8 @@
 //! HTTP content negotiation for `/metrics`, as a well-kept exporter does it: the exposition format
 //! from `Accept` (classic text to every client that takes it; OpenMetrics by the client's q-values
-//! with `[agent] openmetrics = true`) and gzip from `Accept-Encoding`. Pure functions of the header values, so every combination is unit-tested;
-//! `tests/metrics_negotiation.rs` checks them over real HTTP.
+//! with `[agent] openmetrics = true`) and gzip from `Accept-Encoding`. Pure functions of the header
+//! values, so every combination is unit-tested; `tests/metrics_negotiation.rs` checks them over
+//! real HTTP.
 
 /// The exposition format of a `/metrics` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

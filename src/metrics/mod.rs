@@ -356,8 +356,7 @@ pub fn write_prometheus_text(
         // Samples (and metadata needing no change) before this line, in one piece.
         out.write_all(&om[copied..m])?;
         let line = line_at(m);
-        let next = (m + line.len() + 1).min(om.len());
-        copied = next;
+        copied = (m + line.len() + 1).min(om.len());
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
