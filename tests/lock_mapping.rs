@@ -171,6 +171,57 @@ fn sanlock_status_local_leases() {
     assert_eq!(parse_status_resource(&l, "lvm_vg1", "x"), None);
 }
 
+/// The look-ups read a line's first fields in place (no `Vec` per line): how many fields each
+/// line kind must have, and that tabs and runs of blanks separate fields as before.
+#[test]
+fn lookups_read_the_fields_exactly() {
+    // A resource line is exactly `r RES p PID`: a fifth field makes it some other line.
+    let r = "r LS:vm1:/dev/x:1048576:5 p 77\n";
+    assert_eq!(
+        parse_status_resource(r, "LS", "vm1"),
+        Some((Held::Exclusive, 77))
+    );
+    assert_eq!(
+        parse_status_resource("  r\tLS:vm1:/dev/x:1048576:SH   p 78\n", "LS", "vm1"),
+        Some((Held::Shared, 78))
+    );
+    assert_eq!(
+        parse_status_resource("r LS:vm1:/d:1:5 p 77 x\n", "LS", "vm1"),
+        None
+    );
+    assert_eq!(
+        parse_status_resource("r LS:vm1:/d:1:5 p\n", "LS", "vm1"),
+        None
+    );
+    // A client line is `p PID ...`: more fields are fine, the pid must match whole.
+    assert!(status_has_client("p 77 vmwarden-lease\n", 77));
+    assert!(!status_has_client("p 770\n", 77));
+    assert!(!status_has_client("x p 77\n", 77));
+    // `VERB done RV`: exactly three fields, the last such line wins.
+    assert_eq!(parse_done("acquire done -243\nrelease done 0\n"), Some(0));
+    assert_eq!(parse_done("acquire done -243 extra\n"), None);
+    // A host line under its lockspace: seven fields or more, the state is the seventh.
+    let gets = "s LS:1:/dev/x:0\nh 2 gen 1 timestamp 2536 FAIL\nh 3 gen 1 timestamp 9 LIVE extra\n";
+    assert_eq!(parse_gets_state(gets, "LS", 2).as_deref(), Some("FAIL"));
+    assert_eq!(parse_gets_state(gets, "LS", 3).as_deref(), Some("LIVE"));
+    assert_eq!(
+        parse_gets_state("s LS:1:/dev/x:0\nh 2 gen 1 timestamp 2536\n", "LS", 2),
+        None
+    );
+    assert_eq!(parse_gets_state(gets, "OTHER", 2), None);
+    // `LK LV MODE UUID`, whatever follows.
+    assert_eq!(
+        parse_lvmlockctl_info("LK LV sh U1 ver 3\n", "U1"),
+        Held::Shared
+    );
+    assert_eq!(
+        parse_lvmlockctl_info("  LK\tLV ex U1\n", "U1"),
+        Held::Exclusive
+    );
+    assert_eq!(parse_lvmlockctl_info("LK LV ex\n", "ex"), Held::None);
+    assert_eq!(parse_lvmlockctl_info("LK VG ex U1\n", "U1"), Held::None);
+}
+
 #[test]
 fn messages_follow_house_style() {
     let e = LockError::HeldByOtherHost {

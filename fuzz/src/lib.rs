@@ -18,6 +18,10 @@ pub fn assert_valid_metrics(reg: &Registry) -> String {
 /// `# EOF` (last), or `name{label="value",...} number` with a valid metric name, valid label
 /// names, properly escaped label values and a number Prometheus parses. Counters (`_total`)
 /// are never negative nor NaN.
+///
+/// Byte-wise, with table look-ups and `memchr` rather than per-character comparisons: every
+/// comparison in the harness is traced by the fuzzer's instrumentation, and the char-by-char
+/// version of this check was a fifth of the time of the targets that render metrics.
 pub fn check_exposition(text: &str) -> Result<(), String> {
     let mut saw_eof = false;
     for (n, line) in text.lines().enumerate() {
@@ -29,35 +33,42 @@ pub fn check_exposition(text: &str) -> Result<(), String> {
             saw_eof = true;
             continue;
         }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut it = rest.splitn(3, ' ');
-            let kind = it.next().unwrap_or("");
-            let name = it.next().unwrap_or("");
-            if !["HELP", "TYPE", "UNIT"].contains(&kind) || !metric_name(name) {
+        let b = line.as_bytes();
+        if let Some(rest) = b.strip_prefix(b"# ") {
+            let mut it = rest.splitn(3, |&c| c == b' ');
+            let kind = it.next().unwrap_or(b"");
+            let name = it.next().unwrap_or(b"");
+            if !matches!(kind, b"HELP" | b"TYPE" | b"UNIT") || !metric_name(name) {
                 return Err(at("bad comment line"));
             }
             continue;
         }
-        let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value"))?;
-        let name = &line[..name_end];
+        let name_end = memchr::memchr2(b'{', b' ', b).ok_or_else(|| at("no value"))?;
+        let name = &b[..name_end];
         if !metric_name(name) {
             return Err(at("bad metric name"));
         }
-        let mut rest = &line[name_end..];
-        if let Some(r) = rest.strip_prefix('{') {
+        let mut rest = &b[name_end..];
+        if let Some(r) = rest.strip_prefix(b"{") {
             rest = labels(r).map_err(|e| at(&e))?;
         }
         let value = rest
-            .strip_prefix(' ')
+            .strip_prefix(b" ")
             .ok_or_else(|| at("no space before the value"))?;
-        let value = value.split(' ').next().unwrap_or("");
-        let v: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            "NaN" => f64::NAN,
-            v => v.parse().map_err(|_| at("value is not a number"))?,
+        let value = match memchr::memchr(b' ', value) {
+            Some(i) => &value[..i],
+            None => value,
         };
-        if name.ends_with("_total") && !(v >= 0.0) {
+        let v: f64 = match value {
+            b"+Inf" => f64::INFINITY,
+            b"-Inf" => f64::NEG_INFINITY,
+            b"NaN" => f64::NAN,
+            v => std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| at("value is not a number"))?,
+        };
+        if name.ends_with(b"_total") && !(v >= 0.0) {
             return Err(at("counter is negative or NaN"));
         }
     }
@@ -67,46 +78,74 @@ pub fn check_exposition(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn metric_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+/// Byte classes of names: bit 1 = may start a label name, 2 = may continue one, 4 = may start
+/// a metric name, 8 = may continue one (`[a-zA-Z_:][a-zA-Z0-9_:]*`, labels without `:`).
+const NAME: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphabetic() || b == b'_' {
+            t[c] = 1 | 2 | 4 | 8;
+        } else if b.is_ascii_digit() {
+            t[c] = 2 | 8;
+        } else if b == b':' {
+            t[c] = 4 | 8;
+        }
+        c += 1;
+    }
+    t
+};
+
+fn name_of_class(s: &[u8], first: u8, rest: u8) -> bool {
+    match s.split_first() {
+        None => false,
+        Some((&c, tail)) => {
+            NAME[c as usize] & first != 0 && tail.iter().all(|&c| NAME[c as usize] & rest != 0)
+        }
+    }
 }
 
-fn label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+fn metric_name(s: &[u8]) -> bool {
+    name_of_class(s, 4, 8)
+}
+
+fn label_name(s: &[u8]) -> bool {
+    name_of_class(s, 1, 2)
 }
 
 /// Parse `k="v",k2="v2"}` and return what follows the `}`.
-fn labels(mut s: &str) -> Result<&str, String> {
+fn labels(mut s: &[u8]) -> Result<&[u8], String> {
     loop {
-        if let Some(r) = s.strip_prefix('}') {
+        if let Some(r) = s.strip_prefix(b"}") {
             return Ok(r);
         }
-        let eq = s.find('=').ok_or("label without =")?;
+        let eq = memchr::memchr(b'=', s).ok_or("label without =")?;
         if !label_name(&s[..eq]) {
-            return Err(format!("bad label name {:?}", &s[..eq]));
+            return Err(format!(
+                "bad label name {:?}",
+                String::from_utf8_lossy(&s[..eq])
+            ));
         }
         s = s[eq + 1..]
-            .strip_prefix('"')
+            .strip_prefix(b"\"")
             .ok_or("label value not quoted")?;
-        let mut chars = s.char_indices();
+        let mut i = 0;
         let end = loop {
-            match chars.next() {
+            match memchr::memchr3(b'"', b'\\', b'\n', &s[i..]) {
                 None => return Err("label value not closed".into()),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\' | '"' | 'n')) => {}
-                    _ => return Err("bad escape in a label value".into()),
+                Some(j) => match s[i + j] {
+                    b'"' => break i + j,
+                    b'\\' => match s.get(i + j + 1) {
+                        Some(b'\\' | b'"' | b'n') => i += j + 2,
+                        _ => return Err("bad escape in a label value".into()),
+                    },
+                    _ => return Err("newline in a label value".into()),
                 },
-                Some((_, '\n')) => return Err("newline in a label value".into()),
-                Some(_) => {}
             }
         };
         s = &s[end + 1..];
-        if let Some(r) = s.strip_prefix(',') {
+        if let Some(r) = s.strip_prefix(b",") {
             s = r;
         }
     }
@@ -156,5 +195,14 @@ mod tests {
         assert!(check_exposition("a{x=\"\n\"} 1\n# EOF\n").is_err());
         assert!(check_exposition("a_total -1\n# EOF\n").is_err());
         assert!(check_exposition("a{1x=\"\"} 1\n# EOF\n").is_err());
+        assert!(check_exposition("a{x:y=\"\"} 1\n# EOF\n").is_err());
+        assert!(check_exposition("a:b{x=\"\\\\\",y=\"\\n\"} NaN\n# EOF\n").is_ok());
+        assert!(check_exposition("a{x=\"\\q\"} 1\n# EOF\n").is_err());
+        assert!(check_exposition("a{x=\"1} 1\n# EOF\n").is_err());
+        assert!(check_exposition("1a 1\n# EOF\n").is_err());
+        assert!(check_exposition("a one\n# EOF\n").is_err());
+        assert!(check_exposition("# EOF\na 1\n").is_err());
+        assert!(check_exposition("# HELP 1a x\n# EOF\n").is_err());
+        assert!(check_exposition("a_total +Inf 123\n# EOF\n").is_ok());
     }
 }

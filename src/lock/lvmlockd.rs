@@ -62,10 +62,13 @@ pub fn classify_lvm_stderr(stderr: &str) -> LvmRefusal {
 /// (`LK LV ex <uuid>`, `LK LV sh <uuid>`, `LK LV un <uuid>`). Unknown or absent: `None`.
 pub fn parse_lvmlockctl_info(text: &str, lv_uuid: &str) -> Held {
     for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let ["LK", "LV", mode, uuid, ..] = f.as_slice() {
-            if *uuid == lv_uuid {
-                return match *mode {
+        // Four fields read in place: this runs once per line of a long listing.
+        let mut f = line.split_whitespace();
+        if let [Some("LK"), Some("LV"), Some(mode), Some(uuid)] =
+            [f.next(), f.next(), f.next(), f.next()]
+        {
+            if uuid == lv_uuid {
+                return match mode {
                     "ex" => Held::Exclusive,
                     "sh" => Held::Shared,
                     _ => Held::None,

@@ -56,14 +56,20 @@ pub struct LeaseOwners {
     pub shared: Vec<u64>,
 }
 
+/// The first `N` whitespace-separated fields of `line` and whether more follow. The look-ups
+/// below run once per line of listings that can be long; collecting every field of every line
+/// into a `Vec` was most of their time.
+fn fields<const N: usize>(line: &str) -> ([Option<&str>; N], bool) {
+    let mut it = line.split_whitespace();
+    let f = std::array::from_fn(|_| it.next());
+    (f, it.next().is_some())
+}
+
 /// The return value of a `sanlock client` verb: `acquire done -243` → `-243`.
 pub fn parse_done(stdout: &str) -> Option<i32> {
-    stdout.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        match f.as_slice() {
-            [_, "done", rv] => rv.parse().ok(),
-            _ => None,
-        }
+    stdout.lines().rev().find_map(|l| match fields::<3>(l) {
+        ([Some(_), Some("done"), Some(rv)], false) => rv.parse().ok(),
+        _ => None,
     })
 }
 
@@ -84,8 +90,7 @@ pub fn parse_direct_dump(text: &str) -> Option<LeaseOwners> {
         shared: Vec::new(),
     };
     for l in lines {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if let [host, _gen, "SH"] = f.as_slice() {
+        if let ([Some(host), Some(_gen), Some("SH")], false) = fields::<3>(l) {
             if let Ok(h) = host.parse() {
                 owners.shared.push(h);
             }
@@ -110,8 +115,7 @@ pub fn parse_status_lockspace(text: &str, lockspace: &str) -> Option<(u64, Strin
 pub fn parse_status_resource(text: &str, lockspace: &str, name: &str) -> Option<(Held, u32)> {
     let prefix = format!("{lockspace}:{name}:");
     text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let ["r", res, "p", pid] = f.as_slice() else {
+        let ([Some("r"), Some(res), Some("p"), Some(pid)], false) = fields::<4>(l) else {
             return None;
         };
         let res = res.strip_prefix(&prefix)?;
@@ -128,7 +132,7 @@ pub fn parse_status_resource(text: &str, lockspace: &str, name: &str) -> Option<
 pub fn status_has_client(text: &str, pid: u32) -> bool {
     let pid = pid.to_string();
     text.lines()
-        .any(|l| l.split_whitespace().collect::<Vec<_>>().get(..2) == Some(&["p", pid.as_str()]))
+        .any(|l| fields::<2>(l).0 == [Some("p"), Some(pid.as_str())])
 }
 
 /// `h 2 gen 1 timestamp 2536 FAIL` under `s LS:...` in `sanlock client gets -h 1` → `FAIL`.
@@ -139,8 +143,11 @@ pub fn parse_gets_state(text: &str, lockspace: &str, host: u64) -> Option<String
             inside = s.starts_with(&format!("{lockspace}:"));
             continue;
         }
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if let ["h", id, "gen", _, "timestamp", _, state, ..] = f.as_slice() {
+        if let (
+            [Some("h"), Some(id), Some("gen"), Some(_), Some("timestamp"), Some(_), Some(state)],
+            _,
+        ) = fields::<7>(l)
+        {
             if inside && id.parse::<u64>().ok() == Some(host) {
                 return Some(state.to_string());
             }

@@ -701,32 +701,33 @@ pub fn parse_lockctl_info(text: &str) -> Parsed<LockdInfo> {
             continue;
         }
         let mut bad = |why: String| errors.push(format!("lvmlockctl line {lineno}: {why}"));
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f[0] {
+        // The first four fields are all any line kind uses: read in place, not collected.
+        let mut words = line.split_whitespace();
+        let f = [words.next(), words.next(), words.next(), words.next()];
+        match f[0].unwrap_or("") {
             "VG" => {
                 // VG <name> lock_type=<type> <uuid>
-                if f.len() < 2 {
+                let Some(vg_name) = f[1] else {
                     bad(format!("{line:?}: VG line without a name"));
                     continue;
-                }
+                };
                 info.vgs.push(LockdVg {
-                    vg_name: f[1].to_string(),
-                    lock_type: f
-                        .get(2)
+                    vg_name: vg_name.to_string(),
+                    lock_type: f[2]
                         .and_then(|s| s.strip_prefix("lock_type="))
                         .unwrap_or("")
                         .to_string(),
-                    vg_uuid: f.get(3).copied().unwrap_or("").to_string(),
+                    vg_uuid: f[3].unwrap_or("").to_string(),
                     ..Default::default()
                 });
             }
-            "LS" => match (info.vgs.last_mut(), f.get(2)) {
+            "LS" => match (info.vgs.last_mut(), f[2]) {
                 (Some(vg), Some(ls)) => vg.lockspace = ls.to_string(),
                 _ => bad(format!("{line:?}: LS line outside a VG or without a name")),
             },
             "LK" => {
                 // LK GL|VG <mode> ver N [pid P (name)]  /  LK LV <mode> <lv_uuid>
-                let (Some(kind), Some(mode)) = (f.get(1), f.get(2)) else {
+                let (Some(kind), Some(mode)) = (f[1], f[2]) else {
                     bad(format!("{line:?}: short LK line"));
                     continue;
                 };
@@ -738,10 +739,10 @@ pub fn parse_lockctl_info(text: &str) -> Parsed<LockdInfo> {
                     bad(format!("{line:?}: LK line before any VG line"));
                     continue;
                 };
-                match *kind {
+                match kind {
                     "GL" => vg.gl_lock = Some(vg.gl_lock.map_or(mode, |m| m.max(mode))),
                     "VG" => vg.vg_lock = Some(vg.vg_lock.map_or(mode, |m| m.max(mode))),
-                    "LV" => match f.get(3) {
+                    "LV" => match f[3] {
                         Some(uuid) => vg.set_lv(uuid, mode),
                         None => bad(format!("{line:?}: LK LV line without an LV uuid")),
                     },
