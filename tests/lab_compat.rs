@@ -5,7 +5,7 @@
 //! The guest has a custom CPU model this host's `virsh domcapabilities` lists as usable
 //! (pentium3: the lab's kvm-pvm KVM turns SSE3 off, so only 486/pentium* are; a host-model
 //! guest cannot start here and the default qemu64 is not usable) plus one feature this host has
-//! (`distinguishing_feature`: la57, avx512f, gfni, vaes or sha-ni, the first in /proc/cpuinfo).
+//! (`distinguishing_feature`: la57, avx512f, gfni, vaes or sha-ni, the first that libvirt's host-model CPU here has).
 //!
 //! - n2's agent reporting another host's capabilities (`VMWARDEN_TEST_FAKE_CAPABILITIES_DIR`):
 //!   an AMD EPYC-Milan (captured domain capabilities) → `ctl migrate` refused in preflight naming
@@ -73,27 +73,46 @@ fn unfinished(node: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// A CPU feature this host has that the Skylake-Client-IBRS fixture lacks, in libvirt's
-/// spelling, and whether both fixtures are known to lack it (the EPYC-Milan one too). The first of the candidates that
-/// /proc/cpuinfo lists: CI machines differ (one had la57; an EPYC of the Milan kind has none of
-/// the first three, and then only the Skylake refusal can be shown).
+/// A CPU feature this host's KVM can give a guest that the Skylake-Client-IBRS fixture lacks, in
+/// libvirt's spelling, and whether both fixtures are known to lack it (the EPYC-Milan one too).
+/// The first candidate libvirt's host-model CPU has (its base model's features in the CPU map,
+/// plus what it requires, minus what it disables): CI machines differ (one had la57; an EPYC of
+/// the Milan kind has none of the first three, and then only the Skylake refusal can be shown).
+/// Not /proc/cpuinfo: an Intel host listed avx512f there that KVM does not expose, and libvirt
+/// started the guest with the feature disabled, so there was nothing for the preflight to refuse.
 fn distinguishing_feature() -> Option<(&'static str, bool)> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .map(|l| l.split_whitespace().collect())
-        .unwrap_or_default();
+    let out = std::process::Command::new("virsh")
+        .args([
+            "-c",
+            "qemu:///system",
+            "domcapabilities",
+            "--virttype",
+            "kvm",
+            "--arch",
+            "x86_64",
+        ])
+        .output()
+        .ok()?;
+    let caps =
+        vmwarden::actions::compat::parse_domcaps(&String::from_utf8_lossy(&out.stdout)).ok()?;
+    let hm = caps.host_model?;
+    let base = vmwarden::actions::compat::cpu_map_features(
+        Path::new("/usr/share/libvirt/cpu_map"),
+        &hm.model,
+    )
+    .unwrap_or_default();
     [
-        ("la57", "la57", true),
-        ("avx512f", "avx512f", true),
-        ("gfni", "gfni", true),
-        ("vaes", "vaes", false),
-        ("sha_ni", "sha-ni", false),
+        ("la57", true),
+        ("avx512f", true),
+        ("gfni", true),
+        ("vaes", false),
+        ("sha-ni", false),
     ]
     .into_iter()
-    .find(|(proc_name, _, _)| flags.contains(proc_name))
-    .map(|(_, name, milan_lacks)| (name, milan_lacks))
+    .find(|(name, _)| {
+        let name = name.to_string();
+        hm.require.contains(&name) || (base.contains(&name) && !hm.disable.contains(&name))
+    })
 }
 
 /// The guest's CPU: a model usable here, plus a feature this host has and others lack.
@@ -196,7 +215,7 @@ fn compatibility_check_in_the_lab() {
     let Some((feat, milan_lacks)) = distinguishing_feature() else {
         skip_or_fail(
             TEST,
-            "this host's CPU has none of la57, avx512f, gfni, vaes, sha_ni: nothing tells it from the fixtures",
+            "this host's KVM offers none of la57, avx512f, gfni, vaes, sha-ni (libvirt's host-model CPU): nothing tells it from the fixtures",
         );
         return;
     };
