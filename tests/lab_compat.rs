@@ -80,28 +80,18 @@ fn unfinished(node: &str) -> Vec<PathBuf> {
 /// the Milan kind has none of the first three, and then only the Skylake refusal can be shown).
 /// Not /proc/cpuinfo: an Intel host listed avx512f there that KVM does not expose, and libvirt
 /// started the guest with the feature disabled, so there was nothing for the preflight to refuse.
-fn distinguishing_feature() -> Option<(&'static str, bool)> {
-    let out = std::process::Command::new("virsh")
-        .args([
-            "-c",
-            "qemu:///system",
-            "domcapabilities",
-            "--virttype",
-            "kvm",
-            "--arch",
-            "x86_64",
-        ])
-        .output()
-        .ok()?;
-    let caps =
-        vmwarden::actions::compat::parse_domcaps(&String::from_utf8_lossy(&out.stdout)).ok()?;
-    let hm = caps.host_model?;
-    let base = vmwarden::actions::compat::cpu_map_features(
-        Path::new("/usr/share/libvirt/cpu_map"),
-        &hm.model,
-    )
-    .unwrap_or_default();
-    [
+fn distinguishing_feature(l: &Lab) -> Result<Option<(&'static str, bool)>, String> {
+    use vmwarden::actions::compat::{cpu_map_features, parse_domcaps, CPU_MAP_DIR};
+    // n1's libvirt, where the guest starts.
+    let xml = l.virsh(
+        "n1",
+        &["domcapabilities", "--virttype", "kvm", "--arch", "x86_64"],
+    )?;
+    let hm = parse_domcaps(&xml)?
+        .host_model
+        .ok_or("n1's domain capabilities describe no host-model CPU")?;
+    let base = cpu_map_features(Path::new(CPU_MAP_DIR), &hm.model).unwrap_or_default();
+    Ok([
         ("la57", true),
         ("avx512f", true),
         ("gfni", true),
@@ -112,7 +102,7 @@ fn distinguishing_feature() -> Option<(&'static str, bool)> {
     .find(|(name, _)| {
         let name = name.to_string();
         hm.require.contains(&name) || (base.contains(&name) && !hm.disable.contains(&name))
-    })
+    }))
 }
 
 /// The guest's CPU: a model usable here, plus a feature this host has and others lack.
@@ -212,13 +202,6 @@ fn compatibility_check_in_the_lab() {
         skip_or_fail(TEST, "no /dev/kvm: the check compares KVM hosts");
         return;
     }
-    let Some((feat, milan_lacks)) = distinguishing_feature() else {
-        skip_or_fail(
-            TEST,
-            "this host's KVM offers none of la57, avx512f, gfni, vaes, sha-ni (libvirt's host-model CPU): nothing tells it from the fixtures",
-        );
-        return;
-    };
     let t0 = Instant::now();
     let l = lab();
     let down = Down(lab());
@@ -227,6 +210,20 @@ fn compatibility_check_in_the_lab() {
         skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
         return;
     }
+    let (feat, milan_lacks) = match distinguishing_feature(&l) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            skip_or_fail(
+                TEST,
+                "n1's KVM offers none of la57, avx512f, gfni, vaes, sha-ni (libvirt's host-model CPU): nothing tells it from the fixtures",
+            );
+            return;
+        }
+        Err(e) => {
+            skip_or_fail(TEST, &format!("cannot read n1's host-model CPU: {e}"));
+            return;
+        }
+    };
     let dir = lab_dir();
     let shared = dir.join("shared");
     let disk = shared.join(format!("{VM}.raw"));
