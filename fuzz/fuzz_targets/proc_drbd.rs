@@ -15,8 +15,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    // A cut last line is never taken as data (issue 16 part 3): appending a newline-free tail
-    // that is only the cut line must not add a volume.
+    // A cut last line is never taken as data (issue 16 part 3): an input whose tail after the
+    // last newline is more than blanks and NULs reads the same as the input without that tail.
+    let end = text.rfind('\n').map_or(0, |i| i + 1);
+    if !text[end..]
+        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+        .is_empty()
+    {
+        let whole = parse_proc_drbd(&text[..end]);
+        assert_eq!(parsed.value, whole.value, "a cut last line changed what was read");
+    }
     let mut reg = Registry::default();
     vmwarden::metrics::drbd::encode(&mut reg, &parsed.value);
     assert_valid_metrics(&reg);
