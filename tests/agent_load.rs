@@ -45,14 +45,18 @@ const MARGIN: Duration = Duration::from_millis(1500);
 /// connections' buffers, 150 renderings) is freed, but glibc hands back to the kernel only the
 /// top of each heap (the agent runs two arenas), so fragments of the peak stay resident: measured
 /// +1.3 MiB after the token flood, +2.3 MiB after the scrapers, and after rounds of 240 slow
-/// connections +6, +9.5, +10.5, +11, +11, +11 MiB: it levels off, a leak would not. A leak is
-/// therefore told by repeating a phase (`RSS_REPEAT_KIB`), this bound only catches gross growth.
-const RSS_TOLERANCE_KIB: u64 = 16 * 1024;
-/// Growth allowed in the last of `SLOW_ROUNDS` rounds of slow connections, once the allocator
-/// holds the peak (measured 0.4 MiB in round 4, 0.1 in round 5): a leak of 8 KiB per connection
-/// would add 1.9 MiB a round.
+/// connections +6, +9.5, +10.5, +11, +11, +11 MiB: it levels off, a leak would not. On an Intel
+/// Xeon CI machine it levelled off higher and more slowly: +9.3, +11.2, +15.5, +16.0, +16.4 MiB.
+/// A leak is therefore told by repeating a phase (`RSS_REPEAT_KIB`), this bound only catches
+/// gross growth.
+const RSS_TOLERANCE_KIB: u64 = 24 * 1024;
+/// Growth allowed in at least one of the last three of `SLOW_ROUNDS` rounds of slow
+/// connections. A leak adds the same every round (8 KiB per connection: 1.9 MiB a round), so
+/// every round would exceed this; fragmentation levels off unevenly: one CI run grew +2.0, +3.1,
+/// +1.6 MiB in rounds 2–4, another +1.4, +0.2, +2.0, a third +1.9, +4.3, +0.5, +0.4 in rounds
+/// 2–5, so the last round alone is not the test.
 const RSS_REPEAT_KIB: u64 = 1024;
-const SLOW_ROUNDS: usize = 4;
+const SLOW_ROUNDS: usize = 5;
 /// How long tokio keeps an idle blocking-pool thread (its default), after which the agent's
 /// thread count is back at most where it was.
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -748,10 +752,14 @@ async fn slowloris_and_silent_connections() {
     }
     println!("LOAD slowloris: RSS before and after each round {rss:?} KiB");
     // A leak grows with every round; what the allocator keeps of the peak levels off.
-    let last = rss[SLOW_ROUNDS] as i64 - rss[SLOW_ROUNDS - 1] as i64;
+    let least = rss[SLOW_ROUNDS - 3..]
+        .windows(2)
+        .map(|w| w[1] as i64 - w[0] as i64)
+        .min()
+        .unwrap_or(0);
     assert!(
-        last <= RSS_REPEAT_KIB as i64,
-        "RSS still grew by {last} KiB in round {SLOW_ROUNDS}: {rss:?}"
+        least <= RSS_REPEAT_KIB as i64,
+        "RSS grew by at least {least} KiB in each of the last three rounds: {rss:?}"
     );
     lab.check_back(&base, "slowloris").await;
 }
