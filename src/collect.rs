@@ -99,8 +99,6 @@ pub struct Collector {
     cfg: Config,
     libvirt: LibvirtProbe,
     memory: Mutex<[LogMemory; 4]>,
-    /// Size of the last rendering: the next one allocates that much at once instead of growing.
-    last_len: std::sync::atomic::AtomicUsize,
     actions: Option<std::sync::Arc<crate::actions::stats::ActionStats>>,
     watchdog: Option<std::sync::Arc<crate::watchdog::Watchdog>>,
     /// The credential peers accept, to ask them what runs there; `Err(why)` without one.
@@ -114,7 +112,6 @@ impl Collector {
             cfg,
             libvirt,
             memory: Mutex::new(Default::default()),
-            last_len: Default::default(),
             actions: None,
             watchdog: None,
             peer_secret: Err("this process has no cluster secret to ask peers with".into()),
@@ -256,14 +253,11 @@ impl Collector {
         )
     }
 
-    /// Observe and render in one go (what `/metrics` and `vmwarden collect` serve).
-    pub async fn render(&self) -> String {
+    /// Observe and build the families in one go (what `/metrics` and `vmwarden collect` write,
+    /// in the format each asks for).
+    pub async fn render(&self) -> crate::metrics::Registry {
         let obs = self.observe().await;
-        let hint = self.last_len.load(std::sync::atomic::Ordering::Relaxed);
-        let text = crate::metrics::render(&obs, &self.counters(), hint + hint / 8);
-        self.last_len
-            .store(text.len(), std::sync::atomic::Ordering::Relaxed);
-        text
+        crate::metrics::render(&obs, &self.counters())
     }
 }
 

@@ -391,10 +391,17 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let c = peer_asking(Collector::new(cfg));
-            let text = rt.block_on(c.render());
-            match format {
-                Format::Openmetrics => print!("{text}"),
-                Format::Prometheus => print!("{}", vmwarden::metrics::to_prometheus_text(&text)),
+            let reg = rt.block_on(c.render());
+            let format = match format {
+                Format::Openmetrics => vmwarden::negotiate::Format::OpenMetrics,
+                Format::Prometheus => vmwarden::negotiate::Format::Classic,
+            };
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = reg.write(format, &mut out).and_then(|()| out.flush()) {
+                // A closed pipe (`vmwarden collect | head`) is not worth a panic.
+                eprintln!("vmwarden collect: cannot write the metrics: {e}");
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }

@@ -7,7 +7,7 @@
 /// The exposition format of a `/metrics` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `application/openmetrics-text; version=1.0.0` (what prometheus-client writes).
+    /// `application/openmetrics-text; version=1.0.0`.
     OpenMetrics,
     /// `text/plain; version=0.0.4`: curl, `promtool check metrics`, older scrapers.
     Classic,

@@ -1,9 +1,8 @@
 //! DRBD metrics: golden renderings of fixtures (regenerate with `UPDATE_GOLDEN=1 cargo test`),
 //! (docs/metrics.md is checked against the code in tests/metrics_contract.rs).
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::registry::Registry;
 use vmwarden::metrics::drbd::encode as encode_drbd;
+use vmwarden::metrics::Registry;
 use vmwarden::probe::drbd::{parse_proc_drbd, parse_status_json, DrbdSnapshot};
 
 fn dir() -> String {
@@ -13,9 +12,7 @@ fn dir() -> String {
 fn render(snap: &DrbdSnapshot) -> String {
     let mut reg = Registry::default();
     encode_drbd(&mut reg, snap);
-    let mut out = String::new();
-    encode(&mut out, &reg).unwrap();
-    out
+    reg.to_openmetrics()
 }
 
 fn proc_snapshot(name: &str) -> DrbdSnapshot {
@@ -31,8 +28,8 @@ fn json_snapshot() -> DrbdSnapshot {
     s
 }
 
-/// Series order inside a family follows a hash map: sort each family's samples so the golden
-/// file is stable and readable.
+/// Sort each family's samples so the golden file is readable and does not depend on the order
+/// the encoder pushes them in.
 fn canonical(text: &str) -> String {
     let mut out = String::new();
     let mut samples: Vec<&str> = Vec::new();

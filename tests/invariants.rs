@@ -390,7 +390,7 @@ fn golden_rendering() {
 #[test]
 fn the_agent_rendering_carries_the_invariants() {
     let obs = vmwarden::collect::Observation::judge(golden_snapshot(), None, &Default::default());
-    let text = vmwarden::metrics::render(&obs, &Default::default(), 0);
+    let text = vmwarden::metrics::render(&obs, &Default::default()).to_openmetrics();
     assert!(text.contains(
         "vmwarden_invariant_violation{invariant=\"lock_without_running_domain\",domain=\"\",subject=\"vg1/vm1\"} 1"
     ), "{text}");
@@ -601,7 +601,7 @@ fn the_agent_rendering_exports_the_peers_and_the_cluster_violation() {
             "h1",
             vec![peer("h2", Ok(&["vm2"])), peer("h3", Err("timeout"))],
         );
-    let text = vmwarden::metrics::render(&obs, &Default::default(), 0);
+    let text = vmwarden::metrics::render(&obs, &Default::default()).to_openmetrics();
     for want in [
         "vmwarden_invariant_violation{invariant=\"running_on_several_nodes\",domain=\"vm2\",subject=\"h1,h2\"} 1",
         "vmwarden_invariant_checked{invariant=\"running_on_several_nodes\"} 0",

@@ -1,8 +1,7 @@
 //! libvirt metrics: a golden rendering of a hand-built snapshot (regenerate with UPDATE_GOLDEN=1)
 //! (docs/metrics.md is checked against the code in tests/metrics_contract.rs).
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::registry::Registry;
+use vmwarden::metrics::Registry;
 use vmwarden::probe::libvirt::{
     BlockStats, Disk, DomainState, Interface, InterfaceStats, LibvirtDomain, LibvirtSnapshot,
     PausedReason, RunningReason, ShutoffReason,
@@ -127,13 +126,11 @@ fn snapshot() -> LibvirtSnapshot {
 fn render(snap: &LibvirtSnapshot) -> String {
     let mut reg = Registry::default();
     vmwarden::metrics::libvirt::encode(&mut reg, snap);
-    let mut out = String::new();
-    encode(&mut out, &reg).unwrap();
-    normalize(&out)
+    normalize(&reg.to_openmetrics())
 }
 
-/// Families keep their order; samples inside a family are sorted (prometheus-client keeps them
-/// in a hash map, so their order varies from run to run).
+/// Families keep their order; samples inside a family are sorted (the golden file does not
+/// depend on the order the encoder pushes them in).
 fn normalize(text: &str) -> String {
     let mut out = Vec::new();
     let mut samples: Vec<&str> = Vec::new();

@@ -1,7 +1,7 @@
 //! `drbdsetup status --json` (DRBD 9): parse, then render the metrics as the agent does.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use prometheus_client::registry::Registry;
+use vmwarden::metrics::Registry;
 use vmwarden::probe::drbd::parse_status_json;
 use vmwarden_fuzz::{assert_ratio, assert_valid_metrics};
 

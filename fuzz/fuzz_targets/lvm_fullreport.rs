@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use prometheus_client::registry::Registry;
+use vmwarden::metrics::Registry;
 use vmwarden::probe::lvm::{
     parse_fullreport, parse_lockctl_info, LockdInfo, LockdStatus, LvmSnapshot,
 };

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use prometheus_client::registry::Registry;
+use vmwarden::metrics::Registry;
 use vmwarden::lock::sanlock::parse_gets_state;
 use vmwarden::probe::sanlock::{merge_gets, parse_gets, parse_status, SanlockSnapshot};
 use vmwarden::probe::Parsed;

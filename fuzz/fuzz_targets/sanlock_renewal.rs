@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use prometheus_client::registry::Registry;
+use vmwarden::metrics::Registry;
 use vmwarden::probe::sanlock::{parse_renewal, parse_status, SanlockSnapshot};
 use vmwarden::probe::Parsed;
 use vmwarden_fuzz::assert_valid_metrics;

@@ -1,13 +1,11 @@
 //! Shared checks of the fuzz targets (fuzz_targets/*.rs): the properties a parser's output must
 //! keep whatever the input, asserted so that libFuzzer reports a violation as a crash.
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::registry::Registry;
+use vmwarden::metrics::Registry;
 
 /// Encode `reg` as the agent does (OpenMetrics text) and assert the text is valid exposition.
 pub fn assert_valid_metrics(reg: &Registry) -> String {
-    let mut out = String::new();
-    encode(&mut out, reg).expect("encoding into a String cannot fail");
+    let out = reg.to_openmetrics();
     if let Err(e) = check_exposition(&out) {
         panic!("invalid exposition: {e}\n---\n{out}");
     }

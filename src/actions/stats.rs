@@ -5,25 +5,30 @@
 //! an action that hangs is seen while it hangs — the counters only count actions that ended.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use crate::metrics::{counter, gauge, histogram, Registry};
 
-use crate::metrics::gauge;
+/// Start ≈ 1 s, stop up to the shutdown timeout, migrations seconds to minutes.
+const BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
-type Labels = Vec<(String, String)>;
+/// One action's durations: observations per bucket of `BUCKETS` (the last above them all).
+#[derive(Debug, Default, Clone)]
+struct Durations {
+    per_bucket: [u64; BUCKETS.len() + 1],
+    sum: f64,
+}
 
-fn buckets() -> Histogram {
-    // Start ≈ 1 s, stop up to the shutdown timeout, migrations seconds to minutes.
-    Histogram::new([0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0])
+#[derive(Debug, Default)]
+struct Counts {
+    /// (action, result) -> actions that ended so.
+    total: BTreeMap<(String, String), u64>,
+    /// action -> its durations.
+    duration: BTreeMap<String, Durations>,
 }
 
 pub struct ActionStats {
-    total: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    counts: Mutex<Counts>,
     /// VM -> (action, unix start time from its journal header). One action per VM at a time.
     unfinished: Mutex<BTreeMap<String, (String, u64)>>,
 }
@@ -40,13 +45,14 @@ impl Default for ActionStats {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere mid-update; the counts are still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl ActionStats {
     pub fn new() -> ActionStats {
-        let s = ActionStats {
-            total: Family::default(),
-            duration: Family::new_with_constructor(buckets),
-            unfinished: Mutex::new(BTreeMap::new()),
-        };
+        let mut counts = Counts::default();
         // The everyday actions' counters exist at 0 from the start: a counter whose series is
         // born at 1 hides its first event from `increase()`/`rate()` (the first migration after
         // an agent start would never show on a dashboard or fire an alert). Rarer actions and
@@ -59,60 +65,74 @@ impl ActionStats {
                 "rolled_back",
                 "incomplete",
             ] {
-                let _ = s.total.get_or_create(&vec![
-                    ("action".into(), action.into()),
-                    ("result".into(), result.into()),
-                ]);
+                counts.total.insert((action.into(), result.into()), 0);
             }
         }
-        s
+        ActionStats {
+            counts: Mutex::new(counts),
+            unfinished: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn observe(&self, action: &str, result: &str, seconds: f64) {
-        self.total
-            .get_or_create(&vec![
-                ("action".into(), action.into()),
-                ("result".into(), result.into()),
-            ])
-            .inc();
-        self.duration
-            .get_or_create(&vec![("action".into(), action.into())])
-            .observe(seconds);
+        let mut c = lock(&self.counts);
+        *c.total
+            .entry((action.to_string(), result.to_string()))
+            .or_insert(0) += 1;
+        let d = c.duration.entry(action.to_string()).or_default();
+        let i = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        d.per_bucket[i] += 1;
+        if seconds.is_finite() {
+            d.sum += seconds;
+        }
     }
 
     /// `vm` has an unfinished journal for `action`, begun at `started_unix` (its header's time:
     /// after an agent restart the age goes on from the original start). Kept if already known.
     pub fn unfinished_begin(&self, vm: &str, action: &str, started_unix: u64) {
-        let mut m = self.unfinished.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = lock(&self.unfinished);
         m.entry(vm.to_string())
             .or_insert_with(|| (action.to_string(), started_unix));
     }
 
     /// `vm`'s journal is finished (moved to done/).
     pub fn unfinished_end(&self, vm: &str) {
-        let mut m = self.unfinished.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = lock(&self.unfinished);
         m.remove(vm);
     }
 
     /// (vm, action, started_unix) of every unfinished action.
     pub fn unfinished(&self) -> Vec<(String, String, u64)> {
-        let m = self.unfinished.lock().unwrap_or_else(|p| p.into_inner());
+        let m = lock(&self.unfinished);
         m.iter()
             .map(|(vm, (a, t))| (vm.clone(), a.clone(), *t))
             .collect()
     }
 
     pub fn register(&self, reg: &mut Registry) {
-        reg.register(
-            "vmwarden_action",
+        let total = counter(
+            reg,
+            "vmwarden_action_total",
             "Actions (start, stop, restart, migrate) by result: completed, refused, rolled_back, failed, incomplete",
-            self.total.clone(),
         );
-        reg.register(
+        let duration = histogram(
+            reg,
             "vmwarden_action_duration_seconds",
             "Wall time of actions that ran (dry runs excluded)",
-            self.duration.clone(),
+            BUCKETS,
         );
+        {
+            let c = lock(&self.counts);
+            for ((action, result), n) in &c.total {
+                total.set(&[("action", action), ("result", result)], *n as f64);
+            }
+            for (action, d) in &c.duration {
+                duration.set(&[("action", action)], &d.per_bucket, d.sum);
+            }
+        }
         let since = gauge(
             reg,
             "vmwarden_action_unfinished_start_time_seconds",
@@ -131,9 +151,7 @@ mod tests {
     fn text(s: &ActionStats) -> String {
         let mut reg = Registry::default();
         s.register(&mut reg);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
-        out
+        reg.to_openmetrics()
     }
 
     #[test]
@@ -157,5 +175,31 @@ mod tests {
         );
         s.unfinished_end("vm1");
         assert!(!text(&s).contains("vmwarden_action_unfinished_start_time_seconds{"));
+    }
+
+    #[test]
+    fn counts_and_durations() {
+        let s = ActionStats::new();
+        let t = text(&s);
+        // The everyday counters exist at 0; no duration before an action ran.
+        assert!(t.contains("vmwarden_action_total{action=\"migrate\",result=\"completed\"} 0\n"));
+        assert!(!t.contains("vmwarden_action_duration_seconds_count"), "{t}");
+        s.observe("start", "completed", 0.7);
+        s.observe("start", "completed", 700.0);
+        s.observe("grow", "refused", 0.0);
+        let t = text(&s);
+        for line in [
+            "vmwarden_action_total{action=\"start\",result=\"completed\"} 2\n",
+            "vmwarden_action_total{action=\"grow\",result=\"refused\"} 1\n",
+            "vmwarden_action_duration_seconds_sum{action=\"start\"} 700.7\n",
+            "vmwarden_action_duration_seconds_count{action=\"start\"} 2\n",
+            "vmwarden_action_duration_seconds_bucket{action=\"start\",le=\"0.5\"} 0\n",
+            "vmwarden_action_duration_seconds_bucket{action=\"start\",le=\"1.0\"} 1\n",
+            "vmwarden_action_duration_seconds_bucket{action=\"start\",le=\"600.0\"} 1\n",
+            "vmwarden_action_duration_seconds_bucket{action=\"start\",le=\"+Inf\"} 2\n",
+            "vmwarden_action_duration_seconds_bucket{action=\"grow\",le=\"0.5\"} 1\n",
+        ] {
+            assert!(t.contains(line), "{line}in\n{t}");
+        }
     }
 }

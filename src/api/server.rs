@@ -32,6 +32,7 @@ use crate::api::stats::ApiStats;
 use crate::collect::Collector;
 use crate::config::ApiConfig;
 use crate::lock::{validate_name, NameKind};
+use crate::metrics::Registry;
 use crate::negotiate::{self, Format};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -42,7 +43,7 @@ pub struct Server {
     /// Actions and node-to-node calls; `Err(why)` when this agent cannot act (no secret).
     engine: Result<Arc<Engine>, String>,
     /// The scrape collecting now, if one is: scrapes that arrive meanwhile wait for its result.
-    scraping: std::sync::Mutex<Option<watch::Receiver<Option<Bytes>>>>,
+    scraping: std::sync::Mutex<Option<watch::Receiver<Option<Arc<Registry>>>>>,
     /// The watchdog (`/v1/watchdog`), when it runs.
     watchdog: Option<Arc<crate::watchdog::Watchdog>>,
     tokens: Tokens,
@@ -98,7 +99,7 @@ impl Server {
     /// (with `lvs` hung, waiting for a second collection would take twice that) and a burst of
     /// scrapes starts one `lvs`. The data is never older than the collection running when the
     /// scrape arrived.
-    pub async fn metrics(&self) -> Bytes {
+    pub async fn metrics(&self) -> Arc<Registry> {
         loop {
             let running = {
                 let mut slot = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,13 +123,15 @@ impl Server {
                 }
                 Err(tx) => {
                     let collecting = Collecting(&self.scraping);
-                    // Bytes: served to every waiter without copying (1,000 DRBD minors are ~7 MB).
-                    let om = self.collector.render().await;
-                    let text = Bytes::from(self.stats.splice_into(&om));
+                    // The families, not their text: each waiter writes them in the format and
+                    // encoding it asked for, straight into its gzip encoder.
+                    let mut reg = self.collector.render().await;
+                    self.stats.register(&mut reg);
+                    let reg = Arc::new(reg);
                     // A scrape arriving from now on collects anew; those waiting get this.
                     drop(collecting);
-                    tx.send_replace(Some(text.clone()));
-                    return text;
+                    tx.send_replace(Some(reg.clone()));
+                    return reg;
                 }
             }
         }
@@ -476,7 +479,7 @@ impl Server {
 }
 
 /// Marks the end of a scrape's collection when dropped, also when the scrape is cancelled.
-struct Collecting<'a>(&'a std::sync::Mutex<Option<watch::Receiver<Option<Bytes>>>>);
+struct Collecting<'a>(&'a std::sync::Mutex<Option<watch::Receiver<Option<Arc<Registry>>>>>);
 
 impl Drop for Collecting<'_> {
     fn drop(&mut self) {
@@ -694,31 +697,22 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-/// The `/metrics` answer in the negotiated format and encoding. Conversion to classic text and
-/// gzip run on the blocking pool: for thousands of series they are milliseconds of CPU that would
-/// otherwise stall every other connection served by this runtime thread.
-async fn metrics_response(om: Bytes, format: Format, gzip: bool) -> Response<Full<Bytes>> {
+/// The `/metrics` answer in the negotiated format and encoding. Writing and gzip run on the
+/// blocking pool: for thousands of series they are milliseconds of CPU that would otherwise
+/// stall every other connection served by this runtime thread.
+async fn metrics_response(reg: Arc<Registry>, format: Format, gzip: bool) -> Response<Full<Bytes>> {
     let work = move || -> std::io::Result<Bytes> {
-        // render() writes UTF-8; an empty answer here would be a bug, not bad input.
-        let om_text = || std::str::from_utf8(&om).unwrap_or_default();
         if !gzip {
-            return Ok(match format {
-                Format::OpenMetrics => om.clone(),
-                Format::Classic => Bytes::from(crate::metrics::to_prometheus_text(om_text())),
-            });
+            return Ok(Bytes::from(reg.to_text(format)));
         }
         // Fastest level: on a LAN the scrape is bound by CPU (ours to compress, Prometheus' to
-        // inflate), not bytes; level 1 already shrinks this repetitive text ~10x.
-        use std::io::Write;
+        // inflate), not bytes; level 1 already shrinks this repetitive text ~10x. The text is
+        // written into the encoder in chunks and never exists whole.
         let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(om.len() / 8),
+            Vec::with_capacity(reg.size_hint() / 8),
             flate2::Compression::fast(),
         );
-        match format {
-            Format::OpenMetrics => enc.write_all(&om)?,
-            // Converted straight into the encoder: no second copy of a text of megabytes.
-            Format::Classic => crate::metrics::write_prometheus_text(om_text(), &mut enc)?,
-        }
+        reg.write(format, &mut enc)?;
         Ok(Bytes::from(enc.finish()?))
     };
     let body = match tokio::task::spawn_blocking(work).await {

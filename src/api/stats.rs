@@ -1,51 +1,36 @@
 //! `vmwarden_api_requests_total{route, code}`: requests by route template (never the raw path,
 //! so a scanner cannot create series) and HTTP status code.
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-type Labels = Vec<(String, String)>;
+use crate::metrics::{counter, Registry};
 
 #[derive(Default)]
 pub struct ApiStats {
-    requests: Family<Labels, Counter>,
+    /// (route template, status code) -> requests.
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
 impl ApiStats {
     pub fn observe(&self, route: &str, code: u16) {
-        self.requests
-            .get_or_create(&vec![
-                ("route".into(), route.into()),
-                ("code".into(), code.to_string()),
-            ])
-            .inc();
+        // A poisoned lock only means a panic elsewhere mid-update; the counts are still usable.
+        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((route.to_string(), code)).or_insert(0) += 1;
     }
 
+    /// Add the family to a scrape's registry.
     pub fn register(&self, reg: &mut Registry) {
-        reg.register(
-            "vmwarden_api_requests",
+        let fam = counter(
+            reg,
+            "vmwarden_api_requests_total",
             "HTTP requests to the agent by route template and status code",
-            self.requests.clone(),
         );
-    }
-
-    /// `om` (an OpenMetrics exposition ending in `# EOF`) with these families added.
-    pub fn splice_into(&self, om: &str) -> String {
-        let mut reg = Registry::default();
-        self.register(&mut reg);
-        let mut mine = String::new();
-        if prometheus_client::encoding::text::encode(&mut mine, &reg).is_err() {
-            return om.to_string();
+        let m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut code = itoa::Buffer::new();
+        for ((route, c), n) in m.iter() {
+            fam.set(&[("route", route), ("code", code.format(*c))], *n as f64);
         }
-        let body = om.strip_suffix("# EOF\n").unwrap_or(om);
-        let mut out = String::with_capacity(om.len() + mine.len());
-        out.push_str(body);
-        out.push_str(&mine);
-        if !out.ends_with("# EOF\n") {
-            out.push_str("# EOF\n");
-        }
-        out
     }
 }
 
@@ -54,13 +39,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spliced_before_eof() {
+    fn counted_by_route_and_code() {
         let s = ApiStats::default();
         s.observe("/v1/vms", 200);
-        let out = s.splice_into("# TYPE g gauge\ng 1\n# EOF\n");
-        assert!(out.starts_with("# TYPE g gauge\ng 1\n"), "{out}");
+        s.observe("/v1/vms", 200);
+        s.observe("/v1/vms", 401);
+        let mut reg = Registry::default();
+        s.register(&mut reg);
+        let out = reg.to_openmetrics();
         assert!(
-            out.contains("vmwarden_api_requests_total{route=\"/v1/vms\",code=\"200\"} 1"),
+            out.contains("vmwarden_api_requests_total{route=\"/v1/vms\",code=\"200\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("vmwarden_api_requests_total{route=\"/v1/vms\",code=\"401\"} 1\n"),
             "{out}"
         );
         assert!(out.ends_with("# EOF\n") && out.matches("# EOF").count() == 1);

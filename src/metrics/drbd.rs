@@ -6,7 +6,7 @@
 //! budget and its defence are in `docs/metrics.md` § Series budget. The mapping of 8.x onto
 //! these labels is described in `probe::drbd` and `docs/metrics.md`.
 
-use prometheus_client::registry::Registry;
+use super::Registry;
 
 use super::{counter, gauge};
 use crate::probe::drbd::DrbdSnapshot;

@@ -1,7 +1,7 @@
 //! Invariant metrics: one series per violation (value 1; none when all hold) and, per invariant,
 //! whether it could be checked at all on this scrape.
 
-use prometheus_client::registry::Registry;
+use super::Registry;
 
 use super::gauge;
 use crate::invariants::{Report, ALL};

@@ -1,7 +1,7 @@
 //! libvirt families: one set of series per domain (active and inactive); runtime counters (CPU,
 //! block, network) only for running domains, since libvirt has none for a stopped one.
 
-use prometheus_client::registry::Registry;
+use super::Registry;
 
 use super::{counter, gauge};
 use crate::probe::libvirt::LibvirtSnapshot;

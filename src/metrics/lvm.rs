@@ -2,7 +2,7 @@
 //! lvmlockd said so (see `LvmSnapshot::lv_state`); `vmwarden_lvm_lv_lock_info` tells where the
 //! knowledge came from (`mode="unknown"` when lvmlockd could not be asked).
 
-use prometheus_client::registry::Registry;
+use super::Registry;
 
 use super::gauge;
 use crate::probe::lvm::{LockdStatus, LvLock, LvState, LvmSnapshot};

@@ -1,7 +1,7 @@
 //! sanlock metrics. Host states keep sanlock's own spelling (LIVE, FAIL, DEAD, FREE, UNKNOWN), so
 //! what an operator sees in `sanlock client gets -h 1` is what the dashboard shows.
 
-use prometheus_client::registry::Registry;
+use super::Registry;
 
 use super::gauge;
 use crate::probe::sanlock::{ListState, SanlockSnapshot};

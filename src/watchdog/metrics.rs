@@ -2,7 +2,7 @@
 //! value 1): a dashboard or an alert selects `vmwarden_vm_status{status="ERROR_down"}` and the
 //! series count stays one per VM, not one per status word.
 
-use prometheus_client::registry::Registry;
+use crate::metrics::Registry;
 
 use crate::metrics::{counter, gauge};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use prometheus_client::registry::Registry;
+use vmwarden::metrics::Registry;
 
 mod executable;
 pub use executable::executable;
@@ -42,8 +42,8 @@ pub fn golden(rel: &str, actual: &str) {
     }
 }
 
-/// Metrics text with the samples of each family sorted: prometheus-client keeps series in a hash
-/// map, so their order differs between runs; families and comments keep their order.
+/// Metrics text with the samples of each family sorted, so a golden file does not depend on the
+/// order an encoder pushes its series in; families and comments keep their order.
 pub fn sorted_metrics(text: &str) -> String {
     let mut out = Vec::new();
     let mut run: Vec<&str> = Vec::new();
@@ -67,9 +67,7 @@ pub fn sorted_metrics(text: &str) -> String {
 pub fn render(encode: impl FnOnce(&mut Registry)) -> String {
     let mut reg = Registry::default();
     encode(&mut reg);
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
-    out
+    reg.to_openmetrics()
 }
 
 /// Sample lines (no comments) of an OpenMetrics text.
