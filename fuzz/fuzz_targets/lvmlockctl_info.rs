@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vmwarden::metrics::Registry;
 use vmwarden::lock::lvmlockd::{parse_lvmlockctl_info, parse_lvs_uuid_lock_args};
+use vmwarden::metrics::Registry;
 use vmwarden::probe::lvm::{
     parse_fullreport, parse_lockctl_info, LockdStatus, LvmReport, LvmSnapshot,
 };

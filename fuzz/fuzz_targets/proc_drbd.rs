@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         .is_empty()
     {
         let whole = parse_proc_drbd(&text[..end]);
-        assert_eq!(parsed.value, whole.value, "a cut last line changed what was read");
+        assert_eq!(
+            parsed.value, whole.value,
+            "a cut last line changed what was read"
+        );
     }
     let mut reg = Registry::default();
     vmwarden::metrics::drbd::encode(&mut reg, &parsed.value);

@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vmwarden::metrics::Registry;
 use vmwarden::lock::sanlock::parse_gets_state;
+use vmwarden::metrics::Registry;
 use vmwarden::probe::sanlock::{merge_gets, parse_gets, parse_status, SanlockSnapshot};
 use vmwarden::probe::Parsed;
 use vmwarden_fuzz::{assert_valid_metrics, some_of};

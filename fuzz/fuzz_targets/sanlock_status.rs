@@ -1,8 +1,8 @@
 //! `sanlock client status -D`: the probe's parser (metrics) and the lock backend's look-ups.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vmwarden::metrics::Registry;
 use vmwarden::lock::sanlock::{parse_status_lockspace, parse_status_resource};
+use vmwarden::metrics::Registry;
 use vmwarden::probe::sanlock::parse_status;
 use vmwarden_fuzz::{assert_valid_metrics, some_of};
 
