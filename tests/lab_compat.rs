@@ -90,7 +90,11 @@ fn distinguishing_feature(l: &Lab) -> Result<Option<(&'static str, bool)>, Strin
     let hm = parse_domcaps(&xml)?
         .host_model
         .ok_or("n1's domain capabilities describe no host-model CPU")?;
-    let base = cpu_map_features(Path::new(CPU_MAP_DIR), &hm.model).unwrap_or_default();
+    // Unreadable CPU map: only what the host-model CPU requires counts.
+    let base: Vec<String> = cpu_map_features(Path::new(CPU_MAP_DIR), &hm.model)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     Ok([
         ("la57", true),
         ("avx512f", true),
@@ -99,10 +103,7 @@ fn distinguishing_feature(l: &Lab) -> Result<Option<(&'static str, bool)>, Strin
         ("sha-ni", false),
     ]
     .into_iter()
-    .find(|(name, _)| {
-        let name = name.to_string();
-        hm.require.contains(&name) || (base.contains(&name) && !hm.disable.contains(&name))
-    }))
+    .find(|(name, _)| hm.has_feature(name, Some(&base)) == Some(true)))
 }
 
 /// The guest's CPU: a model usable here, plus a feature this host has and others lack.

@@ -223,6 +223,20 @@ impl HostCpu {
     fn name(&self) -> String {
         format!("{} {}", self.vendor, self.model).trim().to_string()
     }
+
+    /// Whether this CPU has feature `f` (libvirt's spelling): it is its base model plus what it
+    /// requires minus what it disables, so a feature neither list names is there exactly when
+    /// the base model has it (`base`: the model's features from the CPU map; None when they could
+    /// not be read, and then such a feature cannot be told).
+    pub fn has_feature<S: AsRef<str>>(&self, f: &str, base: Option<&[S]>) -> Option<bool> {
+        if self.disable.contains(f) {
+            Some(false)
+        } else if self.require.contains(f) {
+            Some(true)
+        } else {
+            base.map(|b| b.iter().any(|x| x.as_ref() == f))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -778,21 +792,21 @@ fn custom_check(
             cannot_tell.insert(f.clone());
             continue;
         };
-        if t.disable.contains(f) {
-            lacks.insert(f.clone());
-        } else if t.require.contains(f) {
-        } else if t.model == model {
+        let has = if t.model == model && !t.require.contains(f) && !t.disable.contains(f) {
             // Listed by the guest on top of the model, not by the target's CPU on top of the
             // same model: the target's CPU lacks it.
-            lacks.insert(f.clone());
-        } else if let Some(base) = &s.there_caps.host_model_features {
-            // The target's CPU is its host-model's base model plus what it requires minus what
-            // it disables (neither lists it): it has the feature exactly when the model has it.
-            if !base.iter().any(|b| b == f) {
+            Some(false)
+        } else {
+            t.has_feature(f, s.there_caps.host_model_features.as_deref())
+        };
+        match has {
+            Some(true) => {}
+            Some(false) => {
                 lacks.insert(f.clone());
             }
-        } else {
-            cannot_tell.insert(f.clone());
+            None => {
+                cannot_tell.insert(f.clone());
+            }
         }
     }
     if !lacks.is_empty() {
@@ -1000,6 +1014,31 @@ mod tests {
             (l.as_deref(), q.as_deref()),
             (Some("9.0.0"), Some("7.2.22"))
         );
+    }
+
+    #[test]
+    fn host_cpu_features() {
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<String>>()
+        };
+        let hm = HostCpu {
+            model: "Skylake-Client-IBRS".into(),
+            vendor: "Intel".into(),
+            require: set(&["la57"]),
+            disable: set(&["avx512f"]),
+        };
+        let base = ["avx512f", "sse4.2"];
+        // Required beats the base model, disabled beats it too, the rest is the base model's.
+        assert_eq!(hm.has_feature("la57", Some(&base[..])), Some(true));
+        assert_eq!(hm.has_feature("avx512f", Some(&base[..])), Some(false));
+        assert_eq!(hm.has_feature("sse4.2", Some(&base[..])), Some(true));
+        assert_eq!(hm.has_feature("gfni", Some(&base[..])), Some(false));
+        // Without the CPU map only the two lists can tell.
+        assert_eq!(hm.has_feature("la57", None::<&[&str]>), Some(true));
+        assert_eq!(hm.has_feature("avx512f", None::<&[&str]>), Some(false));
+        assert_eq!(hm.has_feature("sse4.2", None::<&[&str]>), None);
     }
 
     #[test]
