@@ -72,11 +72,12 @@ fuzz-smoke: setup
 
 # Benchmarks (docs/benchmarks.md): parsers; what a scrape costs as a real Prometheus sees it
 # (vs node_exporter and prometheus-libvirt-exporter, with real guests); live migration and the
-# watchdog's crash -> running (lab).
+# watchdog's crash -> running (lab). BENCH_ROUNDS: runs of each scrape pair (their median ratio).
+BENCH_ROUNDS ?= 3
 bench: setup
 	bash scripts/test-services.sh
 	$(CARGO) bench --locked --bench parsers
-	bash benches/prometheus-compare.sh
+	bash benches/prometheus-compare.sh --rounds $(BENCH_ROUNDS)
 	bash benches/migration-compare.sh
 	bash benches/watchdog-crash.sh
 

@@ -4,7 +4,7 @@
 # side every second, plus the static-file floor of each payload. Builds the release binary and
 # the /proc/drbd generator first; prints JSON (copy the numbers into docs/benchmarks.md).
 # As root, with libvirtd running (scripts/test-services.sh): the libvirt pair runs real guests.
-#   bash benches/prometheus-compare.sh [--seconds 45] [--minors 1000] [--guests 10] [--pairs drbd,libvirt,all]
+#   bash benches/prometheus-compare.sh [--seconds 45] [--minors 1000] [--guests 10] [--pairs drbd,libvirt,all] [--rounds 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/vmwarden/target}"

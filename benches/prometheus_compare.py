@@ -19,7 +19,10 @@ Pairs (each its own Prometheus run, same inputs for both sides):
            so the two formats never share the cores within one run)
 
 usage: prometheus_compare.py VMWARDEN_BIN GEN_BIN [--seconds 45] [--minors 1000] [--guests 10]
-       [--pairs drbd,libvirt,all,formats] [--settle 30] [--format-rounds 2]
+       [--pairs drbd,libvirt,all,formats] [--settle 30] [--format-rounds 2] [--rounds 1]
+--rounds N runs the drbd and libvirt pairs N times each (fresh exporters and Prometheus every
+time) and reports each round's ratios and their median: on a 2-vCPU machine one run's ratio of
+medians moves by +-30 %, since every target of the pair shares the cores within each interval.
 Loopback only. Needs root for the guests (libvirtd running: scripts/test-services.sh).
 """
 import argparse, http.client, http.server, json, os, shutil, signal, socket, statistics, subprocess
@@ -350,6 +353,7 @@ def main():
     ap.add_argument("--pairs", default="drbd,libvirt,all")
     ap.add_argument("--settle", type=int, default=30, help="seconds between starting the guests and measuring")
     ap.add_argument("--format-rounds", type=int, default=2, help="rounds of the formats pair (each: one run per format)")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of the drbd and libvirt pairs (ratios: per run and their median)")
     a = ap.parse_args()
     if a.seconds < 40:
         print("note: fewer than 40 s of scrapes; the issue's method asks for >= 40", file=sys.stderr)
@@ -362,7 +366,7 @@ def main():
             with open(os.path.join(tmp, "drbd"), "w") as f:
                 f.write(subprocess.run([a.gen, str(a.minors)], check=True, capture_output=True, text=True).stdout)
         if "drbd" in pairs:
-            out["drbd"] = pair_drbd(a, tmp)
+            out["drbd"] = [pair_drbd(a, tmp) for _ in range(a.rounds)]
         if "formats" in pairs:
             out["formats"] = pair_formats(a, tmp)
         guests = Guests(a.guests, tmp) if ("libvirt" in pairs or "all" in pairs) else None
@@ -372,26 +376,37 @@ def main():
             time.sleep(a.settle)
         try:
             if "libvirt" in pairs:
-                out["libvirt"] = pair_libvirt(a, tmp, guests)
+                out["libvirt"] = [pair_libvirt(a, tmp, guests) for _ in range(a.rounds)]
             if "all" in pairs:
                 out["all"] = pair_all(a, tmp)
         finally:
             if guests:
                 guests.close()
-    d = out.get("drbd")
-    if d:
-        out["drbd_ratios"] = {
+    def drbd_ratios(d):
+        return {
             "speed_vs_node_exporter_median": d["node_exporter"]["scrape_median_ms"] / d["vmwarden"]["scrape_median_ms"],
             "vmwarden_vs_own_floor_median": d["vmwarden"]["scrape_median_ms"] / d["floor_vmwarden"]["scrape_median_ms"],
             "classic_vs_openmetrics_floor_median": d["floor_vmwarden_classic"]["scrape_median_ms"] / d["floor_vmwarden"]["scrape_median_ms"],
         }
-    lv = out.get("libvirt")
-    if lv:
-        out["libvirt_ratios"] = {
+
+    def libvirt_ratios(lv):
+        return {
             "vmwarden_vs_libvirt_exporter_median": lv["vmwarden"]["scrape_median_ms"] / lv["libvirt_exporter"]["scrape_median_ms"],
             "cpu_vs_libvirt_exporter": lv["vmwarden"]["cpu_ms_per_scrape"] / max(lv["libvirt_exporter"]["cpu_ms_per_scrape"], 1e-9),
             "vmwarden_vs_own_floor_median": lv["vmwarden"]["scrape_median_ms"] / lv["floor_vmwarden"]["scrape_median_ms"],
         }
+
+    for name, ratios in (("drbd", drbd_ratios), ("libvirt", libvirt_ratios)):
+        runs = out.get(name)
+        if not runs:
+            continue
+        per = [ratios(r) for r in runs]
+        # One round keeps the report's earlier shape (a dict per pair); several keep every round.
+        out[f"{name}_ratios"] = {k: statistics.median(p[k] for p in per) for k in per[0]}
+        if len(runs) == 1:
+            out[name] = runs[0]
+        else:
+            out[f"{name}_ratios"]["rounds"] = per
     print(json.dumps(out, indent=2))
 
 
