@@ -25,13 +25,13 @@
 mod lab_support;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use lab_support::{lab_dir, running, text};
+use std::sync::LazyLock;
+
+use lab_support::{lab_dir, running, text, Down, Lab};
 use support::{lab_ready, repo, skip_or_fail, wait_for};
-use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
 const TEST: &str = "lab_actions::lifecycle_in_the_lab";
@@ -133,8 +133,10 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
 }
 
-fn lab(args: &[&str]) -> Output {
-    let env = [
+/// The lab as this test runs it: its binary, VMs and extra config (`lab_support::Lab`).
+static LAB: LazyLock<Lab> = LazyLock::new(|| Lab {
+    repo: repo(),
+    env: vec![
         ("VMWARDEN_BIN", bin().to_string()),
         ("VMWARDEN_LAB_VMS", VM.to_string()),
         (
@@ -142,63 +144,9 @@ fn lab(args: &[&str]) -> Output {
             SHUTDOWN_TIMEOUT.to_string(),
         ),
         ("VMWARDEN_LAB_EXTRA_TOML", WATCHDOG_TOML.to_string()),
-    ];
-    lab_support::lab_sh(&repo(), 300, &env, args)
-}
-
-fn lab_ok(args: &[&str]) -> String {
-    let o = lab(args);
-    assert!(o.status.success(), "lab.sh {args:?}: {}", text(&o));
-    text(&o)
-}
-
-/// `vmwarden SUB --config NODE-CONFIG ARGS` inside `node`: (exit code, everything it printed).
-fn vmw(node: &str, sub: &str, args: &[&str]) -> (i32, String) {
-    let cfg = lab_dir().join(node).join("vmwarden.toml");
-    let cfg = cfg.to_str().unwrap();
-    let mut all = vec!["exec", node, bin(), sub, "--config", cfg];
-    all.extend_from_slice(args);
-    let o = lab(&all);
-    (o.status.code().unwrap_or(-1), text(&o))
-}
-
-fn ctl(node: &str, args: &[&str]) -> (i32, String) {
-    vmw(node, "ctl", args)
-}
-
-fn virsh(node: &str, args: &[&str]) -> Result<String, String> {
-    let mut all = vec![
-        "exec",
-        node,
-        "timeout",
-        "60",
-        "virsh",
-        "-q",
-        "-c",
-        "qemu:///system",
-    ];
-    all.extend_from_slice(args);
-    let o = lab(&all);
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(text(&o))
-    }
-}
-
-/// Whether a qemu process exists for the VM on `node` (libvirt's active states).
-fn active(node: &str) -> bool {
-    match virsh(node, &["domstate", VM]) {
-        Ok(s) => !matches!(s.trim(), "shut off" | "crashed"),
-        Err(_) => false,
-    }
-}
-
-/// The VM's lease as `node`'s sanlock daemon holds it.
-fn lease(node: &str) -> Held {
-    let out = lab_ok(&["exec", node, "sanlock", "client", "status"]);
-    parse_status_resource(&out, "vmwarden", VM).map_or(Held::None, |(m, _)| m)
-}
+    ],
+    bin: bin().to_string(),
+});
 
 /// A byte of the guest's CMOS NVRAM (register 0x7e) through qemu's monitor, written first when
 /// `write` is given. CMOS is part of the migrated device state; a freshly booted guest has 0
@@ -206,7 +154,8 @@ fn lease(node: &str) -> Held {
 /// reads back, and a read until it shows `expect` (a few tries).
 fn cmos(node: &str, write: Option<u8>, expect: u8) -> u8 {
     let hmp = |cmd: &str| {
-        virsh(node, &["qemu-monitor-command", VM, "--hmp", cmd]).unwrap_or_else(|e| panic!("{e}"))
+        LAB.virsh(node, &["qemu-monitor-command", VM, "--hmp", cmd])
+            .unwrap_or_else(|e| panic!("{e}"))
     };
     let mut last = 0;
     for _ in 0..40 {
@@ -236,19 +185,19 @@ fn other(node: &str) -> &'static str {
 
 /// Exactly one instance, exclusive lease where it runs, none on the other node. Returns where.
 fn assert_one_instance(context: &str) -> &'static str {
-    let (a1, a2) = (active("n1"), active("n2"));
+    let (a1, a2) = (LAB.active("n1", VM), LAB.active("n2", VM));
     assert!(
         a1 ^ a2,
         "{context}: active on n1 {a1}, on n2 {a2}: expected exactly one instance"
     );
     let at = if a1 { "n1" } else { "n2" };
     assert_eq!(
-        lease(at),
+        LAB.lease(at, VM),
         Held::Exclusive,
         "{context}: lease on {at}, where the VM runs"
     );
     assert_eq!(
-        lease(other(at)),
+        LAB.lease(other(at), VM),
         Held::None,
         "{context}: lease on {}",
         other(at)
@@ -290,17 +239,6 @@ fn agent_pid(node: &str) -> Option<i32> {
         .ok()
 }
 
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let o = lab(&["down"]);
-        if !o.status.success() {
-            eprintln!("lab.sh down (cleanup): {}", text(&o));
-        }
-    }
-}
-
 const STEPS: [&str; 6] = [
     "preflight",
     "source_to_shared",
@@ -316,46 +254,38 @@ fn lifecycle_in_the_lab() {
         return;
     }
     let t0 = Instant::now();
-    let _down = Down;
-    let up = lab(&["up"]);
+    let _down = Down(LAB.clone());
+    let up = LAB.sh(&["up"]);
     if !up.status.success() {
         skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
         return;
     }
     let dir = lab_dir();
-    let disk = dir.join("shared").join(format!("{VM}.raw"));
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let kvm = Path::new("/dev/kvm").exists()
-        && virsh("n1", &["domcapabilities", "--virttype", "kvm"]).is_ok();
-    let xml = dir.join("shared").join(format!("{VM}.xml"));
-    std::fs::write(
-        &xml,
-        lab_support::guest_xml(if kvm { "kvm" } else { "qemu" }, VM, Some(UUID), &disk),
-    )
-    .unwrap();
+    let disk = lab_support::guest_disk(VM);
     // The same definition (same UUID) on both nodes, as a cluster keeps it.
-    for n in ["n1", "n2"] {
-        virsh(n, &["define", xml.to_str().unwrap()]).unwrap();
-    }
+    let xml = LAB.define_on(
+        &["n1", "n2"],
+        VM,
+        &lab_support::guest_xml(LAB.domain_type(), VM, Some(UUID), &disk),
+    );
 
     // Start on n1.
-    let (code, out) = ctl("n1", &["start", VM]);
+    let (code, out) = LAB.ctl("n1", &["start", VM]);
     assert_eq!(code, 0, "start on n1: {out}");
     assert_eq!(assert_one_instance("after start on n1"), "n1");
 
     // A second start on n2: refused by vmwarden and by the hook, both naming n1.
-    let (code, out) = ctl("n2", &["start", VM]);
+    let (code, out) = LAB.ctl("n2", &["start", VM]);
     assert_eq!(code, 1, "start on n2 must be refused: {out}");
     assert!(out.contains("refused") && out.contains("n1"), "{out}");
     // The report names the node in a field of its own (what the watchdog reads).
-    let (code, out) = ctl("n2", &["--json", "start", VM]);
+    let (code, out) = LAB.ctl("n2", &["--json", "start", VM]);
     assert_eq!(code, 1, "{out}");
     let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rep["held_by_node"], "n1", "{out}");
-    let err = virsh("n2", &["start", VM]).expect_err("plain virsh start on n2 must fail");
+    let err = LAB
+        .virsh("n2", &["start", VM])
+        .expect_err("plain virsh start on n2 must fail");
     assert!(
         err.contains("vmwarden refuses to start") && err.contains("host 1 is node n1"),
         "{err}"
@@ -363,7 +293,7 @@ fn lifecycle_in_the_lab() {
     assert_eq!(assert_one_instance("after the refused starts"), "n1");
 
     // --dry-run: the plan with its commands, nothing changed.
-    let (code, out) = ctl("n1", &["migrate", VM, "--to", "n2", "--dry-run"]);
+    let (code, out) = LAB.ctl("n1", &["migrate", VM, "--to", "n2", "--dry-run"]);
     assert_eq!(code, 0, "{out}");
     for want in STEPS
         .iter()
@@ -379,80 +309,84 @@ fn lifecycle_in_the_lab() {
     let mark = 0xa5u8;
     assert_eq!(cmos("n1", Some(mark), mark), mark);
     let t_mig = Instant::now();
-    let (code, out) = ctl("n1", &["migrate", VM, "--to", "n2"]);
+    let (code, out) = LAB.ctl("n1", &["migrate", VM, "--to", "n2"]);
     let t_mig = t_mig.elapsed();
     assert_eq!(code, 0, "migrate n1 -> n2: {out}");
     assert_eq!(assert_one_instance("after migrating to n2"), "n2");
     assert_eq!(cmos("n2", None, mark), mark, "not the same guest on n2");
     assert_eq!(
-        virsh("n2", &["domstate", "--reason", VM]).unwrap().trim(),
+        LAB.virsh("n2", &["domstate", "--reason", VM])
+            .unwrap()
+            .trim(),
         "running (migrated)"
     );
 
     // The target's libvirtd stops right before the libvirt step: everything is undone.
-    lab_ok(&["agent-stop", "n2"]);
-    lab_ok(&[
+    LAB.ok(&["agent-stop", "n2"]);
+    LAB.ok(&[
         "agent-start",
         "n2",
         "VMWARDEN_TEST_PAUSE_BEFORE_STEP=migrate:libvirt_migrate",
     ]);
-    let mig = std::thread::spawn(|| ctl("n2", &["migrate", VM, "--to", "n1"]));
+    let mig = std::thread::spawn(|| LAB.ctl("n2", &["migrate", VM, "--to", "n1"]));
     let flag = dir.join("n2/state/paused-libvirt_migrate");
     assert!(
         wait_for(60, || flag.exists().then_some(())).is_some(),
         "the agent on n2 never reached the libvirt step"
     );
     assert_eq!(
-        lease("n1"),
+        LAB.lease("n1", VM),
         Held::Shared,
         "n1 joined the lease before the libvirt step"
     );
     // n1 holds the lease shared for the declared migration, but libvirt's part has not begun:
     // a plain `virsh start` there (a stale definition) would run the VM twice — the hook
     // refuses it.
-    virsh("n1", &["define", xml.to_str().unwrap()]).unwrap();
-    let err = virsh("n1", &["start", VM]).expect_err("a start on a shared lease must fail");
+    LAB.virsh("n1", &["define", xml.to_str().unwrap()]).unwrap();
+    let err = LAB
+        .virsh("n1", &["start", VM])
+        .expect_err("a start on a shared lease must fail");
     assert!(
         err.contains("vmwarden refuses to start") && err.contains("held shared"),
         "{err}"
     );
     assert!(
-        active("n2") && !active("n1"),
+        LAB.active("n2", VM) && !LAB.active("n1", VM),
         "the refused start ran the VM twice"
     );
     assert_eq!(
-        lease("n1"),
+        LAB.lease("n1", VM),
         Held::Shared,
         "the refused start changed n1's share"
     );
-    virsh("n1", &["undefine", VM]).unwrap();
-    lab_ok(&["libvirtd-stop", "n1"]);
+    LAB.virsh("n1", &["undefine", VM]).unwrap();
+    LAB.ok(&["libvirtd-stop", "n1"]);
     std::fs::remove_file(&flag).unwrap();
     let (code, out) = mig.join().unwrap();
     assert_eq!(code, 1, "the migration must fail: {out}");
     assert!(out.contains("rolled_back"), "{out}");
-    lab_ok(&["libvirtd-start", "n1"]);
+    LAB.ok(&["libvirtd-start", "n1"]);
     assert_eq!(assert_one_instance("after the rolled-back migration"), "n2");
     assert!(unfinished("n2").is_empty());
-    lab_ok(&["agent-stop", "n2"]);
-    lab_ok(&["agent-start", "n2"]);
+    LAB.ok(&["agent-stop", "n2"]);
+    LAB.ok(&["agent-start", "n2"]);
 
     // SIGKILL after each step; the restarted agent recovers from its journal.
     let mut at = "n2";
     for step in STEPS {
         let to = other(at);
-        lab_ok(&["agent-stop", at]);
+        LAB.ok(&["agent-stop", at]);
         let fault = format!("VMWARDEN_FAULT_AFTER_STEP=migrate:{step}");
-        lab_ok(&["agent-start", at, &fault]);
+        LAB.ok(&["agent-start", at, &fault]);
         let pid = agent_pid(at).unwrap();
-        let (code, out) = ctl(at, &["migrate", VM, "--to", to]);
+        let (code, out) = LAB.ctl(at, &["migrate", VM, "--to", to]);
         assert_eq!(code, 2, "the agent should have died after {step}: {out}");
         assert!(
             wait_for(10, || (!running(pid)).then_some(())).is_some(),
             "the agent on {at} still runs after the fault at {step}"
         );
         assert_eq!(unfinished(at).len(), 1, "after {step}: the journal is left");
-        lab_ok(&["agent-start", at]);
+        LAB.ok(&["agent-start", at]);
         assert!(
             wait_for(60, || unfinished(at).is_empty().then_some(())).is_some(),
             "the journal on {at} was not recovered after {step}; agent log:\n{}",
@@ -491,7 +425,7 @@ fn lifecycle_in_the_lab() {
     at = target_libvirtd_stopped_after_switchover(at, mark);
 
     // Stop: the OS-less guest ignores ACPI, so it is destroyed after the timeout.
-    let (code, out) = ctl(at, &["--json", "stop", VM]);
+    let (code, out) = LAB.ctl(at, &["--json", "stop", VM]);
     assert_eq!(code, 0, "stop: {out}");
     let rep: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -506,25 +440,29 @@ fn lifecycle_in_the_lab() {
         waited >= SHUTDOWN_TIMEOUT as f64,
         "destroyed after {waited} s, before the {SHUTDOWN_TIMEOUT} s timeout"
     );
-    assert!(!active("n1") && !active("n2"));
-    assert_eq!(lease(at), Held::None, "the lease outlived the stopped VM");
+    assert!(!LAB.active("n1", VM) && !LAB.active("n2", VM));
     assert_eq!(
-        virsh(at, &["domstate", "--reason", VM]).unwrap().trim(),
+        LAB.lease(at, VM),
+        Held::None,
+        "the lease outlived the stopped VM"
+    );
+    assert_eq!(
+        LAB.virsh(at, &["domstate", "--reason", VM]).unwrap().trim(),
         "shut off (destroyed)"
     );
 
     // The lease backend's invariants and `vmwarden lock`, for real: a lease taken by hand while
     // the VM is stopped is a leaked lock for `vmwarden check`; the other node's attempt names
     // the holder; released, everything holds again.
-    let (code, out) = vmw(at, "check", &[]);
+    let (code, out) = LAB.vmw(at, "check", &[]);
     assert_eq!(code, 0, "check after the stop: {out}");
-    let (code, out) = vmw(at, "lock", &["exclusive", VM]);
+    let (code, out) = LAB.vmw(at, "lock", &["exclusive", VM]);
     assert_eq!(code, 0, "lock exclusive: {out}");
-    assert_eq!(lease(at), Held::Exclusive);
-    let (code, out) = vmw(other(at), "lock", &["exclusive", VM]);
+    assert_eq!(LAB.lease(at, VM), Held::Exclusive);
+    let (code, out) = LAB.vmw(other(at), "lock", &["exclusive", VM]);
     assert_eq!(code, 1, "the other node took a held lease: {out}");
     assert!(out.contains(&format!("node {at}")), "{out}");
-    let (code, out) = vmw(at, "check", &[]);
+    let (code, out) = LAB.vmw(at, "check", &[]);
     assert_eq!(code, 1, "a leaked lease went unnoticed: {out}");
     assert!(
         out.contains("VIOLATED lock_without_running_domain")
@@ -532,10 +470,10 @@ fn lifecycle_in_the_lab() {
             && out.contains(&format!("vmwarden lock release {VM}")),
         "{out}"
     );
-    let (code, out) = vmw(at, "lock", &["release", VM]);
+    let (code, out) = LAB.vmw(at, "lock", &["release", VM]);
     assert_eq!(code, 0, "lock release: {out}");
-    assert_eq!(lease(at), Held::None);
-    let (code, out) = vmw(at, "check", &[]);
+    assert_eq!(LAB.lease(at, VM), Held::None);
+    let (code, out) = LAB.vmw(at, "check", &[]);
     assert_eq!(code, 0, "check after the release: {out}");
 
     watchdog_in_the_lab(at, mark);
@@ -546,27 +484,14 @@ fn lifecycle_in_the_lab() {
     );
 }
 
-/// qemu's pid of the VM on `node` (libvirt's pid file), checked to be a qemu process.
-fn qemu_pid(node: &str) -> Option<String> {
-    let pid = lab(&["exec", node, "cat", &format!("/run/libvirt/qemu/{VM}.pid")]);
-    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let comm = lab(&["exec", node, "cat", &format!("/proc/{pid}/comm")]);
-    String::from_utf8_lossy(&comm.stdout)
-        .starts_with("qemu-system")
-        .then_some(pid)
-}
-
 /// `kill -9` of the VM's qemu on `node` (by its recorded pid, name checked); waits until the
 /// watchdog has it running again with a new qemu, or `None` after 30 s. Returns the time taken.
 fn crash_and_wait(node: &str) -> Option<std::time::Duration> {
-    let old = qemu_pid(node).expect("the VM's qemu runs");
-    lab_ok(&["exec", node, "kill", "-9", &old]);
+    let old = LAB.qemu_pid(node, VM).expect("the VM's qemu runs");
+    LAB.ok(&["exec", node, "kill", "-9", &old]);
     let t = Instant::now();
     wait_for(30, || {
-        (active(node) && qemu_pid(node).is_some_and(|p| p != old)).then_some(())
+        (LAB.active(node, VM) && LAB.qemu_pid(node, VM).is_some_and(|p| p != old)).then_some(())
     })?;
     Some(t.elapsed())
 }
@@ -581,7 +506,7 @@ fn settled_running(node: &str) {
     let mut last = None;
     let mut since = Instant::now();
     let ok = wait_for(30, || {
-        let pid = qemu_pid(node);
+        let pid = LAB.qemu_pid(node, VM);
         if pid != last {
             last = pid;
             since = Instant::now();
@@ -600,7 +525,7 @@ fn settled_running(node: &str) {
 }
 
 fn watchdog_line(node: &str) -> String {
-    let (code, out) = ctl(node, &["watchdog"]);
+    let (code, out) = LAB.ctl(node, &["watchdog"]);
     assert_eq!(code, 0, "ctl watchdog on {node}: {out}");
     out.lines()
         .find(|l| l.starts_with(VM))
@@ -616,16 +541,16 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     // The other node's refused `vmwarden lock exclusive` above may still be queued in its
     // sanlock daemon for a moment after the release: wait until neither node holds the lease.
     assert!(
-        wait_for(30, || (lease("n1") == Held::None
-            && lease("n2") == Held::None)
+        wait_for(30, || (LAB.lease("n1", VM) == Held::None
+            && LAB.lease("n2", VM) == Held::None)
             .then_some(()))
         .is_some(),
         "the lease is still held after the release: n1 {:?}, n2 {:?}\n{}",
-        lease("n1"),
-        lease("n2"),
-        lab_ok(&["exec", other(at), "sanlock", "client", "status"])
+        LAB.lease("n1", VM),
+        LAB.lease("n2", VM),
+        LAB.ok(&["exec", other(at), "sanlock", "client", "status"])
     );
-    let (code, out) = ctl(at, &["start", VM]);
+    let (code, out) = LAB.ctl(at, &["start", VM]);
     assert_eq!(code, 0, "start for the watchdog: {out}");
     let took = crash_and_wait(at).unwrap_or_else(|| {
         panic!(
@@ -658,8 +583,8 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         );
     }
     let smtp = smtp.unwrap();
-    let old = qemu_pid(at).unwrap();
-    lab_ok(&["exec", at, "kill", "-9", &old]);
+    let old = LAB.qemu_pid(at, VM).unwrap();
+    LAB.ok(&["exec", at, "kill", "-9", &old]);
     assert!(
         // The decision reads "gave up after N attempts" for one reconcile and "given up" from the
         // next on (every 1 s): a poll can miss the first.
@@ -673,8 +598,12 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         agent_log(at)
     );
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(!active(at), "restarted after giving up");
-    assert_eq!(lease(at), Held::None, "the lease outlived the given-up VM");
+    assert!(!LAB.active(at, VM), "restarted after giving up");
+    assert_eq!(
+        LAB.lease(at, VM),
+        Held::None,
+        "the lease outlived the given-up VM"
+    );
     // The give-up mail arrives once, naming the VM, the node, what happened and the reset.
     let gave_up_mails = || {
         smtp.mails()
@@ -701,27 +630,28 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         );
     }
     // `vmwarden check` says the VM needs a human.
-    let (code, out) = vmw(at, "check", &[]);
+    let (code, out) = LAB.vmw(at, "check", &[]);
     assert!(
         code == 1 && out.contains("NEEDS YOU"),
         "check after the give-up: {out}"
     );
     // An agent restart keeps what the watchdog counted: still given up, still down.
-    lab_ok(&["agent-stop", at]);
-    lab_ok(&["agent-start", at]);
+    LAB.ok(&["agent-stop", at]);
+    LAB.ok(&["agent-start", at]);
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(
-        watchdog_line(at).contains(&format!("given up: `vmwarden ctl reset {VM}`")) && !active(at),
+        watchdog_line(at).contains(&format!("given up: `vmwarden ctl reset {VM}`"))
+            && !LAB.active(at, VM),
         "the give-up did not survive an agent restart: {}\n{}",
         watchdog_line(at),
         agent_log(at)
     );
     assert_eq!(gave_up_mails().len(), 1, "the give-up mail came twice");
-    let (code, out) = ctl(at, &["reset", VM]);
+    let (code, out) = LAB.ctl(at, &["reset", VM]);
     assert_eq!(code, 0, "reset: {out}");
     assert!(out.contains("no longer given up"), "{out}");
     assert!(
-        wait_for(30, || active(at).then_some(())).is_some(),
+        wait_for(30, || LAB.active(at, VM).then_some(())).is_some(),
         "reset did not revive it: {}",
         watchdog_line(at)
     );
@@ -735,7 +665,7 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
 
     // Migrated away, then killed: restarted where it runs now; the source has nothing to restart.
     let to = other(at);
-    let (code, out) = ctl(at, &["migrate", VM, "--to", to]);
+    let (code, out) = LAB.ctl(at, &["migrate", VM, "--to", to]);
     assert_eq!(code, 0, "migrate for the watchdog: {out}");
     assert!(
         crash_and_wait(to).is_some(),
@@ -750,8 +680,8 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     // Ganeti) that is ERROR_down, restarted.
     let old = guest_poweroff(to);
     assert!(
-        wait_for(30, || (active(to)
-            && qemu_pid(to).is_some_and(|p| p != old))
+        wait_for(30, || (LAB.active(to, VM)
+            && LAB.qemu_pid(to, VM).is_some_and(|p| p != old))
         .then_some(()))
         .is_some(),
         "a guest poweroff was not restarted (user_shutdown = false): {}\n{}",
@@ -773,13 +703,13 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         ),
     )
     .unwrap();
-    lab_ok(&["agent-stop", to]);
-    lab_ok(&["agent-start", to]);
+    LAB.ok(&["agent-stop", to]);
+    LAB.ok(&["agent-start", to]);
     settled_running(to);
     guest_poweroff(to);
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert!(
-        !active(to) && !active(at),
+        !LAB.active(to, VM) && !LAB.active(at, VM),
         "a guest poweroff was restarted with user_shutdown = true: {}\n{}",
         watchdog_line(to),
         agent_log(to)
@@ -795,19 +725,19 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
         "{meta}"
     );
     assert_eq!(
-        lease(to),
+        LAB.lease(to, VM),
         Held::None,
         "the lease outlived the powered-off VM"
     );
-    let (code, out) = ctl(to, &["start", VM]);
+    let (code, out) = LAB.ctl(to, &["start", VM]);
     assert_eq!(code, 0, "start after USER_down: {out}");
     settled_running(to);
 
     // virsh destroy by an operator: left down, the intent says so.
-    virsh(to, &["destroy", VM]).unwrap();
+    LAB.virsh(to, &["destroy", VM]).unwrap();
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert!(
-        !active(to) && !active(at),
+        !LAB.active(to, VM) && !LAB.active(at, VM),
         "a destroyed VM was restarted: {}\n{}",
         watchdog_line(to),
         agent_log(to)
@@ -819,12 +749,16 @@ fn watchdog_in_the_lab(at: &'static str, mark: u8) {
     );
     let meta = intent_of(to);
     assert!(meta.contains("state=\"stop\""), "{meta}");
-    assert_eq!(lease(to), Held::None, "the lease outlived the destroyed VM");
+    assert_eq!(
+        LAB.lease(to, VM),
+        Held::None,
+        "the lease outlived the destroyed VM"
+    );
 }
 
 /// vmwarden's intent in the VM's persistent definition on `node`.
 fn intent_of(node: &str) -> String {
-    virsh(
+    LAB.virsh(
         node,
         &[
             "metadata",
@@ -841,14 +775,14 @@ fn intent_of(node: &str) -> String {
 /// reports a guest-initiated shutdown). The firmware maps the PM registers while it boots: written
 /// until the qemu goes. Returns the qemu pid it had.
 fn guest_poweroff(node: &str) -> String {
-    let old = qemu_pid(node).unwrap();
+    let old = LAB.qemu_pid(node, VM).unwrap();
     for _ in 0..20 {
-        let _ = virsh(
+        let _ = LAB.virsh(
             node,
             &["qemu-monitor-command", "--hmp", VM, "o /w 0x604 0x2000"],
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
-        if qemu_pid(node).map_or(true, |p| p != old) {
+        if LAB.qemu_pid(node, VM).map_or(true, |p| p != old) {
             break;
         }
     }
@@ -873,9 +807,9 @@ fn migrate_paused_after_switchover(
     during: impl FnOnce(),
 ) -> (i32, serde_json::Value) {
     let to = other(at);
-    lab_ok(&["agent-stop", at]);
-    lab_ok(&["agent-start", at, COMMIT_PAUSE]);
-    let mig = std::thread::spawn(move || ctl(at, &["--json", "migrate", VM, "--to", to]));
+    LAB.ok(&["agent-stop", at]);
+    LAB.ok(&["agent-start", at, COMMIT_PAUSE]);
+    let mig = std::thread::spawn(move || LAB.ctl(at, &["--json", "migrate", VM, "--to", to]));
     let flag = lab_dir()
         .join(at)
         .join("state/paused-libvirt_migrate.commit");
@@ -884,7 +818,7 @@ fn migrate_paused_after_switchover(
         "the agent on {at} never got past `virsh migrate`"
     );
     assert!(
-        active(to) && !active(at),
+        LAB.active(to, VM) && !LAB.active(at, VM),
         "libvirt has not switched the guest over to {to}"
     );
     during();
@@ -931,7 +865,7 @@ fn assert_migrated_forward(context: &str, at: &str, to: &str, mark: u8) -> Strin
         "{context}: a step before the commit was undone after the switchover:\n{closed}"
     );
     for n in ["n1", "n2"] {
-        let (code, out) = vmw(n, "check", &[]);
+        let (code, out) = LAB.vmw(n, "check", &[]);
         assert_eq!(code, 0, "{context}: check on {n}: {out}");
     }
     closed
@@ -945,22 +879,27 @@ fn target_agent_killed_after_switchover(at: &'static str, mark: u8) -> &'static 
     let (code, rep) = migrate_paused_after_switchover(at, || {
         // The source's share went with its qemu (the lease holder watches it); the target's
         // share is what a careless node could join.
-        assert_eq!(lease(to), Held::Shared, "target share in the window");
+        assert_eq!(
+            LAB.lease(to, VM),
+            Held::Shared,
+            "target share in the window"
+        );
         let t = Instant::now();
-        let err = virsh(
-            to,
-            &[
-                "migrate",
-                "--live",
-                "--persistent",
-                "--undefinesource",
-                "--unsafe",
-                VM,
-                &format!("qemu+tcp://{}/system", ip(at)),
-                &format!("tcp://{}", ip(at)),
-            ],
-        )
-        .expect_err("a plain virsh migrate back in the window must be refused");
+        let err = LAB
+            .virsh(
+                to,
+                &[
+                    "migrate",
+                    "--live",
+                    "--persistent",
+                    "--undefinesource",
+                    "--unsafe",
+                    VM,
+                    &format!("qemu+tcp://{}/system", ip(at)),
+                    &format!("tcp://{}", ip(at)),
+                ],
+            )
+            .expect_err("a plain virsh migrate back in the window must be refused");
         eprintln!(
             "lab_actions: plain virsh migrate refused in {:.2?}",
             t.elapsed()
@@ -972,10 +911,10 @@ fn target_agent_killed_after_switchover(at: &'static str, mark: u8) -> &'static 
             "{err}"
         );
         assert!(
-            active(to) && !active(at),
+            LAB.active(to, VM) && !LAB.active(at, VM),
             "the refused migration moved the guest"
         );
-        lab_ok(&["agent-stop", to, "KILL"]);
+        LAB.ok(&["agent-stop", to, "KILL"]);
     });
     assert_went_forward(code, &rep);
     let libvirt_ok = rep["steps"]
@@ -989,12 +928,16 @@ fn target_agent_killed_after_switchover(at: &'static str, mark: u8) -> &'static 
         rep["message"]
     );
     // The source let go at once, without the target.
-    assert_eq!(lease(at), Held::None, "the source kept its share: {rep}");
-    lab_ok(&["agent-start", to]);
+    assert_eq!(
+        LAB.lease(at, VM),
+        Held::None,
+        "the source kept its share: {rep}"
+    );
+    LAB.ok(&["agent-start", to]);
     let closed = assert_migrated_forward("target agent killed after the switchover", at, to, mark);
     // The source's agent runs without the pause switch again.
-    lab_ok(&["agent-stop", at]);
-    lab_ok(&["agent-start", at]);
+    LAB.ok(&["agent-stop", at]);
+    LAB.ok(&["agent-start", at]);
     if code == 3 {
         assert!(
             closed.contains("finished by recovery") && !closed.contains("agent crash"),
@@ -1009,7 +952,7 @@ fn target_agent_killed_after_switchover(at: &'static str, mark: u8) -> &'static 
 fn target_libvirtd_stopped_after_switchover(at: &'static str, mark: u8) -> &'static str {
     let to = other(at);
     let (code, rep) = migrate_paused_after_switchover(at, || {
-        lab_ok(&["libvirtd-stop", to]);
+        LAB.ok(&["libvirtd-stop", to]);
     });
     assert_went_forward(code, &rep);
     eprintln!(
@@ -1020,16 +963,20 @@ fn target_libvirtd_stopped_after_switchover(at: &'static str, mark: u8) -> &'sta
         wait_for(30, || unfinished(at).is_empty().then_some(())).is_some(),
         "the journal on {at} was not finished with libvirtd stopped on {to}: {rep}"
     );
-    assert_eq!(lease(to), Held::Exclusive, "lease on {to} (libvirtd down)");
-    assert_eq!(lease(at), Held::None, "lease on {at}");
-    lab_ok(&["libvirtd-start", to]);
+    assert_eq!(
+        LAB.lease(to, VM),
+        Held::Exclusive,
+        "lease on {to} (libvirtd down)"
+    );
+    assert_eq!(LAB.lease(at, VM), Held::None, "lease on {at}");
+    LAB.ok(&["libvirtd-start", to]);
     assert!(
-        wait_for(30, || active(to).then_some(())).is_some(),
+        wait_for(30, || LAB.active(to, VM).then_some(())).is_some(),
         "{VM} does not run on {to} after its libvirtd came back"
     );
     assert_migrated_forward("target libvirtd stopped after the switchover", at, to, mark);
     // The source's agent runs without the pause switch again.
-    lab_ok(&["agent-stop", at]);
-    lab_ok(&["agent-start", at]);
+    LAB.ok(&["agent-stop", at]);
+    LAB.ok(&["agent-start", at]);
     to
 }

@@ -25,12 +25,11 @@ mod lab_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab_support::{lab_dir, running, text};
+use lab_support::{lab_dir, running, text, Down, Lab};
 use support::{lab_ready, repo, skip_or_fail, wait_for};
-use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
 const TEST: &str = "lab_alerts::vm_down_fires_and_alertmanager_remediates_it";
@@ -87,59 +86,18 @@ impl Tokens {
     }
 }
 
-fn lab(extra_toml: &str, args: &[&str]) -> Output {
-    let env = [
-        ("VMWARDEN_BIN", bin().to_string()),
-        ("VMWARDEN_LAB_VMS", VM.to_string()),
-        ("VMWARDEN_LAB_EXTRA_TOML", extra_toml.to_string()),
-    ];
-    lab_support::lab_sh(&repo(), 300, &env, args)
+/// The lab with this test's agents (their tokens in the extra config), and what it asks of
+/// Prometheus and Alertmanager inside n1.
+struct AlertLab(Lab);
+
+impl std::ops::Deref for AlertLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.0
+    }
 }
 
-struct Lab {
-    toml: String,
-}
-
-impl Lab {
-    fn run(&self, args: &[&str]) -> Output {
-        lab(&self.toml, args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "lab.sh {args:?}: {}", text(&o));
-        text(&o)
-    }
-
-    fn virsh(&self, node: &str, args: &[&str]) -> Result<String, String> {
-        let mut all = vec![
-            "exec",
-            node,
-            "timeout",
-            "60",
-            "virsh",
-            "-q",
-            "-c",
-            "qemu:///system",
-        ];
-        all.extend_from_slice(args);
-        let o = self.run(&all);
-        if o.status.success() {
-            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-        } else {
-            Err(text(&o))
-        }
-    }
-
-    fn ctl(&self, node: &str, args: &[&str]) -> (i32, String) {
-        let cfg = lab_dir().join(node).join("vmwarden.toml");
-        let cfg = cfg.to_str().unwrap();
-        let mut all = vec!["exec", node, bin(), "ctl", "--config", cfg];
-        all.extend_from_slice(args);
-        let o = self.run(&all);
-        (o.status.code().unwrap_or(-1), text(&o))
-    }
-
+impl AlertLab {
     fn state(&self, node: &str) -> String {
         self.virsh(node, &["domstate", "--reason", VM])
             .unwrap_or_default()
@@ -147,27 +105,9 @@ impl Lab {
             .to_string()
     }
 
-    /// qemu's pid of the VM on `node` (libvirt's pid file), checked to be a qemu process.
-    fn qemu_pid(&self, node: &str) -> Option<String> {
-        let pid = self.run(&["exec", node, "cat", &format!("/run/libvirt/qemu/{VM}.pid")]);
-        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let comm = self.run(&["exec", node, "cat", &format!("/proc/{pid}/comm")]);
-        String::from_utf8_lossy(&comm.stdout)
-            .starts_with("qemu-system")
-            .then_some(pid)
-    }
-
-    fn lease(&self, node: &str) -> Held {
-        let out = self.ok(&["exec", node, "sanlock", "client", "status"]);
-        parse_status_resource(&out, "vmwarden", VM).map_or(Held::None, |(m, _)| m)
-    }
-
     /// GET `url` from inside n1 (Debian's python, urllib): the body as JSON.
     fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
-        let o = self.run(&[
+        let o = self.sh(&[
             "exec",
             "n1",
             "timeout",
@@ -185,7 +125,7 @@ impl Lab {
 
     /// Whether `url` answers 200 (a server's `/-/ready`).
     fn ready(&self, url: &str) -> bool {
-        self.run(&[
+        self.sh(&[
             "exec",
             "n1",
             "timeout",
@@ -255,7 +195,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(lab: &Lab, name: &'static str, argv: &[String], dir: &Path) -> Server {
+    fn start(lab: &AlertLab, name: &'static str, argv: &[String], dir: &Path) -> Server {
         let pidfile = dir.join(format!("{name}.pid"));
         let log = dir.join(format!("{name}.log"));
         let mut args: Vec<String> = [
@@ -274,7 +214,7 @@ impl Server {
             .arg(repo().join("scripts/lab.sh"))
             .args(&args)
             .env("VMWARDEN_LAB_DIR", lab_dir())
-            .env("VMWARDEN_LAB_EXTRA_TOML", &lab.toml)
+            .envs(lab.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -313,17 +253,6 @@ impl Drop for Server {
     }
 }
 
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let o = lab(&self.0, &["down"]);
-        if !o.status.success() {
-            eprintln!("lab.sh down (cleanup): {}", text(&o));
-        }
-    }
-}
-
 fn label<'a>(a: &'a serde_json::Value, k: &str) -> &'a str {
     a["labels"][k].as_str().unwrap_or("")
 }
@@ -345,38 +274,32 @@ fn vm_down_fires_and_alertmanager_remediates_it() {
     }
     let t0 = Instant::now();
     let tokens = Tokens::new();
-    let lab = Lab {
-        toml: tokens.toml(),
-    };
-    let _down = Down(lab.toml.clone());
-    let up = lab.run(&["up"]);
+    let lab = AlertLab(Lab {
+        repo: repo(),
+        env: vec![
+            ("VMWARDEN_BIN", bin().to_string()),
+            ("VMWARDEN_LAB_VMS", VM.to_string()),
+            ("VMWARDEN_LAB_EXTRA_TOML", tokens.toml()),
+        ],
+        bin: bin().to_string(),
+    });
+    let _down = Down(lab.0.clone());
+    let up = lab.sh(&["up"]);
     if !up.status.success() {
         skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
         return;
     }
     let dir = lab_dir();
-    let disk = dir.join("shared").join(format!("{VM}.raw"));
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let kvm = Path::new("/dev/kvm").exists()
-        && lab
-            .virsh("n1", &["domcapabilities", "--virttype", "kvm"])
-            .is_ok();
-    let xml = dir.join("shared").join(format!("{VM}.xml"));
-    std::fs::write(
-        &xml,
-        lab_support::guest_xml(if kvm { "kvm" } else { "qemu" }, VM, Some(UUID), &disk),
-    )
-    .unwrap();
-    for n in ["n1", "n2"] {
-        lab.virsh(n, &["define", xml.to_str().unwrap()]).unwrap();
-    }
+    let disk = lab_support::guest_disk(VM);
+    lab.define_on(
+        &["n1", "n2"],
+        VM,
+        &lab_support::guest_xml(lab.domain_type(), VM, Some(UUID), &disk),
+    );
     let (code, out) = lab.ctl("n1", &["start", VM]);
     assert_eq!(code, 0, "start on n1: {out}");
-    let first_qemu = lab.qemu_pid("n1").expect("the VM's qemu runs on n1");
-    assert_eq!(lab.lease("n1"), Held::Exclusive);
+    let first_qemu = lab.qemu_pid("n1", VM).expect("the VM's qemu runs on n1");
+    assert_eq!(lab.lease("n1", VM), Held::Exclusive);
 
     // Prometheus and Alertmanager inside n1.
     let work = dir.join("alerting");
@@ -555,7 +478,7 @@ fn vm_down_fires_and_alertmanager_remediates_it() {
     // Alertmanager's webhook makes the agent start it: a new qemu, its lease exclusive on n1.
     let back = wait_for(60, || {
         (lab.state("n1").starts_with("running"))
-            .then(|| lab.qemu_pid("n1"))
+            .then(|| lab.qemu_pid("n1", VM))
             .flatten()
     })
     .unwrap_or_else(|| {
@@ -568,8 +491,8 @@ fn vm_down_fires_and_alertmanager_remediates_it() {
     });
     let t_back = t_kill.elapsed();
     assert_ne!(back, first_qemu);
-    assert_eq!(lab.lease("n1"), Held::Exclusive);
-    assert_eq!(lab.lease("n2"), Held::None);
+    assert_eq!(lab.lease("n1", VM), Held::Exclusive);
+    assert_eq!(lab.lease("n2", VM), Held::None);
     assert!(!lab.state("n2").starts_with("running"));
 
     // Resolved: gone from Prometheus's active alerts and from Alertmanager's.

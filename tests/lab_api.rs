@@ -17,7 +17,7 @@ mod lab_support;
 mod support;
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lab_support::{lab_dir, text, Lab};
@@ -102,14 +102,9 @@ fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<(Insta
 /// Define `vm` on both nodes, its disk in the shared directory. `shareable`: the disk may be open
 /// by two qemus — the lab's two "hosts" share one kernel, whose image file lock would stop the
 /// second copy of a double start, where two real hosts on a shared LV have no such lock.
-fn define(l: &Lab, dir: &Path, vm: &str, uuid: &str, kvm: bool, shareable: bool) {
-    let disk = dir.join("shared").join(format!("{vm}.raw"));
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let xml = dir.join("shared").join(format!("{vm}.xml"));
-    let mut text = lab_support::guest_xml(if kvm { "kvm" } else { "qemu" }, vm, Some(uuid), &disk);
+fn define(l: &Lab, vm: &str, uuid: &str, ty: &str, shareable: bool) {
+    let disk = lab_support::guest_disk(vm);
+    let mut text = lab_support::guest_xml(ty, vm, Some(uuid), &disk);
     if shareable {
         text = text.replace(
             "<target dev='vda' bus='virtio'/>",
@@ -117,11 +112,7 @@ fn define(l: &Lab, dir: &Path, vm: &str, uuid: &str, kvm: bool, shareable: bool)
         );
         assert!(text.contains("<shareable/>"), "{text}");
     }
-    std::fs::write(&xml, text).unwrap();
-    for n in ["n1", "n2"] {
-        l.virsh(n, &["define", xml.to_str().unwrap()])
-            .unwrap_or_else(|e| panic!("define {vm} on {n}: {e}"));
-    }
+    l.define_on(&["n1", "n2"], vm, &text);
 }
 
 #[test]
@@ -141,25 +132,9 @@ fn operator_api_in_the_lab() {
         skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
         return;
     }
-    let kvm = Path::new("/dev/kvm").exists()
-        && l.virsh("n1", &["domcapabilities", "--virttype", "kvm"])
-            .is_ok();
-    define(
-        &l,
-        &dir,
-        VM,
-        "7a1c2e4f-3b5d-4f60-9a8b-1c2d3e4f5a6b",
-        kvm,
-        false,
-    );
-    define(
-        &l,
-        &dir,
-        TWICE,
-        "8b2d3f50-4c6e-4071-8b9c-2d3e4f5a6b7c",
-        kvm,
-        true,
-    );
+    let ty = l.domain_type();
+    define(&l, VM, "7a1c2e4f-3b5d-4f60-9a8b-1c2d3e4f5a6b", ty, false);
+    define(&l, TWICE, "8b2d3f50-4c6e-4071-8b9c-2d3e4f5a6b7c", ty, true);
 
     // Start on n1: the steps as they finish, then the result.
     let (code, out) = l.vmw("n1", "ctl", &["start", VM]);

@@ -27,9 +27,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lab_support::{lab_dir, text, Lab};
+use lab_support::{lab_dir, text, Down, Lab};
 use support::{lab_ready, repo, skip_or_fail};
-use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
 const TEST: &str = "lab_compat::compatibility_check_in_the_lab";
@@ -44,22 +43,6 @@ fn lab() -> Lab {
         ],
         bin: env!("CARGO_BIN_EXE_vmwarden").to_string(),
     }
-}
-
-struct Down(Lab);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let o = self.0.sh(&["down"]);
-        if !o.status.success() {
-            eprintln!("lab.sh down (cleanup): {}", text(&o));
-        }
-    }
-}
-
-fn lease(l: &Lab, node: &str) -> Held {
-    let out = l.ok(&["exec", node, "sanlock", "client", "status"]);
-    parse_status_resource(&out, "vmwarden", VM).map_or(Held::None, |(m, _)| m)
 }
 
 fn unfinished(node: &str) -> Vec<PathBuf> {
@@ -121,8 +104,8 @@ fn assert_nothing_changed(l: &Lab, context: &str) {
         l.virsh("n2", &["domstate", VM]).is_err(),
         "{context}: n2 has a domain {VM}"
     );
-    assert_eq!(lease(l, "n1"), Held::Exclusive, "{context}: n1's lease");
-    assert_eq!(lease(l, "n2"), Held::None, "{context}: n2's lease");
+    assert_eq!(l.lease("n1", VM), Held::Exclusive, "{context}: n1's lease");
+    assert_eq!(l.lease("n2", VM), Held::None, "{context}: n2's lease");
     for n in ["n1", "n2"] {
         assert!(
             unfinished(n).is_empty(),
@@ -324,8 +307,8 @@ fn compatibility_check_in_the_lab() {
         "{n:?}"
     );
     assert!(l.active("n2", VM) && !l.active("n1", VM));
-    assert_eq!(lease(&l, "n2"), Held::Exclusive);
-    assert_eq!(lease(&l, "n1"), Held::None);
+    assert_eq!(l.lease("n2", VM), Held::Exclusive);
+    assert_eq!(l.lease("n1", VM), Held::None);
     assert!(unfinished("n1").is_empty() && unfinished("n2").is_empty());
     l.virsh("n2", &["destroy", VM]).unwrap();
     drop(down);

@@ -29,10 +29,12 @@ mod lab_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab_support::{lab_dir, text};
+use std::sync::LazyLock;
+
+use lab_support::{lab_dir, text, Down, Lab};
 use support::{lab_ready, repo, skip_or_fail, wait_for};
 
 const TEST: &str = "lab_dashboards::every_panel_query_has_data_in_the_lab";
@@ -133,72 +135,21 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
 }
 
-fn lab(args: &[&str]) -> Output {
-    let env = [
+/// The lab as this test runs it: its binary, VMs and extra config (`lab_support::Lab`).
+static LAB: LazyLock<Lab> = LazyLock::new(|| Lab {
+    repo: repo(),
+    env: vec![
         ("VMWARDEN_BIN", bin().to_string()),
         ("VMWARDEN_LAB_VMS", VM.to_string()),
         ("VMWARDEN_LAB_SHUTDOWN_TIMEOUT", "3".to_string()),
         ("VMWARDEN_LAB_EXTRA_TOML", WATCHDOG_TOML.to_string()),
-    ];
-    lab_support::lab_sh(&repo(), 300, &env, args)
-}
-
-fn lab_ok(args: &[&str]) -> String {
-    let o = lab(args);
-    assert!(o.status.success(), "lab.sh {args:?}: {}", text(&o));
-    text(&o)
-}
-
-fn ctl(node: &str, args: &[&str]) -> (i32, String) {
-    let cfg = lab_dir().join(node).join("vmwarden.toml");
-    let mut all = vec![
-        "exec",
-        node,
-        bin(),
-        "ctl",
-        "--config",
-        cfg.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    let o = lab(&all);
-    (o.status.code().unwrap_or(-1), text(&o))
-}
-
-fn virsh(node: &str, args: &[&str]) -> Result<String, String> {
-    let mut all = vec![
-        "exec",
-        node,
-        "timeout",
-        "60",
-        "virsh",
-        "-q",
-        "-c",
-        "qemu:///system",
-    ];
-    all.extend_from_slice(args);
-    let o = lab(&all);
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(text(&o))
-    }
-}
+    ],
+    bin: bin().to_string(),
+});
 
 fn running_on(node: &str) -> bool {
-    virsh(node, &["domstate", VM]).is_ok_and(|s| s.trim() == "running")
-}
-
-/// qemu's pid of the VM on `node` (libvirt's pid file), checked to be a qemu process.
-fn qemu_pid(node: &str) -> Option<String> {
-    let pid = lab(&["exec", node, "cat", &format!("/run/libvirt/qemu/{VM}.pid")]);
-    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let comm = lab(&["exec", node, "cat", &format!("/proc/{pid}/comm")]);
-    String::from_utf8_lossy(&comm.stdout)
-        .starts_with("qemu-system")
-        .then_some(pid)
+    LAB.virsh(node, &["domstate", VM])
+        .is_ok_and(|s| s.trim() == "running")
 }
 
 /// The pid of the process holding `node`'s namespaces (what `lab.sh exec` enters).
@@ -214,17 +165,6 @@ fn in_node(node: &str, prog: &str) -> Command {
     let mut c = Command::new("nsenter");
     c.args(["-t", &host_pid(node), "-m", "-n", "--", prog]);
     c
-}
-
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let o = lab(&["down"]);
-        if !o.status.success() {
-            eprintln!("lab.sh down (cleanup): {}", text(&o));
-        }
-    }
 }
 
 /// The Prometheus server, killed by its own pid (our child; nsenter exec'd it) when dropped.
@@ -287,8 +227,8 @@ fn drbd_from_capture(node: &str, capture: &str) {
         "the lab config no longer disables [drbd] as expected:\n{text}"
     );
     std::fs::write(&cfg, new).unwrap();
-    lab_ok(&["agent-stop", node]);
-    lab_ok(&["agent-start", node]);
+    LAB.ok(&["agent-stop", node]);
+    LAB.ok(&["agent-start", node]);
 }
 
 /// Values of each dashboard's variables for the lab.
@@ -326,8 +266,8 @@ fn every_panel_query_has_data_in_the_lab() {
         );
     }
     let t0 = Instant::now();
-    let _down = Down;
-    let up = lab(&["up"]);
+    let _down = Down(LAB.clone());
+    let up = LAB.sh(&["up"]);
     if !up.status.success() {
         skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
         return;
@@ -337,23 +277,13 @@ fn every_panel_query_has_data_in_the_lab() {
     drbd_from_capture("n2", "proc-drbd-synctarget.txt");
 
     // The guest, with a NIC for the network panels, defined alike on both nodes.
-    let disk = dir.join("shared").join(format!("{VM}.raw"));
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let kvm = Path::new("/dev/kvm").exists()
-        && virsh("n1", &["domcapabilities", "--virttype", "kvm"]).is_ok();
-    let xml = dir.join("shared").join(format!("{VM}.xml"));
-    std::fs::write(
-        &xml,
-        lab_support::guest_xml_with_nic(if kvm { "kvm" } else { "qemu" }, VM, Some(UUID), &disk),
-    )
-    .unwrap();
-    for n in ["n1", "n2"] {
-        virsh(n, &["define", xml.to_str().unwrap()]).unwrap();
-    }
-    let (code, out) = ctl("n1", &["start", VM]);
+    let disk = lab_support::guest_disk(VM);
+    LAB.define_on(
+        &["n1", "n2"],
+        VM,
+        &lab_support::guest_xml_with_nic(LAB.domain_type(), VM, Some(UUID), &disk),
+    );
+    let (code, out) = LAB.ctl("n1", &["start", VM]);
     assert_eq!(code, 0, "start on n1: {out}");
 
     // Prometheus in n1's namespaces, scraping both agents every second.
@@ -395,7 +325,7 @@ fn every_panel_query_has_data_in_the_lab() {
     std::thread::sleep(Duration::from_secs(5));
 
     // A live migration n1 -> n2 (the migrations panel, the state history's move).
-    let (code, out) = ctl("n1", &["migrate", VM, "--to", "n2"]);
+    let (code, out) = LAB.ctl("n1", &["migrate", VM, "--to", "n2"]);
     assert_eq!(code, 0, "migrate n1 -> n2: {out}");
     assert!(running_on("n2") && !running_on("n1"), "after the migration");
     std::thread::sleep(Duration::from_secs(3));
@@ -403,10 +333,10 @@ fn every_panel_query_has_data_in_the_lab() {
     // Two crashes on n2, each brought back by the watchdog (the restarts panels: the first
     // restart creates the counter series, the second is what increase() sees).
     for i in 1..=2 {
-        let old = qemu_pid("n2").expect("the guest's qemu runs on n2");
-        lab_ok(&["exec", "n2", "kill", "-9", &old]);
+        let old = LAB.qemu_pid("n2", VM).expect("the guest's qemu runs on n2");
+        LAB.ok(&["exec", "n2", "kill", "-9", &old]);
         let back = wait_for(30, || {
-            (running_on("n2") && qemu_pid("n2").is_some_and(|p| p != old)).then_some(())
+            (running_on("n2") && LAB.qemu_pid("n2", VM).is_some_and(|p| p != old)).then_some(())
         });
         assert!(
             back.is_some(),

@@ -27,9 +27,10 @@ mod lab_support;
 mod support;
 
 use std::path::PathBuf;
-use std::process::Output;
 
-use lab_support::{lab_dir, text};
+use std::sync::LazyLock;
+
+use lab_support::{lab_dir, text, Down, Lab};
 use support::{lab_ready, repo, skip_or_fail, wait_for};
 use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
@@ -47,32 +48,19 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
 }
 
-fn lab(args: &[&str]) -> Output {
-    let env = [
+/// The lab as this test runs it: its binary, VMs and extra config (`lab_support::Lab`).
+static LAB: LazyLock<Lab> = LazyLock::new(|| Lab {
+    repo: repo(),
+    env: vec![
         ("VMWARDEN_BIN", bin().to_string()),
         ("VMWARDEN_LAB_VMS", VM.to_string()),
         ("VMWARDEN_LAB_EXTRA_TOML", WATCHDOG_TOML.to_string()),
-    ];
-    lab_support::lab_sh(&repo(), 300, &env, args)
-}
-
-fn lab_ok(args: &[&str]) -> String {
-    let o = lab(args);
-    assert!(o.status.success(), "lab.sh {args:?}: {}", text(&o));
-    text(&o)
-}
-
-fn ctl(node: &str, args: &[&str]) -> (i32, String) {
-    let cfg = lab_dir().join(node).join("vmwarden.toml");
-    let cfg = cfg.display().to_string();
-    let mut all = vec!["exec", node, bin(), "ctl", "--config", &cfg];
-    all.extend_from_slice(args);
-    let o = lab(&all);
-    (o.status.code().unwrap_or(-1), text(&o))
-}
+    ],
+    bin: bin().to_string(),
+});
 
 fn domstate(node: &str) -> String {
-    let o = lab(&[
+    let o = LAB.sh(&[
         "exec",
         node,
         "timeout",
@@ -89,7 +77,7 @@ fn domstate(node: &str) -> String {
 }
 
 fn watchdog_line(node: &str) -> String {
-    let (code, out) = ctl(node, &["watchdog"]);
+    let (code, out) = LAB.ctl(node, &["watchdog"]);
     assert_eq!(code, 0, "ctl watchdog on {node}: {out}");
     out.lines()
         .find(|l| l.starts_with(VM))
@@ -101,13 +89,9 @@ fn agent_log(node: &str) -> String {
     std::fs::read_to_string(lab_dir().join(format!("{node}.vmwarden.log"))).unwrap_or_default()
 }
 
-fn lease(node: &str) -> Held {
-    lease_holder(node).map_or(Held::None, |(m, _)| m)
-}
-
 /// The VM's lease on `node` and the pid of the process holding it for sanlock.
 fn lease_holder(node: &str) -> Option<(Held, u32)> {
-    let out = lab_ok(&["exec", node, "sanlock", "client", "status"]);
+    let out = LAB.ok(&["exec", node, "sanlock", "client", "status"]);
     parse_status_resource(&out, "vmwarden", VM)
 }
 
@@ -133,25 +117,14 @@ fn resumes_done(node: &str) -> Vec<String> {
         .collect()
 }
 
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let o = lab(&["down"]);
-        if !o.status.success() {
-            eprintln!("lab.sh down (cleanup): {}", text(&o));
-        }
-    }
-}
-
 #[test]
 fn paused_on_io_error_in_the_lab() {
     if !lab_ready(TEST, &[]) {
         return;
     }
     let t0 = std::time::Instant::now();
-    let _down = Down;
-    let up = lab(&["up"]);
+    let _down = Down(LAB.clone());
+    let up = LAB.sh(&["up"]);
     if !up.status.success() {
         skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
         return;
@@ -189,7 +162,7 @@ fn paused_on_io_error_in_the_lab() {
     );
     let xml_path = shared.join(format!("{VM}.xml"));
     std::fs::write(&xml_path, xml).unwrap();
-    lab_ok(&[
+    LAB.ok(&[
         "exec",
         "n1",
         "virsh",
@@ -202,7 +175,7 @@ fn paused_on_io_error_in_the_lab() {
 
     // resume_after_io_error = false (the default): the start completes, SeaBIOS's boot read
     // fails, qemu pauses the guest, libvirt says why.
-    let (code, out) = ctl("n1", &["start", VM]);
+    let (code, out) = LAB.ctl("n1", &["start", VM]);
     assert_eq!(code, 0, "start on n1: {out}");
     let paused = wait_for(30, || {
         (domstate("n1") == "paused (I/O error)").then_some(())
@@ -222,7 +195,7 @@ fn paused_on_io_error_in_the_lab() {
     let line = line.unwrap_or_default();
     assert!(line.contains("paused_io_error"), "{line}");
     // The plan of a resume, nothing changed.
-    let (code, out) = ctl("n1", &["resume", VM, "--dry-run"]);
+    let (code, out) = LAB.ctl("n1", &["resume", VM, "--dry-run"]);
     assert_eq!(code, 0, "{out}");
     for want in [
         "resume_preflight",
@@ -248,14 +221,14 @@ fn paused_on_io_error_in_the_lab() {
     // name checked below) is killed, so sanlock frees the lease; qemu stays paused.
     let (_, holder) = lease_holder("n1").expect("the VM's lease is held on n1");
     // The holder is `tail --pid=QEMU -f /dev/null` (it exits with qemu, freeing the lease).
-    let comm = lab_ok(&["exec", "n1", "cat", &format!("/proc/{holder}/comm")]);
+    let comm = LAB.ok(&["exec", "n1", "cat", &format!("/proc/{holder}/comm")]);
     assert!(
         matches!(comm.trim(), "tail" | "vmwarden"),
         "lease holder {holder} is {comm:?}"
     );
-    lab_ok(&["exec", "n1", "kill", &holder.to_string()]);
+    LAB.ok(&["exec", "n1", "kill", &holder.to_string()]);
     assert!(
-        wait_for(10, || (lease("n1") == Held::None).then_some(())).is_some(),
+        wait_for(10, || (LAB.lease("n1", VM) == Held::None).then_some(())).is_some(),
         "the lease is still held after its holder {holder} was killed"
     );
     // The agent restarted with resume_after_io_error = true: never resumed without the lease.
@@ -270,8 +243,8 @@ fn paused_on_io_error_in_the_lab() {
         ),
     )
     .unwrap();
-    lab_ok(&["agent-stop", "n1"]);
-    lab_ok(&["agent-start", "n1"]);
+    LAB.ok(&["agent-stop", "n1"]);
+    LAB.ok(&["agent-start", "n1"]);
     let line = wait_for(10, || {
         let l = watchdog_line("n1");
         l.contains("never resumed").then_some(l)
@@ -282,7 +255,7 @@ fn paused_on_io_error_in_the_lab() {
         "{line:?} / {}",
         watchdog_line("n1")
     );
-    let (code, out) = ctl("n1", &["resume", VM]);
+    let (code, out) = LAB.ctl("n1", &["resume", VM]);
     assert_eq!(
         code, 1,
         "ctl resume without the lease must be refused: {out}"
@@ -293,7 +266,7 @@ fn paused_on_io_error_in_the_lab() {
     );
     // The lease taken again by hand: still never resumed by the watchdog (sticky until reset).
     let cfg_path = path.display().to_string();
-    let o = lab(&[
+    let o = LAB.sh(&[
         "exec",
         "n1",
         bin(),
@@ -304,7 +277,7 @@ fn paused_on_io_error_in_the_lab() {
         VM,
     ]);
     assert!(o.status.success(), "lock exclusive: {}", text(&o));
-    assert_eq!(lease("n1"), Held::Exclusive);
+    assert_eq!(LAB.lease("n1", VM), Held::Exclusive);
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(domstate("n1"), "paused (I/O error)", "{}", agent_log("n1"));
     assert!(watchdog_line("n1").contains("never resumed"));
@@ -316,7 +289,7 @@ fn paused_on_io_error_in_the_lab() {
     // `ctl reset`: judged anew, storage healthy and the lease exclusive here: resumed through
     // the resume action; the retried read succeeds and the guest runs, its lease still ours.
     let t_on = std::time::Instant::now();
-    let (code, out) = ctl("n1", &["reset", VM]);
+    let (code, out) = LAB.ctl("n1", &["reset", VM]);
     assert_eq!(code, 0, "{out}");
     let running = wait_for(30, || domstate("n1").starts_with("running").then_some(()));
     assert!(
@@ -335,7 +308,7 @@ fn paused_on_io_error_in_the_lab() {
         "{}",
         done[0]
     );
-    assert_eq!(lease("n1"), Held::Exclusive);
+    assert_eq!(LAB.lease("n1", VM), Held::Exclusive);
     // It stays running (the read succeeded this time): no second resume.
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(domstate("n1"), "running (unpaused)");
@@ -352,7 +325,7 @@ fn paused_on_io_error_in_the_lab() {
         "{TEST}: resumed {t_resumed:.1} s after `ctl reset` with resume_after_io_error = true; whole test {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let _ = lab(&[
+    let _ = LAB.sh(&[
         "exec",
         "n1",
         "virsh",

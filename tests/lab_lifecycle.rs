@@ -22,11 +22,11 @@ mod lab_support;
 mod support;
 
 use std::path::Path;
-use std::process::Output;
 
-use lab_support::{lab_dir, text};
+use std::sync::LazyLock;
+
+use lab_support::{lab_dir, text, Down, Lab};
 use support::{lab_ready, repo, skip_or_fail};
-use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
 const TEST: &str = "lab_lifecycle::create_grow_maintenance_remove";
@@ -36,8 +36,10 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vmwarden")
 }
 
-fn lab(args: &[&str]) -> Output {
-    let env = [
+/// The lab as this test runs it: its binary, VMs and extra config (`lab_support::Lab`).
+static LAB: LazyLock<Lab> = LazyLock::new(|| Lab {
+    repo: repo(),
+    env: vec![
         ("VMWARDEN_BIN", bin().to_string()),
         ("VMWARDEN_LAB_VMS", VM.to_string()),
         (
@@ -47,69 +49,14 @@ fn lab(args: &[&str]) -> Output {
                 lab_dir().join("shared").display()
             ),
         ),
-    ];
-    lab_support::lab_sh(&repo(), 300, &env, args)
-}
-
-fn lab_ok(args: &[&str]) -> String {
-    let o = lab(args);
-    assert!(o.status.success(), "lab.sh {args:?}: {}", text(&o));
-    text(&o)
-}
-
-fn vmw(node: &str, sub: &str, args: &[&str]) -> (i32, String) {
-    let cfg = lab_dir().join(node).join("vmwarden.toml");
-    let cfg = cfg.to_str().unwrap();
-    let mut all = vec!["exec", node, bin(), sub, "--config", cfg];
-    all.extend_from_slice(args);
-    let o = lab(&all);
-    (o.status.code().unwrap_or(-1), text(&o))
-}
-
-fn ctl(node: &str, args: &[&str]) -> (i32, String) {
-    vmw(node, "ctl", args)
-}
-
-fn virsh(node: &str, args: &[&str]) -> Result<String, String> {
-    let mut all = vec![
-        "exec",
-        node,
-        "timeout",
-        "60",
-        "virsh",
-        "-q",
-        "-c",
-        "qemu:///system",
-    ];
-    all.extend_from_slice(args);
-    let o = lab(&all);
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(text(&o))
-    }
-}
+    ],
+    bin: bin().to_string(),
+});
 
 fn state(node: &str) -> String {
-    virsh(node, &["domstate", VM])
+    LAB.virsh(node, &["domstate", VM])
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "undefined".into())
-}
-
-fn lease(node: &str) -> Held {
-    let out = lab_ok(&["exec", node, "sanlock", "client", "status"]);
-    parse_status_resource(&out, "vmwarden", VM).map_or(Held::None, |(m, _)| m)
-}
-
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let o = lab(&["down"]);
-        if !o.status.success() {
-            eprintln!("lab.sh down (cleanup): {}", text(&o));
-        }
-    }
 }
 
 #[test]
@@ -117,8 +64,8 @@ fn create_grow_maintenance_remove() {
     if !lab_ready(TEST, &["qemu-img", "qemu-io"]) {
         return;
     }
-    let _down = Down;
-    let up = lab(&["up"]);
+    let _down = Down(LAB.clone());
+    let up = LAB.sh(&["up"]);
     if !up.status.success() {
         skip_or_fail(TEST, &format!("`lab.sh up` failed: {}", text(&up)));
         return;
@@ -126,32 +73,12 @@ fn create_grow_maintenance_remove() {
     let shared = lab_dir().join("shared");
     let disk = shared.join(format!("{VM}.raw"));
     // A small qcow2 image with a pattern at 64 KiB: the copy must carry it into the raw disk.
-    let img = shared.join("base.qcow2");
-    let st = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let o = std::process::Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0xab 65536 65536"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let kvm = Path::new("/dev/kvm").exists()
-        && virsh("n1", &["domcapabilities", "--virttype", "kvm"]).is_ok();
+    let img = lab_support::base_qcow2();
     // The operator's XML: its disk points anywhere; create points it at the new disk.
     let xml = shared.join(format!("{VM}.xml"));
     std::fs::write(
         &xml,
-        lab_support::guest_xml(
-            if kvm { "kvm" } else { "qemu" },
-            VM,
-            None,
-            Path::new("/nowhere.qcow2"),
-        ),
+        lab_support::guest_xml(LAB.domain_type(), VM, None, Path::new("/nowhere.qcow2")),
     )
     .unwrap();
     let (xml_s, img_s) = (xml.to_str().unwrap(), img.to_str().unwrap());
@@ -169,7 +96,7 @@ fn create_grow_maintenance_remove() {
         if dry {
             a.push("--dry-run");
         }
-        ctl(node, &a)
+        LAB.ctl(node, &a)
     };
 
     // Dry run: the concrete commands, nothing made.
@@ -200,24 +127,29 @@ fn create_grow_maintenance_remove() {
         "the image's pattern is not in the new disk"
     );
     assert!(bytes[..65536].iter().all(|b| *b == 0));
-    let dumped = virsh("n1", &["dumpxml", "--inactive", VM]).unwrap();
+    let dumped = LAB.virsh("n1", &["dumpxml", "--inactive", VM]).unwrap();
     assert!(
         dumped.contains(&format!("<source file='{}'", disk.display())),
         "{dumped}"
     );
-    let intent = virsh(
-        "n1",
-        &[
-            "metadata",
-            VM,
-            "--uri",
-            "http://vmwarden.org/xmlns/intent/1",
-            "--config",
-        ],
-    )
-    .unwrap();
+    let intent = LAB
+        .virsh(
+            "n1",
+            &[
+                "metadata",
+                VM,
+                "--uri",
+                "http://vmwarden.org/xmlns/intent/1",
+                "--config",
+            ],
+        )
+        .unwrap();
     assert!(intent.contains("stop"), "intent: {intent}");
-    assert_eq!(lease("n1"), Held::None, "create leaves no lock behind");
+    assert_eq!(
+        LAB.lease("n1", VM),
+        Held::None,
+        "create leaves no lock behind"
+    );
 
     // The name is taken in the cluster: refused on n2, naming n1; nothing made there.
     let (rc, out) = create("n2", false);
@@ -228,73 +160,73 @@ fn create_grow_maintenance_remove() {
     // The definition on n2 too (a cluster keeps one; this is what a cold migration leaves).
     let def = shared.join("def.xml");
     std::fs::write(&def, &dumped).unwrap();
-    virsh("n2", &["define", def.to_str().unwrap()]).unwrap();
+    LAB.virsh("n2", &["define", def.to_str().unwrap()]).unwrap();
 
     // Maintenance on n1: starts refused on both nodes, saying why.
-    let (rc, out) = ctl("n1", &["disks", "activate", VM]);
+    let (rc, out) = LAB.ctl("n1", &["disks", "activate", VM]);
     assert_eq!(rc, 0, "activate: {out}");
     assert!(
         out.contains(&format!("device: {}", disk.display())),
         "{out}"
     );
-    assert_eq!(lease("n1"), Held::Exclusive);
-    let (rc, out) = ctl("n2", &["start", VM]);
+    assert_eq!(LAB.lease("n1", VM), Held::Exclusive);
+    let (rc, out) = LAB.ctl("n2", &["start", VM]);
     assert_eq!(rc, 1, "{out}");
     assert!(
         out.contains("activated for maintenance on node n1"),
         "start on n2: {out}"
     );
-    let (rc, out) = ctl("n1", &["start", VM]);
+    let (rc, out) = LAB.ctl("n1", &["start", VM]);
     assert_eq!(rc, 1, "{out}");
     assert!(
         out.contains("activated for maintenance on node n1"),
         "start on n1: {out}"
     );
-    let e = virsh("n1", &["start", VM]).unwrap_err();
+    let e = LAB.virsh("n1", &["start", VM]).unwrap_err();
     assert!(
         e.contains("activated for maintenance"),
         "plain virsh start on n1: {e}"
     );
-    let (_, out) = vmw("n1", "check", &[]);
+    let (_, out) = LAB.vmw("n1", "check", &[]);
     assert!(
         out.contains("maintenance: vmw-c's disks activated on n1"),
         "check: {out}"
     );
-    let (rc, out) = ctl("n1", &["disks", "deactivate", VM]);
+    let (rc, out) = LAB.ctl("n1", &["disks", "deactivate", VM]);
     assert_eq!(rc, 0, "deactivate: {out}");
-    assert_eq!(lease("n1"), Held::None);
+    assert_eq!(LAB.lease("n1", VM), Held::None);
 
     // Start on n1; grow asked on n2 runs on n1 and the guest sees it at once.
-    let (rc, out) = ctl("n1", &["start", VM]);
+    let (rc, out) = LAB.ctl("n1", &["start", VM]);
     assert_eq!(rc, 0, "start: {out}");
-    let (rc, out) = ctl("n2", &["grow", VM, "vda", "+16M"]);
+    let (rc, out) = LAB.ctl("n2", &["grow", VM, "vda", "+16M"]);
     assert_eq!(rc, 0, "grow: {out}");
     assert!(
         out.contains("asked its agent to grow it there") && out.contains("growpart"),
         "{out}"
     );
-    let info = virsh("n1", &["domblkinfo", VM, "vda"]).unwrap();
+    let info = LAB.virsh("n1", &["domblkinfo", VM, "vda"]).unwrap();
     assert!(
         info.contains(&format!("Capacity:       {}", 48u64 << 20)),
         "{info}"
     );
-    let (rc, out) = ctl("n1", &["grow", VM, "vda", "40M"]);
+    let (rc, out) = LAB.ctl("n1", &["grow", VM, "vda", "40M"]);
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("shrink"), "{out}");
 
     // Remove refused while it runs; then stop and remove.
-    let (rc, out) = ctl("n1", &["remove", VM]);
+    let (rc, out) = LAB.ctl("n1", &["remove", VM]);
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("stop it first"), "{out}");
     assert!(disk.exists());
-    let (rc, out) = ctl("n1", &["stop", VM]);
+    let (rc, out) = LAB.ctl("n1", &["stop", VM]);
     assert_eq!(rc, 0, "stop: {out}");
-    let (rc, out) = ctl("n1", &["remove", VM]);
+    let (rc, out) = LAB.ctl("n1", &["remove", VM]);
     assert_eq!(rc, 0, "remove: {out}");
     assert!(out.contains("undefined vmw-c on node n2 too"), "{out}");
     assert!(out.contains("[lock.sanlock] leases"), "{out}");
     assert_eq!(state("n1"), "undefined");
     assert_eq!(state("n2"), "undefined");
     assert!(!disk.exists(), "the disk file is removed");
-    assert_eq!(lease("n1"), Held::None);
+    assert_eq!(LAB.lease("n1", VM), Held::None);
 }

@@ -25,9 +25,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lab_support::{lab_dir, running, text, Lab};
+use lab_support::{lab_dir, running, text, Down, Lab};
 use support::{lab_ready, repo, skip_or_fail};
-use vmwarden::lock::sanlock::parse_status_resource;
 use vmwarden::lock::Held;
 
 const TEST: &str = "lab_lifecycle_crash::agent_killed_after_each_lifecycle_step";
@@ -76,22 +75,6 @@ fn lab() -> Lab {
         ],
         bin: env!("CARGO_BIN_EXE_vmwarden").to_string(),
     }
-}
-
-struct Down(Lab);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let o = self.0.sh(&["down"]);
-        if !o.status.success() {
-            eprintln!("lab.sh down (cleanup): {}", text(&o));
-        }
-    }
-}
-
-fn lease(l: &Lab, node: &str) -> Held {
-    let out = l.ok(&["exec", node, "sanlock", "client", "status"]);
-    parse_status_resource(&out, "vmwarden", VM).map_or(Held::None, |(m, _)| m)
 }
 
 fn state(l: &Lab, node: &str) -> String {
@@ -218,7 +201,7 @@ fn assert_consistent(l: &Lab, context: &str) {
         } else {
             Held::None
         };
-        assert_eq!(lease(l, n), want, "{context}: the lease on {n}");
+        assert_eq!(l.lease(n, VM), want, "{context}: the lease on {n}");
     }
 }
 
@@ -241,32 +224,11 @@ fn agent_killed_after_each_lifecycle_step() {
     }
     let shared = lab_dir().join("shared");
     let disk = shared.join(format!("{VM}.raw"));
-    let img = shared.join("base.qcow2");
-    let st = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let o = std::process::Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0xab 65536 65536"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let kvm = Path::new("/dev/kvm").exists()
-        && l.virsh("n1", &["domcapabilities", "--virttype", "kvm"])
-            .is_ok();
+    let img = lab_support::base_qcow2();
     let xml = shared.join(format!("{VM}.xml"));
     std::fs::write(
         &xml,
-        lab_support::guest_xml(
-            if kvm { "kvm" } else { "qemu" },
-            VM,
-            None,
-            Path::new("/nowhere.qcow2"),
-        ),
+        lab_support::guest_xml(l.domain_type(), VM, None, Path::new("/nowhere.qcow2")),
     )
     .unwrap();
     let (xml_s, img_s) = (xml.to_str().unwrap(), img.to_str().unwrap());
