@@ -8,6 +8,7 @@ mod lab;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vmwarden::lock::sanlock::cmdline_watches;
 use vmwarden::lock::{Held, LockError, SanlockLease, VolumeLock};
 
 fn extra(lab: &lab::Lab) -> String {
@@ -200,19 +201,31 @@ async fn sanlock_lease_dance_restart_and_vm_death() {
     let follower = lease.holder_pid().await.unwrap().expect("held");
     let vm = fake_qemu();
     std::fs::write(&pid_file, format!("{}\n", vm.0.id())).unwrap();
+    // The follower looks at the pid file every 5 ms and becomes the qemu's watcher by itself.
+    // That is waited for here, bounded by 10 s for a loaded machine, apart from attach_vm: the
+    // latter waits 1 s for it and then hands the lease over instead (the safe fallback, shown
+    // above), so asserting through attach_vm alone made a busy CI's timing the verdict.
+    let t = Instant::now();
+    let watching = |c: &[u8]| cmdline_watches(c, vm.0.id());
+    loop {
+        let cmdline = std::fs::read(format!("/proc/{follower}/cmdline")).unwrap_or_default();
+        if watching(&cmdline) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the follower {follower} did not start watching qemu {} in 10 s: its argv is {:?}",
+            vm.0.id(),
+            String::from_utf8_lossy(&cmdline)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("the follower watched the new qemu after {:?}", t.elapsed());
     lease.attach_vm(vm.0.id()).await.unwrap();
     assert_eq!(
         lease.holder_pid().await.unwrap(),
         Some(follower),
-        "the follower itself became the watcher"
-    );
-    let cmdline = std::fs::read(format!("/proc/{follower}/cmdline")).unwrap();
-    assert!(
-        cmdline
-            .split(|b| *b == 0)
-            .any(|a| a == format!("--pid={}", vm.0.id()).as_bytes()),
-        "{:?}",
-        String::from_utf8_lossy(&cmdline)
+        "the follower itself became the watcher: attaching must hand nothing over"
     );
     assert_held_by(h2.acquire_shared().await, 1);
     drop(vm);
