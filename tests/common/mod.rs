@@ -49,9 +49,15 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let agent = Agent { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut agent = Agent { child, port };
+        // It listens within a second here; 60 s because this machine has stalled for up to 19 s
+        // at once (steal time), and one CI run failed at the 10 s this used to allow. An agent
+        // that exits instead fails at once, with its status.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(st)) = agent.child.try_wait() {
+                panic!("the agent exited ({st}) before it listened on {port}");
+            }
             assert!(Instant::now() < deadline, "agent did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
