@@ -6,9 +6,7 @@
 //! budget and its defence are in `docs/metrics.md` § Series budget. The mapping of 8.x onto
 //! these labels is described in `probe::drbd` and `docs/metrics.md`.
 
-use super::Registry;
-
-use super::{counter, gauge};
+use super::{counter, gauge, GaugeFam, LabelSet, Registry};
 use crate::probe::drbd::DrbdSnapshot;
 
 pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
@@ -150,29 +148,28 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
     for v in &snap.volumes {
         let minor = v.minor.to_string();
         let volume = v.volume.to_string();
-        let l = [
+        // Spelled once for the volume's families (and once more with the peer for each peer's):
+        // escaping them again per family was most of building a large scrape.
+        let l = LabelSet::new(&[
             ("resource", v.resource.as_str()),
             ("volume", volume.as_str()),
             ("minor", minor.as_str()),
-        ];
-        state.set(
-            &[
-                l[0],
-                l[1],
-                l[2],
+        ]);
+        state.set_in(
+            &l.with(&[
                 ("role", v.role.as_str()),
                 ("disk_state", v.disk_state.as_str()),
-            ],
+            ]),
             1.0,
         );
         if let Some(q) = v.quorum {
-            quorum.set(&l, bool01(q));
+            quorum.set_in(&l, bool01(q));
         }
-        io_suspended.set(&l, bool01(v.io_suspended));
-        split_brain.set(&l, bool01(v.split_brain.is_some()));
-        let opt = |fam: &super::GaugeFam, x: Option<u64>| {
+        io_suspended.set_in(&l, bool01(v.io_suspended));
+        split_brain.set_in(&l, bool01(v.split_brain.is_some()));
+        let opt = |fam: &GaugeFam, x: Option<u64>| {
             if let Some(x) = x {
-                fam.set(&l, x as f64);
+                fam.set_in(&l, x as f64);
             }
         };
         opt(&size, v.size_bytes);
@@ -185,46 +182,42 @@ pub fn encode(reg: &mut Registry, snap: &DrbdSnapshot) {
             (&bm, v.bm_writes),
         ] {
             if let Some(x) = x {
-                fam.set(&l, x as f64);
+                fam.set_in(&l, x as f64);
             }
         }
 
         for p in &v.peers {
-            let pl = [l[0], l[1], l[2], ("peer", p.name.as_ref())];
-            peer_state.set(
-                &[
-                    l[0],
-                    l[1],
-                    l[2],
-                    pl[3],
+            let pl = l.with(&[("peer", p.name.as_ref())]);
+            peer_state.set_in(
+                &pl.with(&[
                     ("connection", p.connection.as_str()),
                     ("replication", p.replication.as_str()),
                     ("peer_role", p.role.as_str()),
                     ("peer_disk_state", p.disk_state.as_str()),
-                ],
+                ]),
                 1.0,
             );
-            let opt = |fam: &super::GaugeFam, x: Option<u64>| {
+            let opt = |fam: &GaugeFam, x: Option<u64>| {
                 if let Some(x) = x {
-                    fam.set(&pl, x as f64);
+                    fam.set_in(&pl, x as f64);
                 }
             };
             opt(&oos, p.out_of_sync_bytes);
             opt(&pending, p.pending);
             opt(&unacked, p.unacked);
             if let Some(x) = p.sent_bytes {
-                sent.set(&pl, x as f64);
+                sent.set_in(&pl, x as f64);
             }
             if let Some(x) = p.received_bytes {
-                received.set(&pl, x as f64);
+                received.set_in(&pl, x as f64);
             }
             if let Some(c) = p.congested {
-                congested.set(&pl, bool01(c));
+                congested.set_in(&pl, bool01(c));
             }
-            rs_suspended.set(&pl, bool01(p.resync_suspended.any()));
+            rs_suspended.set_in(&pl, bool01(p.resync_suspended.any()));
             if let Some(r) = &p.resync {
                 if let Some(d) = r.done_ratio {
-                    done.set(&pl, d);
+                    done.set_in(&pl, d);
                 }
                 opt(&remaining, r.remaining_bytes);
                 opt(&finish, r.finish_seconds);

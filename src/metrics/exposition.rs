@@ -47,8 +47,42 @@ impl Samples {
         start..self.text.len() as u32
     }
 
+    /// A label set spelled once already (`LabelSet`): a copy.
+    fn push_set(&mut self, labels: &LabelSet) -> Range<u32> {
+        let start = self.text.len() as u32;
+        self.text.push_str(&labels.0);
+        start..self.text.len() as u32
+    }
+
     fn is_empty(&self) -> bool {
         self.series.is_empty() && self.hists.is_empty()
+    }
+}
+
+/// A label set escaped and spelled (`k="v",k2="v2"`) once, for the many families whose series
+/// belong to one object: a DRBD volume is in 17. Escaping the same labels once per family was
+/// ≈ 30 % of the instructions of a 1,000-minor scrape (callgrind, 2026-12-04).
+#[derive(Debug, Clone, Default)]
+pub struct LabelSet(String);
+
+impl LabelSet {
+    pub fn new(labels: &[(&'static str, &str)]) -> LabelSet {
+        LabelSet::default().with(labels)
+    }
+
+    /// These labels followed by `more`.
+    pub fn with(&self, more: &[(&'static str, &str)]) -> LabelSet {
+        let mut text = self.0.clone();
+        for (k, v) in more {
+            if !text.is_empty() {
+                text.push(',');
+            }
+            text.push_str(k);
+            text.push_str("=\"");
+            escape_into(&mut text, v);
+            text.push('"');
+        }
+        LabelSet(text)
     }
 }
 
@@ -93,6 +127,13 @@ impl GaugeFam {
         let base = s.push_labels(labels);
         s.series.push((base, v));
     }
+
+    /// `set` with a label set spelled once for several families.
+    pub fn set_in(&self, labels: &LabelSet, v: f64) {
+        let mut s = self.0.lock();
+        let base = s.push_set(labels);
+        s.series.push((base, v));
+    }
 }
 
 /// A counter family whose values are kept elsewhere (kernel counters, the agent's own): set, not
@@ -105,6 +146,15 @@ impl CounterFam {
         if v.is_finite() && v >= 0.0 {
             let mut s = self.0.lock();
             let base = s.push_labels(labels);
+            s.series.push((base, v));
+        }
+    }
+
+    /// `set` with a label set spelled once for several families.
+    pub fn set_in(&self, labels: &LabelSet, v: f64) {
+        if v.is_finite() && v >= 0.0 {
+            let mut s = self.0.lock();
+            let base = s.push_set(labels);
             s.series.push((base, v));
         }
     }
@@ -294,6 +344,12 @@ fn write_metadata(buf: &mut Vec<u8>, f: &FamilyData, format: Format) {
 }
 
 fn escape_into(text: &mut String, v: &str) {
+    // Label values are short (a resource, a minor, a VM's name) and almost never need escaping:
+    // a plain scan is cheaper there than setting up memchr3's SIMD search.
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        text.push_str(v);
+        return;
+    }
     let mut last = 0;
     for i in memchr::memchr3_iter(b'\\', b'"', b'\n', v.as_bytes()) {
         // `i` is at an ASCII byte, so a char boundary: `get` never fails here.
@@ -434,6 +490,43 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), whole);
             assert!(reg.size_hint() > whole.len() / 2, "{}", reg.size_hint());
         }
+    }
+
+    /// A label set spelled once writes what the same labels given to `set` write, escaping
+    /// included, for gauges and counters (a counter's negative value still left out).
+    #[test]
+    fn label_set_writes_what_set_writes() {
+        let volume = [("resource", "r\"0\\x"), ("volume", "0"), ("minor", "7\n")];
+        let peer = [("peer", "b")];
+        let both: Vec<_> = volume.iter().chain(peer.iter()).copied().collect();
+        let by_set = {
+            let mut reg = Registry::default();
+            let g = gauge(&mut reg, "v_g", "G");
+            let c = counter(&mut reg, "v_bytes_total", "C");
+            g.set(&volume, 1.0);
+            g.set(&both, 2.0);
+            g.set(&[], 3.0);
+            c.set(&both, 4.0);
+            c.set(&volume, -1.0);
+            reg.to_openmetrics()
+        };
+        let by_set_in = {
+            let mut reg = Registry::default();
+            let g = gauge(&mut reg, "v_g", "G");
+            let c = counter(&mut reg, "v_bytes_total", "C");
+            let l = LabelSet::new(&volume);
+            let pl = l.with(&peer);
+            g.set_in(&l, 1.0);
+            g.set_in(&pl, 2.0);
+            g.set_in(&LabelSet::new(&[]), 3.0);
+            c.set_in(&pl, 4.0);
+            c.set_in(&l, -1.0);
+            reg.to_openmetrics()
+        };
+        assert!(by_set.contains(r#"resource="r\"0\\x""#), "{by_set}");
+        assert!(by_set.contains("\nv_g 3\n"), "{by_set}");
+        assert!(!by_set.contains("-1"), "{by_set}");
+        assert_eq!(by_set_in, by_set);
     }
 
     #[test]

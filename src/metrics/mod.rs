@@ -9,7 +9,9 @@ pub mod libvirt;
 pub mod lvm;
 pub mod sanlock;
 
-pub use exposition::{counter, gauge, histogram, CounterFam, GaugeFam, HistogramFam, Registry};
+pub use exposition::{
+    counter, gauge, histogram, CounterFam, GaugeFam, HistogramFam, LabelSet, Registry,
+};
 
 use crate::collect::{CollectorReport, Observation, Outcome};
 
