@@ -72,7 +72,10 @@ impl LabelSet {
 
     /// These labels followed by `more`.
     pub fn with(&self, more: &[(&'static str, &str)]) -> LabelSet {
-        let mut text = self.0.clone();
+        // Sized once: growing from a clone, pushes one piece at a time, cost a realloc per piece.
+        let extra: usize = more.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut text = String::with_capacity(self.0.len() + extra);
+        text.push_str(&self.0);
         for (k, v) in more {
             if !text.is_empty() {
                 text.push(',');
