@@ -35,15 +35,7 @@ impl Samples {
     /// operators.
     fn push_labels(&mut self, labels: &[(&'static str, &str)]) -> Range<u32> {
         let start = self.text.len() as u32;
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                self.text.push(',');
-            }
-            self.text.push_str(k);
-            self.text.push_str("=\"");
-            escape_into(&mut self.text, v);
-            self.text.push('"');
-        }
+        append_labels(&mut self.text, false, labels);
         start..self.text.len() as u32
     }
 
@@ -76,16 +68,22 @@ impl LabelSet {
         let extra: usize = more.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut text = String::with_capacity(self.0.len() + extra);
         text.push_str(&self.0);
-        for (k, v) in more {
-            if !text.is_empty() {
-                text.push(',');
-            }
-            text.push_str(k);
-            text.push_str("=\"");
-            escape_into(&mut text, v);
-            text.push('"');
-        }
+        append_labels(&mut text, !self.0.is_empty(), more);
         LabelSet(text)
+    }
+}
+
+/// `k="v"` for each label, comma-separated, after a comma if `after_labels` (the text already
+/// ends in a label of the same set).
+fn append_labels(text: &mut String, after_labels: bool, labels: &[(&'static str, &str)]) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if after_labels || i > 0 {
+            text.push(',');
+        }
+        text.push_str(k);
+        text.push_str("=\"");
+        escape_into(text, v);
+        text.push('"');
     }
 }
 
